@@ -1,0 +1,97 @@
+"""The conformance suite every registered backend runs through automatically.
+
+A backend joins by its registry line in `backends/__init__.py`; a backend whose
+optional packages are missing is skipped (and says so).
+"""
+
+import numpy as np
+import pytest
+
+from backends import BACKENDS, backend_class
+from backends.base import Backend
+from qcbo import Problem, UnsupportedProblemError
+
+from .helpers import brute_force, random_problem
+
+CASES = [(5, None), (6, 3), (7, 1), (8, 4), (8, None), (6, 0), (6, 6)]
+
+
+def _backend(name):
+    spec = BACKENDS[name]
+    if spec.missing():
+        pytest.skip(f"{name}: missing {spec.missing()}")
+    return backend_class(name)()
+
+
+def _fits(backend, problem) -> bool:
+    try:
+        backend.check(problem, **{k: o.default for k, o in backend.options.items()})
+    except UnsupportedProblemError:
+        return False
+    return True
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request):
+    return _backend(request.param)
+
+
+@pytest.mark.parametrize("n,k", CASES)
+def test_energy_matches_enumeration(backend, n, k):
+    for seed in range(2):
+        problem = random_problem(n, k, seed=100 * n + seed, offset=0.25)
+        best, _ = brute_force(problem)
+        result = backend.solve(problem, seed=seed)
+        assert result.backend == backend.name
+        assert result.x is not None and result.x.dtype == np.int8 and result.x.shape == (n,)
+        assert result.feasible and problem.is_feasible(result.x)
+        assert result.status in ("optimal", "feasible")
+        assert result.energy == pytest.approx(problem.energy(result.x), abs=1e-12)
+        assert result.energy == pytest.approx(best, abs=1e-9 * max(1.0, abs(best)))
+        assert result.seed == seed
+        assert result.wall_time_s >= 0
+
+
+def test_exact_backends_prove_optimality(backend):
+    if not backend.exact:
+        pytest.skip(f"{backend.name} is a heuristic")
+    result = backend.solve(random_problem(8, 4, seed=3), seed=0)
+    assert result.status == "optimal"
+
+
+def test_seed_reproduces(backend):
+    problem = random_problem(8, 3, seed=7)
+    a = backend.solve(problem, seed=42)
+    b = backend.solve(problem, seed=42)
+    assert np.array_equal(a.x, b.x)
+    assert a.energy == b.energy
+
+
+def test_time_limit_honoured(backend):
+    candidates = [random_problem(n, n // 2, seed=n) for n in (400, 120, 30, 16, 12, 10, 8)]
+    problem = next(p for p in candidates if _fits(backend, p))
+    backend.solve(random_problem(8, 4, seed=1), seed=0)  # warm caches / JIT first
+    limit = 0.5
+    result = backend.solve(problem, seed=0, time_limit=limit)
+    assert result.wall_time_s <= limit + 1.0, (problem.n, result.wall_time_s)
+    assert result.x is not None and result.feasible
+
+
+def test_unknown_option_rejected(backend):
+    with pytest.raises(TypeError, match="unknown option"):
+        backend.solve(random_problem(4, 2, seed=0), seed=0, no_such_option=1)
+
+
+def test_feasibility_flag_consistent(backend):
+    problem = random_problem(6, 2, seed=11)
+    result = backend.solve(problem, seed=1)
+    assert result.feasible == problem.is_feasible(result.x)
+    assert (result.status == "infeasible") == (not result.feasible)
+
+
+def test_too_large_is_refused_cleanly(backend):
+    if backend.max_variables is None and type(backend).check is Backend.check:
+        pytest.skip(f"{backend.name} has no size limit")
+    big = Problem(np.eye(2000), 0.0, 1000)
+    with pytest.raises(UnsupportedProblemError, match=backend.name):
+        backend.solve(big, seed=0)
