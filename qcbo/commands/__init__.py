@@ -1,0 +1,1 @@
+"""Subcommands of the `qcbo` CLI, one module each (see `qcbo.cli`)."""

@@ -1,0 +1,614 @@
+"""Reading and writing problems: native .npz, block sets, UBQP text, OR-Library bqp.
+
+Formats
+-------
+native (``.npz``)
+    A NumPy zip opened with ``allow_pickle=False``: ``meta`` holds a JSON header
+    ``{"format": "qcbo.problem", "version": 1, "n", "k", "offset", "labels", "metadata"}``
+    and ``Q`` the symmetric (n, n) float64 matrix.
+block set (``.npz``)
+    Many problems in one zip, written as a stream so thousands of n = 1024 blocks never
+    sit in memory together, and read lazily one member at a time: ``meta`` is
+    ``{"format": "qcbo.blockset", "version": 1, "count", "problems": [header, ...]}``
+    and member ``q{i:08d}`` the packed upper triangle (n (n + 1) / 2 float64, row-major)
+    of problem i.
+UBQP text (``.ubqp``)
+    The iCBS reference solver's input: ``n m`` then m lines ``i j q`` (1-based), each
+    unordered pair once, meaning Q[i, j] = Q[j, i] = q (a diagonal line is the linear
+    term); minimisation; no offset, no k (give k with ``k=``). Repeated pairs add up.
+OR-Library bqp (``.txt``, ``.bqp``)
+    Beasley's files: the instance count, then per instance ``n nnz`` and nnz lines
+    ``i j q`` (1-based, same pair convention), MAXIMISE xᵀQx. Read as minimisation of
+    -xᵀQx; instance i (1-based) is named ``<stem>.<i>``. When ``best_known.json`` sits
+    beside the file, its value for the instance goes to ``metadata["best_known"]``.
+
+Every fault raises `InputError` with the file and the fault; writes go to a temporary
+file in the target's folder and are renamed into place, so a failed write leaves
+nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import IO, Any, Iterator, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .problem import Problem
+
+__all__ = [
+    "FORMAT_VERSION",
+    "read_problem",
+    "read_problems",
+    "iter_problems",
+    "write_problem",
+    "read_native",
+    "write_native",
+    "BlockSet",
+    "BlockSetWriter",
+    "read_blockset",
+    "write_blockset",
+    "read_ubqp",
+    "write_ubqp",
+    "read_orlib",
+    "write_orlib",
+    "atomic_write",
+    "detect_format",
+]
+
+FORMAT_VERSION = 1
+_NATIVE = "qcbo.problem"
+_BLOCKSET = "qcbo.blockset"
+_TEXT_SUFFIXES = {".txt", ".bqp", ".orlib"}
+
+
+# --------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; rename it into place only on success."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _header(problem: Problem) -> dict[str, Any]:
+    labels = problem.labels
+    if labels is not None and not all(isinstance(v, (str, int)) for v in labels):
+        raise InputError("labels must be str or int to be written to a file")
+    return {
+        "n": problem.n,
+        "k": problem.k,
+        "offset": problem.offset,
+        "labels": None if labels is None else list(labels),
+        "metadata": problem.metadata,
+    }
+
+
+def _problem_from_header(q: np.ndarray, head: Any, source: str) -> Problem:
+    if not isinstance(head, dict):
+        raise InputError(f"{source}: problem header is not a JSON object")
+    try:
+        n = head["n"]
+        k = head.get("k")
+        offset = head.get("offset", 0.0)
+        labels = head.get("labels")
+        metadata = head.get("metadata") or {}
+    except KeyError as exc:
+        raise InputError(f"{source}: problem header lacks {exc}") from None
+    if not isinstance(n, int) or q.shape != (n, n):
+        raise InputError(f"{source}: Q has shape {q.shape}, header says n={n!r}")
+    if offset is None or not isinstance(offset, (int, float)):
+        raise InputError(f"{source}: offset {offset!r} is not a finite number")
+    return Problem(q, offset, k, labels=labels, metadata=metadata, source=source)
+
+
+def _load_npz(path: Path) -> np.lib.npyio.NpzFile:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def _read_member(npz: Any, name: str, path: Path) -> np.ndarray:
+    try:
+        return npz[name]
+    except KeyError:
+        raise InputError(f"{path}: array {name!r} is missing (truncated file?)") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: array {name!r} is corrupt ({exc})") from None
+
+
+def _read_meta(npz: Any, path: Path) -> dict[str, Any]:
+    raw = _read_member(npz, "meta", path)
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise InputError(f"{path}: 'meta' is not a JSON string")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: 'meta' is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or "format" not in meta or "version" not in meta:
+        raise InputError(f"{path}: 'meta' lacks a format name and version")
+    if meta["format"] not in (_NATIVE, _BLOCKSET):
+        raise InputError(f"{path}: unknown format {meta['format']!r}")
+    if meta["version"] != FORMAT_VERSION:
+        raise InputError(
+            f"{path}: {meta['format']} version {meta['version']!r} is not supported "
+            f"(this qcbo reads version {FORMAT_VERSION}); upgrade qcbo"
+        )
+    return meta
+
+
+def _write_member(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as handle:
+        np.lib.format.write_array(handle, np.asarray(array, order="C"), allow_pickle=False)
+
+
+def _meta_array(meta: dict[str, Any]) -> np.ndarray:
+    return np.array(json.dumps(meta, allow_nan=False))
+
+
+# --------------------------------------------------------------------------- native
+def write_native(path: str | os.PathLike, problem: Problem) -> None:
+    """Write one problem in the native .npz format (atomically)."""
+    meta = {"format": _NATIVE, "version": FORMAT_VERSION, **_header(problem)}
+    with atomic_write(path) as handle:
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            _write_member(zf, "meta", _meta_array(meta))
+            _write_member(zf, "Q", problem.Q)
+
+
+def read_native(path: str | os.PathLike) -> Problem:
+    """Read a native .npz problem file."""
+    path = Path(path)
+    with _load_npz(path) as npz:
+        meta = _read_meta(npz, path)
+        if meta["format"] != _NATIVE:
+            raise InputError(f"{path}: is a {meta['format']} file, not a single problem")
+        q = _read_member(npz, "Q", path)
+        if q.dtype.kind not in "fiu":
+            raise InputError(f"{path}: Q has dtype {q.dtype}, expected float64")
+        return _problem_from_header(q.astype(np.float64), meta, str(path))
+
+
+# --------------------------------------------------------------------------- block sets
+def _pack(q: np.ndarray) -> np.ndarray:
+    return q[np.triu_indices(q.shape[0])]
+
+
+def _unpack(packed: np.ndarray, n: int, source: str) -> np.ndarray:
+    if packed.ndim != 1 or packed.shape[0] != n * (n + 1) // 2:
+        raise InputError(f"{source}: packed Q has shape {packed.shape}, expected ({n * (n + 1) // 2},)")
+    q = np.zeros((n, n))
+    iu = np.triu_indices(n)
+    q[iu] = packed
+    q.T[iu] = packed
+    return q
+
+
+class BlockSetWriter:
+    """Stream problems into a block set file; the file appears only on `close`.
+
+    >>> with BlockSetWriter("blocks.npz") as writer:
+    ...     writer.add(problem)
+    """
+
+    def __init__(self, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None):
+        self.path = Path(path)
+        self._ctx = atomic_write(self.path)
+        self._handle = self._ctx.__enter__()
+        self._zip = zipfile.ZipFile(self._handle, "w", zipfile.ZIP_STORED, allowZip64=True)
+        self._headers: list[dict[str, Any]] = []
+        self._metadata = dict(metadata or {})
+        self._closed = False
+
+    def add(self, problem: Problem) -> int:
+        """Append a problem; returns its index in the set."""
+        if self._closed:
+            raise InputError(f"{self.path}: block set writer is closed")
+        index = len(self._headers)
+        head = _header(problem)
+        head["array"] = f"q{index:08d}"
+        _write_member(self._zip, head["array"], _pack(problem.Q))
+        self._headers.append(head)
+        return index
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def close(self) -> None:
+        """Write the header and move the file into place."""
+        if self._closed:
+            return
+        self._closed = True
+        meta = {
+            "format": _BLOCKSET,
+            "version": FORMAT_VERSION,
+            "count": len(self._headers),
+            "metadata": self._metadata,
+            "problems": self._headers,
+        }
+        try:
+            _write_member(self._zip, "meta", _meta_array(meta))
+            self._zip.close()
+        except BaseException as exc:
+            self._ctx.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Drop everything written so far; no file is left behind."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._zip.close()
+        err = RuntimeError("aborted")
+        with contextlib.suppress(RuntimeError):
+            self._ctx.__exit__(RuntimeError, err, None)
+
+    def __enter__(self) -> "BlockSetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_blockset(
+    path: str | os.PathLike, problems: Sequence[Problem], *, metadata: dict[str, Any] | None = None
+) -> None:
+    """Write many problems as one block set file (atomically)."""
+    with BlockSetWriter(path, metadata=metadata) as writer:
+        for problem in problems:
+            writer.add(problem)
+
+
+class BlockSet:
+    """A block set opened for reading; problems are loaded one at a time.
+
+    Supports ``len()``, indexing, iteration and use as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._npz = _load_npz(self.path)
+        try:
+            meta = _read_meta(self._npz, self.path)
+            if meta["format"] != _BLOCKSET:
+                raise InputError(f"{self.path}: is a {meta['format']} file, not a block set")
+            problems = meta.get("problems")
+            if not isinstance(problems, list) or meta.get("count") != len(problems):
+                raise InputError(f"{self.path}: block set header is inconsistent (count/problems)")
+        except BaseException:
+            self._npz.close()
+            raise
+        self.metadata: dict[str, Any] = meta.get("metadata") or {}
+        self._headers: list[dict[str, Any]] = problems
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def __getitem__(self, index: int) -> Problem:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"block {index} out of range for {len(self)} blocks")
+        head = self._headers[index]
+        source = f"{self.path}[{index % len(self)}]"
+        if not isinstance(head, dict) or not isinstance(head.get("n"), int) or head["n"] < 1:
+            raise InputError(f"{source}: block header lacks a valid n")
+        packed = _read_member(self._npz, str(head.get("array")), self.path)
+        if packed.dtype.kind not in "fiu":
+            raise InputError(f"{source}: Q has dtype {packed.dtype}, expected float64")
+        q = _unpack(packed.astype(np.float64), head["n"], source)
+        return _problem_from_header(q, head, source)
+
+    def __iter__(self) -> Iterator[Problem]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def close(self) -> None:
+        self._npz.close()
+
+    def __enter__(self) -> "BlockSet":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def read_blockset(path: str | os.PathLike) -> BlockSet:
+    """Open a block set for lazy reading (close it, or use ``with``)."""
+    return BlockSet(path)
+
+
+# --------------------------------------------------------------------------- text formats
+def _parse_numbers(tokens: list[str], path: Path, line_no: int, kinds: str) -> list[Any]:
+    if len(tokens) != len(kinds):
+        raise InputError(
+            f"{path}:{line_no}: expected {len(kinds)} fields, got {len(tokens)}: {' '.join(tokens)!r}"
+        )
+    out: list[Any] = []
+    for token, kind in zip(tokens, kinds):
+        try:
+            value = int(token) if kind == "i" else float(token)
+        except ValueError:
+            raise InputError(f"{path}:{line_no}: {token!r} is not a number") from None
+        if kind == "f" and not math.isfinite(value):
+            raise InputError(f"{path}:{line_no}: coefficient {token} is not finite")
+        out.append(value)
+    return out
+
+
+def _data_lines(path: Path) -> list[tuple[int, list[str]]]:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read as text ({exc})") from None
+    lines = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.split("#", 1)[0].strip()
+        if stripped:
+            lines.append((number, stripped.split()))
+    return lines
+
+
+def _pairs_to_matrix(
+    n: int, entries: list[tuple[int, int, float, int]], path: Path
+) -> np.ndarray:
+    q = np.zeros((n, n))
+    for i, j, value, line_no in entries:
+        if not (1 <= i <= n and 1 <= j <= n):
+            raise InputError(f"{path}:{line_no}: index ({i}, {j}) out of range 1..{n}")
+        if i == j:
+            q[i - 1, i - 1] += value
+        else:
+            q[i - 1, j - 1] += value
+            q[j - 1, i - 1] += value
+    return q
+
+
+def _matrix_to_pairs(q: np.ndarray) -> list[str]:
+    iu, ju = np.nonzero(np.triu(q))
+    return [f"{i + 1} {j + 1} {float(q[i, j])!r}" for i, j in zip(iu, ju)]
+
+
+def read_ubqp(path: str | os.PathLike, *, k: int | None = None) -> Problem:
+    """Read the iCBS reference UBQP text format (minimisation)."""
+    path = Path(path)
+    lines = _data_lines(path)
+    if not lines:
+        raise InputError(f"{path}: empty file; expected a first line 'n m'")
+    line_no, tokens = lines[0]
+    n, m = _parse_numbers(tokens, path, line_no, "ii")
+    if n < 1 or m < 0:
+        raise InputError(f"{path}:{line_no}: bad sizes n={n}, m={m}")
+    body = lines[1:]
+    if len(body) != m:
+        raise InputError(f"{path}: header announces {m} entries, found {len(body)} (truncated?)")
+    entries = []
+    for line_no, tokens in body:
+        i, j, value = _parse_numbers(tokens, path, line_no, "iif")
+        entries.append((i, j, value, line_no))
+    q = _pairs_to_matrix(n, entries, path)
+    meta = {"name": path.stem, "source": str(path), "format": "ubqp"}
+    return Problem(q, 0.0, k, metadata=meta, source=str(path))
+
+
+def write_ubqp(path: str | os.PathLike, problem: Problem) -> None:
+    """Write the UBQP text format. The format has no offset or k: both are dropped."""
+    lines = _matrix_to_pairs(problem.Q)
+    text = "\n".join([f"{problem.n} {len(lines)}", *lines]) + "\n"
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
+
+
+def _best_known(path: Path) -> dict[str, float]:
+    candidate = path.parent / "best_known.json"
+    if not candidate.exists():
+        return {}
+    try:
+        data = json.loads(candidate.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {str(key): float(v) for key, v in data.items() if isinstance(v, (int, float))}
+
+
+def read_orlib(
+    path: str | os.PathLike, *, instance: int | None = None, k: int | None = None
+) -> list[Problem]:
+    """Read an OR-Library bqp file as minimisation problems (all, or one 1-based instance)."""
+    path = Path(path)
+    lines = _data_lines(path)
+    if not lines:
+        raise InputError(f"{path}: empty file; expected the number of instances")
+    line_no, tokens = lines[0]
+    (count,) = _parse_numbers(tokens, path, line_no, "i")
+    if count < 1:
+        raise InputError(f"{path}:{line_no}: instance count {count} must be >= 1")
+    if instance is not None and not 1 <= instance <= count:
+        raise InputError(f"{path}: instance {instance} out of range; the file has 1..{count}")
+    best = _best_known(path)
+    problems: list[Problem] = []
+    pos = 1
+    for index in range(1, count + 1):
+        if pos >= len(lines):
+            raise InputError(f"{path}: file ends before instance {index} of {count} (truncated?)")
+        line_no, tokens = lines[pos]
+        n, nnz = _parse_numbers(tokens, path, line_no, "ii")
+        if n < 1 or nnz < 0:
+            raise InputError(f"{path}:{line_no}: bad sizes n={n}, nnz={nnz}")
+        body = lines[pos + 1 : pos + 1 + nnz]
+        if len(body) != nnz:
+            raise InputError(f"{path}: instance {index} announces {nnz} entries, file is truncated")
+        pos += 1 + nnz
+        if instance is not None and index != instance:
+            continue
+        entries = []
+        for line_no, tokens in body:
+            i, j, value = _parse_numbers(tokens, path, line_no, "iif")
+            entries.append((i, j, value, line_no))
+        q = -_pairs_to_matrix(n, entries, path)
+        name = f"{path.stem}.{index}"
+        meta: dict[str, Any] = {"name": name, "source": str(path), "format": "orlib",
+                                "instance": index, "sense": "maximise, negated"}
+        if name in best:
+            meta["best_known"] = best[name]
+        problems.append(Problem(q, 0.0, k, metadata=meta, source=f"{path} instance {index}"))
+    if pos != len(lines):
+        line_no, _ = lines[pos]
+        raise InputError(f"{path}:{line_no}: unexpected data after the last instance")
+    return problems
+
+
+def write_orlib(path: str | os.PathLike, problems: Sequence[Problem]) -> None:
+    """Write problems as an OR-Library bqp file (maximisation of -Q; offsets and k dropped)."""
+    if not problems:
+        raise InputError(f"{path}: nothing to write")
+    out = [str(len(problems))]
+    for problem in problems:
+        pairs = _matrix_to_pairs(-problem.Q)
+        out.append(f"{problem.n} {len(pairs)}")
+        out.extend(pairs)
+    with atomic_write(path, "w") as handle:
+        handle.write("\n".join(out) + "\n")
+
+
+# --------------------------------------------------------------------------- dispatch
+def detect_format(path: str | os.PathLike) -> str:
+    """'native', 'blockset', 'ubqp', 'orlib', 'dimod' (.json) or 'lp', from name and content."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with _load_npz(path) as npz:
+            return "native" if _read_meta(npz, path)["format"] == _NATIVE else "blockset"
+    if suffix == ".ubqp":
+        return "ubqp"
+    if suffix == ".json":
+        return "dimod"
+    if suffix == ".lp":
+        return "lp"
+    if suffix in _TEXT_SUFFIXES:
+        lines = _data_lines(path)
+        if lines and len(lines[0][1]) == 1:
+            return "orlib"
+        if lines and len(lines[0][1]) == 2:
+            return "ubqp"
+        raise InputError(f"{path}: cannot tell the text format from its first line")
+    raise InputError(
+        f"{path}: unknown file type {suffix or '(none)'}; use .npz (native or block set), "
+        ".ubqp, .txt/.bqp (OR-Library), .json (dimod) or .lp"
+    )
+
+
+def iter_problems(
+    path: str | os.PathLike, *, k: int | None = None, instance: int | None = None
+) -> Iterator[Problem]:
+    """Yield the problems of any supported file (block sets lazily).
+
+    ``k`` sets the cardinality of problems from formats that carry none (UBQP,
+    OR-Library, dimod BQM); ``instance`` picks one (1-based) problem of a multi-problem
+    file.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "orlib":
+        yield from read_orlib(path, instance=instance, k=k)
+        return
+    if fmt == "blockset":
+        with read_blockset(path) as blocks:
+            if instance is not None and not 1 <= instance <= len(blocks):
+                raise InputError(f"{path}: instance {instance} out of range; the set has 1..{len(blocks)}")
+            indices = range(len(blocks)) if instance is None else [instance - 1]
+            for i in indices:
+                problem = blocks[i]
+                yield _with_k(problem, k, path)
+        return
+    if instance not in (None, 1):
+        raise InputError(f"{path}: holds one problem; instance {instance} does not exist")
+    if fmt == "native":
+        yield _with_k(read_native(path), k, path)
+    elif fmt == "ubqp":
+        yield read_ubqp(path, k=k)
+    elif fmt == "dimod":
+        from .interop import read_dimod_json
+
+        yield read_dimod_json(path, k=k)
+    else:
+        from .interop import read_lp
+
+        yield read_lp(path, k=k)
+
+
+def _with_k(problem: Problem, k: int | None, path: Path) -> Problem:
+    if k is None or k == problem.k:
+        return problem
+    if problem.k is not None:
+        raise InputError(f"{path}: the problem already has k={problem.k}; --k {k} conflicts")
+    try:
+        return problem.replace(k=k)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def read_problems(
+    path: str | os.PathLike, *, k: int | None = None, instance: int | None = None
+) -> list[Problem]:
+    """All problems of a file (see `iter_problems`)."""
+    return list(iter_problems(path, k=k, instance=instance))
+
+
+def read_problem(
+    path: str | os.PathLike, *, k: int | None = None, instance: int | None = None
+) -> Problem:
+    """Exactly one problem; a multi-problem file needs ``instance`` (1-based)."""
+    problems = read_problems(path, k=k, instance=instance)
+    if len(problems) != 1:
+        raise InputError(
+            f"{path}: holds {len(problems)} problems; choose one with --instance 1..{len(problems)}"
+        )
+    return problems[0]
+
+
+def write_problem(path: str | os.PathLike, problem: Problem) -> None:
+    """Write one problem in the format named by the extension (.npz, .ubqp, .txt, .json, .lp)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npz":
+        write_native(path, problem)
+    elif suffix == ".ubqp":
+        write_ubqp(path, problem)
+    elif suffix in _TEXT_SUFFIXES:
+        write_orlib(path, [problem])
+    elif suffix == ".json":
+        from .interop import write_dimod_json
+
+        write_dimod_json(path, problem)
+    elif suffix == ".lp":
+        from .interop import write_lp
+
+        write_lp(path, problem)
+    else:
+        raise InputError(
+            f"{path}: unknown output type {suffix or '(none)'}; use .npz, .ubqp, .txt, .json or .lp"
+        )

@@ -1,0 +1,291 @@
+"""File formats and converters: round trips keep every state's energy; bad files fail cleanly."""
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from qcbo import InputError, Problem
+from qcbo import interop
+from qcbo.io import (
+    BlockSetWriter,
+    read_blockset,
+    read_native,
+    read_orlib,
+    read_problem,
+    read_problems,
+    read_ubqp,
+    write_blockset,
+    write_native,
+    write_orlib,
+    write_problem,
+    write_ubqp,
+)
+
+from .helpers import all_states, random_problem
+
+CASES = [(1, None), (4, 2), (6, None), (8, 3), (8, 0)]
+
+
+def _same_energies(a: Problem, b: Problem, atol: float = 1e-12) -> None:
+    X = all_states(a.n)
+    assert np.allclose(a.energies(X), b.energies(X), atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("n,k", CASES)
+def test_native_round_trip(tmp_path, n, k):
+    p = random_problem(n, k, seed=n, offset=0.5).replace(metadata={"layer": "fc1", "step": 3})
+    path = tmp_path / "p.npz"
+    write_native(path, p)
+    q = read_native(path)
+    assert q == p  # bit-exact, metadata included
+
+
+def test_labels_survive_native(tmp_path):
+    p = Problem(np.eye(3), labels=["a", "b", 7])
+    write_native(tmp_path / "p.npz", p)
+    assert read_native(tmp_path / "p.npz").labels == ("a", "b", 7)
+
+
+@pytest.mark.parametrize("n,k", CASES)
+def test_blockset_round_trip(tmp_path, n, k):
+    problems = [random_problem(n, k, seed=s, offset=s).replace(metadata={"block": s}) for s in range(4)]
+    path = tmp_path / "blocks.npz"
+    write_blockset(path, problems, metadata={"model": "mlp"})
+    with read_blockset(path) as blocks:
+        assert len(blocks) == 4 and blocks.metadata == {"model": "mlp"}
+        assert list(blocks) == problems
+        assert blocks[-1] == problems[-1]
+    assert read_problem(path, instance=2) == problems[1]
+
+
+def test_blockset_writer_leaves_nothing_on_failure(tmp_path):
+    path = tmp_path / "blocks.npz"
+    with pytest.raises(RuntimeError):
+        with BlockSetWriter(path) as writer:
+            writer.add(random_problem(3, 1, seed=0))
+            raise RuntimeError("solver crashed")
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_write_keeps_existing_file(tmp_path):
+    path = tmp_path / "p.npz"
+    write_native(path, Problem(np.eye(2)))
+    before = path.read_bytes()
+    with pytest.raises(InputError):
+        write_native(path, Problem(np.eye(2), labels=[1.5, 2.5]))  # labels not str/int
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["p.npz"]
+
+
+@pytest.mark.parametrize("n,k", CASES)
+def test_ubqp_round_trip(tmp_path, n, k):
+    p = random_problem(n, k, seed=n)
+    write_ubqp(tmp_path / "p.ubqp", p)
+    q = read_ubqp(tmp_path / "p.ubqp", k=k)
+    _same_energies(p, q, atol=0)
+    assert q.k == k
+
+
+def test_ubqp_convention_pairs_are_symmetric(tmp_path):
+    path = tmp_path / "h.ubqp"
+    path.write_text("3 3\n1 1 -1\n1 2 -0.5\n2 2 -2\n")
+    p = read_ubqp(path)
+    assert p.Q[0, 1] == p.Q[1, 0] == -0.5
+    assert p.energy(np.array([1, 1, 0])) == -1 - 2 - 1.0
+
+
+def test_orlib_reading_maximisation_negated(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text("2\n3 2\n1 1 5\n2 3 4\n2 3\n1 1 3\n1 2 -2\n2 2 1\n")
+    (tmp_path / "best_known.json").write_text(json.dumps({"tiny.2": -3}))
+    first, second = read_orlib(path)
+    # maximise x'Qx: 2*4*x2*x3 + 5*x1 -> max 13 at all ones -> min -13
+    assert first.energy(np.array([1, 1, 1])) == -13
+    assert second.metadata == {"name": "tiny.2", "source": str(path), "format": "orlib",
+                               "instance": 2, "sense": "maximise, negated", "best_known": -3.0}
+    assert read_problem(path, instance=2) == second
+    write_orlib(tmp_path / "again.txt", [first, second])
+    again = read_orlib(tmp_path / "again.txt")
+    _same_energies(first, again[0], atol=0)
+    _same_energies(second, again[1], atol=0)
+
+
+def test_shared_orlib_files_read(tmp_path):
+    from .conftest import ORLIB_DIR
+
+    path = os.path.join(ORLIB_DIR, "bqp50.txt")
+    if not os.path.exists(path):
+        pytest.skip("../shared/data/orlib not present")
+    problems = read_problems(path)
+    assert len(problems) == 10 and all(p.n == 50 for p in problems)
+    assert problems[0].metadata["best_known"] == -2098
+
+
+@pytest.mark.parametrize("n,k", CASES)
+def test_dimod_round_trips(tmp_path, n, k):
+    p = random_problem(n, k, seed=n, offset=-1.5).replace(metadata={"layer": "x"})
+    cqm_back = interop.from_cqm(interop.to_cqm(p))
+    _same_energies(p, cqm_back)
+    assert cqm_back.k == k
+    if k is None:
+        _same_energies(p, interop.from_bqm(interop.to_bqm(p)))
+    else:
+        with pytest.raises(InputError, match="cardinality"):
+            interop.to_bqm(p)
+    write_problem(tmp_path / "p.json", p)
+    q = read_problem(tmp_path / "p.json")
+    _same_energies(p, q)
+    assert q.k == k and q.metadata == {"layer": "x"}
+
+
+def test_dimod_spin_models_are_converted():
+    import dimod
+
+    bqm = dimod.BinaryQuadraticModel({"a": 1.0, "b": -0.5}, {("a", "b"): 2.0}, 0.25, dimod.SPIN)
+    p = interop.from_bqm(bqm)
+    for x in all_states(2):
+        spins = {"a": 2 * int(x[0]) - 1, "b": 2 * int(x[1]) - 1}
+        assert p.energy(x) == pytest.approx(bqm.energy(spins))
+    assert p.labels == ("a", "b")
+
+
+@pytest.mark.parametrize("n,k", CASES)
+def test_qiskit_round_trips(tmp_path, n, k):
+    p = random_problem(n, k, seed=n, offset=2.0)
+    q = interop.from_quadratic_program(interop.to_quadratic_program(p))
+    _same_energies(p, q)
+    assert q.k == k
+    write_problem(tmp_path / "p.lp", p)
+    lp = read_problem(tmp_path / "p.lp")
+    _same_energies(p, lp, atol=1e-9)  # the LP writer prints 12 decimals
+    assert lp.k == k
+
+
+def test_qiskit_maximisation_is_negated():
+    from qiskit_optimization import QuadraticProgram
+
+    qp = QuadraticProgram()
+    qp.binary_var("a")
+    qp.binary_var("b")
+    qp.maximize(linear={"a": 1.0}, quadratic={("a", "b"): 3.0}, constant=1.0)
+    p = interop.from_quadratic_program(qp)
+    assert p.energy(np.array([1, 1])) == -5.0 and p.labels == ("a", "b")
+
+
+def test_all_formats_agree_through_a_chain(tmp_path):
+    """native -> block set -> UBQP -> dimod -> qiskit -> native keeps every energy."""
+    p = random_problem(7, None, seed=9)
+    write_native(tmp_path / "a.npz", p)
+    write_blockset(tmp_path / "b.npz", [read_native(tmp_path / "a.npz")])
+    write_ubqp(tmp_path / "c.ubqp", read_problem(tmp_path / "b.npz"))
+    bqm = interop.to_bqm(read_ubqp(tmp_path / "c.ubqp"))
+    qp = interop.to_quadratic_program(interop.from_bqm(bqm))
+    final = interop.from_quadratic_program(qp)
+    _same_energies(p, final)
+
+
+# --------------------------------------------------------------------------- malformed input
+def _native_with_meta(path, meta, q=np.eye(2)):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, arr in (("meta", np.array(json.dumps(meta))), ("Q", q)):
+            with zf.open(f"{name}.npy", "w") as handle:
+                np.lib.format.write_array(handle, arr, allow_pickle=False)
+
+
+@pytest.mark.parametrize(
+    "meta,q,match",
+    [
+        ({"format": "qcbo.problem", "version": 99, "n": 2, "k": None, "offset": 0}, np.eye(2), "version 99"),
+        ({"format": "other", "version": 1}, np.eye(2), "unknown format"),
+        ({"format": "qcbo.problem", "version": 1, "n": 3, "k": None, "offset": 0}, np.eye(2), "shape"),
+        ({"format": "qcbo.problem", "version": 1, "n": 2, "k": 5, "offset": 0}, np.eye(2), "out of range"),
+        ({"format": "qcbo.problem", "version": 1, "n": 2, "k": None, "offset": 0},
+         np.array([[np.inf, 0], [0, 1]]), "NaN or inf"),
+        ({"format": "qcbo.problem", "version": 1, "n": 2, "k": None, "offset": 0},
+         np.array([[0.0, 1.0], [-1.0, 0.0]]), "not symmetric"),
+    ],
+)
+def test_malformed_native_files(tmp_path, meta, q, match):
+    path = tmp_path / "bad.npz"
+    _native_with_meta(path, meta, q)
+    with pytest.raises(InputError, match=match) as info:
+        read_problem(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_and_corrupt_npz(tmp_path):
+    good = tmp_path / "good.npz"
+    write_native(good, random_problem(20, 5, seed=0))
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"not a zip at all" * 10)
+    for path in (truncated, corrupt):
+        with pytest.raises(InputError) as info:
+            read_problem(path)
+        assert str(path) in str(info.value)
+
+
+def test_truncated_blockset(tmp_path):
+    path = tmp_path / "blocks.npz"
+    write_blockset(path, [random_problem(30, 10, seed=s) for s in range(3)])
+    data = path.read_bytes()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(data[: len(data) - 200])
+    with pytest.raises(InputError):
+        read_problems(cut)
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("", "empty"),
+        ("3 2\n1 1 1.0\n", "truncated"),
+        ("2 1\n1 3 1.0\n", "out of range"),
+        ("2 1\n1 x 1.0\n", "not a number"),
+        ("2 1\n1 1 nan\n", "not finite"),
+        ("2 1\n1 1\n", "expected 3 fields"),
+    ],
+)
+def test_malformed_ubqp(tmp_path, text, match):
+    path = tmp_path / "bad.ubqp"
+    path.write_text(text)
+    with pytest.raises(InputError, match=match):
+        read_problem(path)
+
+
+def test_orlib_bad_instance_and_truncation(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("2\n2 1\n1 2 1\n2 1\n1 1 4\n")
+    with pytest.raises(InputError, match="instance 3 out of range"):
+        read_problem(path, instance=3)
+    with pytest.raises(InputError, match="holds 2 problems"):
+        read_problem(path)
+    path.write_text("3\n2 1\n1 2 1\n")
+    with pytest.raises(InputError, match="truncated"):
+        read_problems(path)
+
+
+def test_k_for_formats_without_one(tmp_path):
+    path = tmp_path / "p.ubqp"
+    write_ubqp(path, random_problem(4, None, seed=0))
+    assert read_problem(path, k=2).k == 2
+    with pytest.raises(InputError, match="out of range"):
+        read_problem(path, k=9)
+    native = tmp_path / "p.npz"
+    write_native(native, random_problem(4, 1, seed=0))
+    with pytest.raises(InputError, match="conflicts"):
+        read_problem(native, k=2)
+
+
+def test_unknown_extension(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("1,2")
+    with pytest.raises(InputError, match="unknown file type"):
+        read_problem(path)
+    with pytest.raises(InputError, match="no such file"):
+        read_problem(tmp_path / "missing.npz")

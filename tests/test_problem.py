@@ -1,0 +1,149 @@
+"""The problem model and its algebraic identities, checked by enumeration."""
+
+import numpy as np
+import pytest
+
+from qcbo import InputError, Problem
+from qcbo.result import SolveResult
+
+from .helpers import all_states, brute_force, random_problem
+
+
+def test_energy_matches_definition_and_batch():
+    p = random_problem(6, None, seed=1, offset=1.25)
+    X = all_states(6)
+    single = np.array([x @ p.Q @ x + 1.25 for x in X.astype(float)])
+    assert np.allclose(p.energies(X), single)
+    assert p.energy(X[13]) == pytest.approx(single[13])
+
+
+def test_upper_triangle_and_mapping_give_same_energies():
+    rng = np.random.default_rng(0)
+    u = np.triu(rng.normal(size=(5, 5)))
+    X = all_states(5).astype(float)
+    direct = np.einsum("mi,ij,mj->m", X, u, X)
+    assert np.allclose(Problem(u).energies(X), direct)
+    mapping = {(i, j): u[i, j] for i in range(5) for j in range(i, 5)}
+    assert np.allclose(Problem(mapping).energies(X), direct)
+    # (j, i) keys count the same as (i, j): the term is value * x_i * x_j
+    assert Problem({(1, 0): 2.0}, n=2).energy(np.array([1, 1])) == 2.0
+
+
+def test_symmetrize_flag_keeps_energies():
+    a = np.random.default_rng(3).normal(size=(4, 4))
+    with pytest.raises(InputError, match="not symmetric"):
+        Problem(a)
+    p = Problem(a, symmetrize=True)
+    X = all_states(4).astype(float)
+    assert np.allclose(p.energies(X), np.einsum("mi,ij,mj->m", X, a, X))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(Q=np.array([[1.0, np.nan], [np.nan, 0.0]])), "NaN"),
+        (dict(Q=np.ones((2, 3))), "square"),
+        (dict(Q=np.zeros((0, 0))), "at least one"),
+        (dict(Q=np.eye(3), k=4), "out of range"),
+        (dict(Q=np.eye(3), k=-1), "out of range"),
+        (dict(Q=np.eye(3), k=1.5), "integer"),
+        (dict(Q=np.eye(3), offset=float("inf")), "finite"),
+        (dict(Q=np.eye(2), labels=["a"]), "labels"),
+        (dict(Q=np.eye(2), labels=["a", "a"]), "unique"),
+        (dict(Q=np.eye(2), metadata={"x": object()}), "JSON"),
+        (dict(Q=[["a", "b"], ["c", "d"]]), "numeric"),
+    ],
+)
+def test_bad_input_raises_one_type(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        Problem(**kwargs)
+
+
+def test_problem_is_read_only():
+    p = Problem(np.eye(2))
+    with pytest.raises(ValueError):
+        p.Q[0, 0] = 5.0
+
+
+def test_feasibility():
+    p = Problem(np.eye(4), k=2)
+    assert p.is_feasible(np.array([1, 0, 1, 0]))
+    assert not p.is_feasible(np.array([1, 1, 1, 0]))
+    assert not p.is_feasible(np.array([1, 0, 1]))
+    assert not p.is_feasible(np.array([2, 0, 0, 0]))
+    assert p.is_feasible(p.feasible_point())
+
+
+def _adversarial(n: int, k: int, seed: int) -> Problem:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, n))
+    q = (a + a.T) / 2
+    q -= 50.0 * rng.random(size=(n, n)) * (rng.random(size=(n, n)) < 0.5)  # large negative couplings
+    q = (q + q.T) / 2
+    np.fill_diagonal(q, np.diag(q) - 100.0 * rng.random(n))
+    return Problem(q, 3.0, k)
+
+
+@pytest.mark.parametrize("n", [2, 5, 8, 10])
+@pytest.mark.parametrize("kind", ["random", "adversarial"])
+def test_default_penalty_makes_infeasible_states_worse(n, kind):
+    for seed in range(3):
+        for k in {0, 1, n // 2, n - 1, n}:
+            p = random_problem(n, k, seed) if kind == "random" else _adversarial(n, k, seed)
+            qubo, inverter = p.to_qubo()
+            assert qubo.k is None and inverter.penalty > 0
+            X = all_states(n)
+            feasible = X.sum(axis=1) == k
+            e = qubo.energies(X)
+            # The penalty QUBO agrees with the original on feasible states ...
+            assert np.allclose(e[feasible], p.energies(X[feasible]))
+            # ... and every infeasible state is strictly worse than the constrained optimum.
+            best_feasible = p.energies(X[feasible]).min()
+            assert e[~feasible].min() > best_feasible
+            assert inverter.is_feasible(X[np.argmin(e)])
+
+
+def test_explicit_penalty_and_unconstrained_passthrough():
+    p = random_problem(5, 2, seed=4)
+    qubo, inverter = p.to_qubo(penalty=0.5)
+    X = all_states(5)
+    expected = p.energies(X) + 0.5 * (X.sum(axis=1) - 2) ** 2
+    assert np.allclose(qubo.energies(X), expected)
+    assert inverter.penalty == 0.5 and qubo.metadata["penalty"]["weight"] == 0.5
+    free = random_problem(4, None, seed=1)
+    same, inv = free.to_qubo()
+    assert same is free and inv.penalty == 0.0
+    with pytest.raises(InputError):
+        p.to_qubo(penalty=-1.0)
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_ising_mapping_equal_on_every_state(n):
+    p = random_problem(n, None, seed=n, offset=-0.75)
+    ising = p.to_ising()
+    X = all_states(n)
+    S = 2 * X.astype(float) - 1  # spin +1 <=> x = 1
+    assert np.allclose(ising.energies(S), p.energies(X))
+    assert np.allclose(np.tril(ising.J), 0.0)
+    back = Problem.from_ising(ising.h, ising.J, ising.offset)
+    assert np.allclose(back.energies(X), p.energies(X))
+
+
+def test_solve_result_recomputes_energy_and_flags_infeasible():
+    p = random_problem(4, 2, seed=0)
+    good = SolveResult.from_solution(p, np.array([1, 1, 0, 0]), backend="t", wall_time_s=0.1)
+    assert good.status == "feasible" and good.energy == pytest.approx(p.energy(np.array([1, 1, 0, 0])))
+    bad = SolveResult.from_solution(p, np.array([1, 1, 1, 0]), backend="t", wall_time_s=0.1,
+                                    proven_optimal=True)
+    assert bad.status == "infeasible" and not bad.feasible
+    failed = SolveResult.from_solution(p, None, backend="t", wall_time_s=0.1)
+    assert failed.status == "failed" and failed.to_dict()["energy"] is None
+    with pytest.raises(InputError):
+        SolveResult.from_solution(p, np.array([1, 2, 0, 0]), backend="t", wall_time_s=0.0)
+
+
+def test_brute_force_helper_agrees_with_exact_backend():
+    from backends import get_backend
+
+    p = random_problem(9, 4, seed=5)
+    assert get_backend("exact").solve(p, seed=0).energy == pytest.approx(brute_force(p)[0])
