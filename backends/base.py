@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from qcbo.errors import InputError, UnsupportedProblemError
+from qcbo.errors import InputError, QCBOError, SolverError, UnsupportedProblemError
 from qcbo.problem import Problem
 from qcbo.result import SolveResult
 
@@ -106,7 +106,12 @@ class Backend(abc.ABC):
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         start = time.perf_counter()
-        raw = self._solve(problem, seed=int(seed), time_limit=time_limit, **opts)
+        try:
+            raw = self._solve(problem, seed=int(seed), time_limit=time_limit, **opts)
+        except (QCBOError, TypeError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a solver's own failure, reported as one type
+            raise SolverError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         wall = time.perf_counter() - start
         return SolveResult.from_solution(
             problem,
