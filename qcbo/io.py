@@ -30,6 +30,7 @@ nothing half-written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -190,15 +191,20 @@ def read_native(path: str | os.PathLike) -> Problem:
 
 
 # --------------------------------------------------------------------------- block sets
+@functools.lru_cache(maxsize=8)
+def _triu(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n)
+
+
 def _pack(q: np.ndarray) -> np.ndarray:
-    return q[np.triu_indices(q.shape[0])]
+    return q[_triu(q.shape[0])]
 
 
 def _unpack(packed: np.ndarray, n: int, source: str) -> np.ndarray:
     if packed.ndim != 1 or packed.shape[0] != n * (n + 1) // 2:
         raise InputError(f"{source}: packed Q has shape {packed.shape}, expected ({n * (n + 1) // 2},)")
     q = np.zeros((n, n))
-    iu = np.triu_indices(n)
+    iu = _triu(n)
     q[iu] = packed
     q.T[iu] = packed
     return q

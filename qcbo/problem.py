@@ -29,6 +29,8 @@ def _symmetric_from_matrix(a: np.ndarray, source: str, symmetrize: bool) -> np.n
         raise InputError(f"{source}: Q contains NaN or inf; every coefficient must be finite")
     if symmetrize:
         return (a + a.T) / 2.0
+    if np.array_equal(a, a.T):
+        return a  # np.array() in Problem.__init__ already made a private copy
     asym = np.abs(a - a.T)
     scale = float(np.abs(a).max()) if a.size else 0.0
     if asym.size == 0 or asym.max() <= SYMMETRY_RTOL * max(scale, 1e-300):
