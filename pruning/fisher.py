@@ -1,0 +1,133 @@
+"""Gradient and Hessian blocks for a set of weights of one layer, via torch.func.
+
+The block is a perturbation v (n,) added to the weights at ``flat_indices`` of one
+layer's weight: the loss as a function of v, at v = 0, has gradient = the loss gradient
+restricted to the block. Per-sample gradients come from ``vmap(grad(.))`` over v alone:
+
+- for nn.Linear the perturbation enters as an extra term ``(x[..., cols] * v) @ E``
+  (E: one-hot rows) added to the layer output by a forward hook, so per-sample gradients
+  cost O(m n) and the full per-sample weight gradient (m, out, in) is never formed;
+- for other layers (nn.Conv2d) v is scattered into the weight itself and the samples
+  are processed in chunks to bound memory.
+
+Shapes: inputs (m, ...), targets (m, ...); gradients (m, n) float32; Hessian (n, n).
+``loss_fn(outputs, targets)`` must return the mean loss of a batch.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, hessian, vmap
+
+__all__ = ["block_gradients", "fisher_block", "exact_hessian_block"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _module_of(model: nn.Module, weight_name: str) -> nn.Module:
+    module_name = weight_name.rsplit(".", 1)[0] if "." in weight_name else ""
+    return dict(model.named_modules())[module_name]
+
+
+@contextmanager
+def _block_loss(
+    model: nn.Module, loss_fn: LossFn, weight_name: str, flat_indices: torch.Tensor
+) -> Iterator[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """Yields loss(v, x, y): the batch loss with v added to the block's weights."""
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    params.update({k: b.detach() for k, b in model.named_buffers()})
+    weight = params[weight_name]
+    module = _module_of(model, weight_name)
+    idx = flat_indices.to(torch.long)
+    state: dict[str, torch.Tensor] = {}
+    handle = None
+    if isinstance(module, nn.Linear):
+        rows = idx // weight.shape[1]
+        cols = idx % weight.shape[1]
+        onehot = torch.zeros(len(idx), weight.shape[0], dtype=weight.dtype)
+        onehot[torch.arange(len(idx)), rows] = 1.0
+
+        def hook(_mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
+            return output + (inputs[0][..., cols] * state["v"]) @ onehot
+
+        handle = module.register_forward_hook(hook)
+
+        def loss(v: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            state["v"] = v
+            return loss_fn(functional_call(model, params, (x,)), y)
+    else:
+        def loss(v: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            perturbed = dict(params)
+            perturbed[weight_name] = weight.reshape(-1).index_add(0, idx, v).view_as(weight)
+            return loss_fn(functional_call(model, perturbed, (x,)), y)
+
+    was_training = model.training
+    model.eval()
+    try:
+        yield loss
+    finally:
+        if handle is not None:
+            handle.remove()
+        model.train(was_training)
+
+
+def block_gradients(
+    model: nn.Module,
+    loss_fn: LossFn,
+    weight_name: str,
+    flat_indices: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    chunk_size: int = 64,
+) -> torch.Tensor:
+    """Per-sample loss gradients restricted to the block: (m, n) float32."""
+    with _block_loss(model, loss_fn, weight_name, flat_indices) as loss:
+        def sample_loss(v: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return loss(v, x.unsqueeze(0), y.unsqueeze(0))
+
+        v0 = torch.zeros(len(flat_indices), dtype=inputs.dtype if inputs.is_floating_point()
+                         else torch.float32)
+        per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+        module = _module_of(model, weight_name)
+        step = len(inputs) if isinstance(module, nn.Linear) else max(1, chunk_size)
+        parts = [per_sample(v0, inputs[i: i + step], targets[i: i + step])
+                 for i in range(0, len(inputs), step)]
+    return torch.cat(parts).detach()
+
+
+def fisher_block(
+    model: nn.Module,
+    loss_fn: LossFn,
+    weight_name: str,
+    flat_indices: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g (n,), H (n, n)) float64: mean gradient and empirical Fisher G^T G / m."""
+    G = block_gradients(model, loss_fn, weight_name, flat_indices, inputs, targets).double()
+    return G.mean(dim=0), G.T @ G / G.shape[0]
+
+
+def exact_hessian_block(
+    model: nn.Module,
+    loss_fn: LossFn,
+    weight_name: str,
+    flat_indices: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g (n,), H (n, n)) float64: batch gradient and the exact autograd Hessian block.
+
+    Costs n forward-mode passes over the batch; meant for small models and blocks.
+    """
+    with _block_loss(model, loss_fn, weight_name, flat_indices) as loss:
+        v0 = torch.zeros(len(flat_indices), dtype=torch.float32)
+        g = grad(loss)(v0, inputs, targets)
+        H = hessian(loss)(v0, inputs, targets)
+    H = H.double()
+    return g.detach().double(), ((H + H.T) / 2.0).detach()

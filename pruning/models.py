@@ -1,0 +1,240 @@
+"""Built-in classifiers: ReLU MLPs trained once with a fixed seed and cached.
+
+A builtin model lives in ``$QCBO_CACHE/models`` (default ``~/.cache/qcbo/models``) as
+``NAME.safetensors`` plus ``NAME.json`` (architecture, seed, test accuracy). The first
+use trains it (seconds for digits, a minute or two for Fashion-MNIST on 2 CPU cores);
+later uses load it. Files are written atomically, so concurrent first uses are safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from qcbo.errors import InputError
+
+from .data import ClassificationData, load_dataset, make_loader
+
+__all__ = [
+    "BuiltinSpec",
+    "BUILTIN_MODELS",
+    "LoadedModel",
+    "mlp",
+    "cache_dir",
+    "evaluate",
+    "train_classifier",
+    "load_builtin",
+    "load_model",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuiltinSpec:
+    """A built-in classifier: MLP layer sizes, its dataset and how it is trained."""
+
+    name: str
+    dataset: str
+    sizes: tuple[int, ...]
+    epochs: int
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+
+
+BUILTIN_MODELS: dict[str, BuiltinSpec] = {
+    spec.name: spec
+    for spec in [
+        BuiltinSpec("mlp-fashion-mnist", "fashion-mnist", (784, 512, 512, 10), epochs=8),
+        BuiltinSpec("mlp-digits", "digits", (64, 128, 128, 10), epochs=60, batch_size=64),
+    ]
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to prune, its data and the dense test accuracy recorded at training."""
+
+    name: str
+    model: nn.Module
+    data: ClassificationData
+    test_accuracy: float | None
+
+
+def mlp(sizes: Sequence[int]) -> nn.Sequential:
+    """Linear layers of the given sizes with ReLU between them (no activation at the end)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def cache_dir() -> Path:
+    """``$QCBO_CACHE`` or ``~/.cache/qcbo``."""
+    return Path(os.environ.get("QCBO_CACHE") or Path.home() / ".cache" / "qcbo")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    *,
+    batch_size: int = 4096,
+) -> tuple[float, float]:
+    """(mean loss, accuracy in [0, 1]) of a classifier on inputs x (N, ...) and labels y (N,)."""
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start: start + batch_size], y[start: start + batch_size]
+        out = model(xb)
+        total_loss += float(loss_fn(out, yb)) * len(xb)
+        correct += int((out.argmax(dim=-1) == yb).sum())
+    model.train(was_training)
+    return total_loss / len(x), correct / len(x)
+
+
+def train_classifier(
+    model: nn.Module,
+    data: ClassificationData,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = False,
+) -> float:
+    """Train with Adam and cross-entropy on the train split; returns the test accuracy."""
+    torch.manual_seed(seed)  # only parameter init below; a local Generator drives batches
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    loader = make_loader(data.x_train, data.y_train, batch_size=batch_size, shuffle=True, seed=seed)
+    iterator = range(epochs)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="training", unit="epoch", leave=False)
+    model.train()
+    for _ in iterator:
+        for xb, yb in loader:
+            optimiser.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            optimiser.step()
+    model.eval()
+    return evaluate(model, data.x_test, data.y_test)[1]
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_builtin(name: str, *, progress: bool = False) -> LoadedModel:
+    """A built-in model by name (without the ``builtin:`` prefix), trained on first use."""
+    from safetensors.torch import load_file, save_file
+
+    spec = BUILTIN_MODELS.get(name)
+    if spec is None:
+        raise InputError(
+            f"unknown builtin model {name!r}; choose one of: "
+            + ", ".join(f"builtin:{n}" for n in BUILTIN_MODELS)
+        )
+    data = load_dataset(spec.dataset)
+    weights = cache_dir() / "models" / f"{name}.safetensors"
+    info_path = weights.with_suffix(".json")
+    with torch.random.fork_rng():
+        torch.manual_seed(spec.seed)
+        model = mlp(spec.sizes)
+    if weights.is_file() and info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if tuple(info.get("sizes", ())) == spec.sizes and info.get("seed") == spec.seed:
+            model.load_state_dict(load_file(str(weights)))
+            model.eval()
+            return LoadedModel(name, model, data, info.get("test_accuracy"))
+    log.info("training builtin model %s on %s (cached in %s)", name, spec.dataset, weights)
+    start = time.perf_counter()
+    with torch.random.fork_rng():
+        acc = train_classifier(model, data, epochs=spec.epochs, batch_size=spec.batch_size,
+                               lr=spec.lr, seed=spec.seed, progress=progress)
+    info = {"name": name, "dataset": spec.dataset, "sizes": list(spec.sizes), "seed": spec.seed,
+            "epochs": spec.epochs, "test_accuracy": acc,
+            "train_seconds": time.perf_counter() - start}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(weights, lambda p: save_file(state, p))
+    _atomic_write(info_path, lambda p: Path(p).write_text(json.dumps(info, indent=2)))
+    return LoadedModel(name, model, data, acc)
+
+
+def _mlp_from_state(state: dict[str, torch.Tensor], source: str) -> nn.Sequential:
+    weights = sorted(
+        (k for k in state if k.endswith(".weight")), key=lambda k: int(k.split(".")[0])
+        if k.split(".")[0].isdigit() else -1
+    )
+    if not weights or any(state[k].ndim != 2 for k in weights):
+        raise InputError(f"{source}: not the state dict of an MLP (need 2-D '<i>.weight' tensors)")
+    sizes = [int(state[weights[0]].shape[1])] + [int(state[k].shape[0]) for k in weights]
+    model = mlp(sizes)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"{source}: state dict does not fit an MLP of sizes {sizes} ({first})") from None
+    return model
+
+
+def load_model(spec: str, *, progress: bool = False) -> LoadedModel:
+    """``builtin:NAME`` or a path to an MLP state dict (.safetensors or .pt).
+
+    For a path the architecture is read off the weight shapes (``0.weight``,
+    ``2.weight``, ... as `mlp` names them) and the dataset off the input width:
+    784 -> Fashion-MNIST, 64 -> digits. A pruned model written by ``qcbo prune`` loads
+    this way, so it can be pruned further.
+    """
+    if spec.startswith("builtin:"):
+        return load_builtin(spec[len("builtin:"):], progress=progress)
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(
+            f"{spec}: no such model file; use builtin:mlp-digits, builtin:mlp-fashion-mnist or "
+            "a path to an MLP state dict (.safetensors or .pt)"
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
+        raise InputError(f"{spec}: cannot read model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{spec}: expected a state dict (name -> tensor)")
+    model = _mlp_from_state(state, spec)
+    width = model[0].in_features
+    dataset = {784: "fashion-mnist", 64: "digits"}.get(width)
+    if dataset is None:
+        raise InputError(f"{spec}: input width {width} matches no known dataset (784 or 64)")
+    model.eval()
+    return LoadedModel(path.stem, model, load_dataset(dataset), None)

@@ -1,0 +1,139 @@
+"""The iCBS loop on a tiny trained classifier, solved exactly."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pruning.baselines import prunable_weights
+from pruning.data import make_loader
+from pruning.icbs import ICBSConfig, _Layer, prune, resolve_block_size, step_schedule
+from qcbo.errors import InputError, UnsupportedProblemError
+
+CE = nn.functional.cross_entropy
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models: torch's thread pool only adds contention on a shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread):
+    """A 10-24-3 MLP trained on three Gaussian blobs; returns (state, loaders)."""
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 10, generator=gen) * 1.5
+    y = torch.randint(0, 3, (900,), generator=gen)
+    x = centres[y] + torch.randn(900, 10, generator=gen)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(10, 24), nn.ReLU(), nn.Linear(24, 3))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(150):
+        opt.zero_grad()
+        CE(net(x[:600]), y[:600]).backward()
+        opt.step()
+    loaders = (
+        make_loader(x[:600], y[:600], batch_size=100, shuffle=True, seed=1),
+        make_loader(x[600:750], y[600:750], batch_size=150, shuffle=False),
+        make_loader(x[750:], y[750:], batch_size=150, shuffle=False),
+    )
+    return {k: v.clone() for k, v in net.state_dict().items()}, loaders
+
+
+def _net(state):
+    net = nn.Sequential(nn.Linear(10, 24), nn.ReLU(), nn.Linear(24, 3))
+    net.load_state_dict(state)
+    return net
+
+
+def test_prune_keeps_density_and_never_applies_a_worse_block(trained):
+    state, (train, val, test) = trained
+    net = _net(state)
+    dense = {k: v.clone() for k, v in net.state_dict().items()}
+    blocks = []
+    cfg = ICBSConfig(density=0.25, backend="exact", block_size=10, epochs=2, steps_per_epoch=6,
+                     fisher_samples=200, seed=3)
+    report = prune(net, CE, train, val, cfg, test_loader=test, block_sink=blocks.append)
+    weights = prunable_weights(net)
+    for name, w in weights.items():
+        kept = int((w != 0).sum())
+        assert kept == round(0.25 * w.numel())
+        assert report["layers"][name]["density"] == pytest.approx(kept / w.numel())
+        nz = w != 0
+        assert torch.equal(w[nz], dense[name][nz])  # kept weights are never re-fitted
+    assert net[0].bias.count_nonzero() == dense["0.bias"].count_nonzero()
+    assert report["blocks_solved"] == len(blocks) == 12
+    assert 0 < report["blocks_applied"] <= 12
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2]
+    assert report["final"]["val_loss"] <= report["initial"]["val_loss"]
+    for problem in blocks:
+        meta = problem.metadata
+        assert meta["backend"] == "exact" and meta["status"] == "optimal"
+        assert len(meta["indices"]) == problem.n == 10 and problem.k == sum(meta["initial"])
+        initial = np.array(meta["initial"], dtype=np.int8)
+        # The exact backend's optimum can't be worse than the warm start (energy 0).
+        assert meta["energy_reached"] <= problem.energy(initial) + 1e-12
+        assert meta["applied"] == (meta["energy_reached"] < problem.energy(initial) - 1e-12)
+
+
+def test_exact_hessian_option_predicts_a_decrease_for_every_applied_block(trained):
+    state, (train, val, _) = trained
+    net = _net(state)
+    blocks = []
+    cfg = ICBSConfig(density=0.3, backend="exact", block_size=8, epochs=1, steps_per_epoch=4,
+                     fisher_samples=300, hessian="exact", seed=0)
+    report = prune(net, CE, train, val, cfg, block_sink=blocks.append)
+    assert len(blocks) == 4 and all(p.metadata["scale"] > 0 for p in blocks)
+    applied = [p for p in blocks if p.metadata["applied"]]
+    assert report["epochs"][0]["blocks_applied"] == len(applied) > 0
+    predicted = sum((p.metadata["energy_reached"] - p.energy(np.array(p.metadata["initial"])))
+                    * p.metadata["scale"] for p in applied)
+    assert predicted < 0
+    assert report["epochs"][0]["predicted_delta_loss"] == pytest.approx(predicted)
+
+
+def test_keep_best_restores_the_best_epoch(trained):
+    state, (train, val, _) = trained
+    net = _net(state)
+    cfg = ICBSConfig(density=0.2, backend="exact", block_size=8, epochs=3, steps_per_epoch=3,
+                     fisher_samples=100, keep_best=True, seed=5)
+    report = prune(net, CE, train, val, cfg)
+    best = report["best_epoch"]
+    accs = [report["initial"]["val_accuracy"]] + [e["val_accuracy"] for e in report["epochs"]]
+    assert report["final"]["val_accuracy"] == pytest.approx(max(accs))
+    assert report["final_epoch"] == best
+
+
+def test_tabu_never_starves_a_block():
+    torch.manual_seed(0)
+    param = nn.Parameter(torch.randn(40))
+    keep = np.zeros(40, dtype=bool)
+    keep[:6] = True  # density 0.15: few kept weights, as at low density
+    layer = _Layer("w", param, keep, np.abs(param.detach().numpy()), 0.0, 0.0, 0.9, 10)
+    for _ in range(20):
+        idx = layer.select(10, 5)
+        assert idx is not None and len(idx) == 10
+        assert int(layer.keep[idx].sum()) == 5
+        layer.push_tabu(idx)
+        assert layer.in_tabu.sum() <= layer.tabu_capacity
+
+
+def test_schedule_and_block_size_rules():
+    sched = step_schedule([401408, 262144, 5120], 30)
+    counts = np.bincount(sched)
+    assert counts.sum() == 30 and counts[0] >= counts[1] > counts[2] >= 1
+    assert step_schedule([100, 10], 1, min_steps=2).count(1) == 2
+
+    class Small:
+        name, max_variables = "tiny-qpu", 12
+
+    assert resolve_block_size(Small(), None) == 12
+    with pytest.raises(UnsupportedProblemError, match="at most 12"):
+        resolve_block_size(Small(), 20)
+    with pytest.raises(InputError, match="density"):
+        ICBSConfig(density=0.0).validate()
