@@ -1,0 +1,155 @@
+"""`sa`: simulated annealing that keeps sum(x) = k at every step (numba-compiled).
+
+Moves: with a cardinality k, a swap (one variable 1 -> 0 and one 0 -> 1, drawn
+uniformly), so every visited state is feasible; without one, single flips in sequential
+sweeps. Each move's energy change comes in O(1) from the maintained flip deltas, an
+accepted move updates them in O(n) (see `backends._kernels`).
+
+Temperatures come from the problem's own scale: a short random walk from the start
+state measures the mean |delta| of a move, ``s``. The schedule is geometric from
+``T_hot = s / ln(1 / hot)`` (a typical uphill move accepted with probability ``hot``)
+down to ``T_cold = s / ln(1 / cold)``, one temperature per sweep; a sweep is n swap
+proposals (or one pass of flips over all n variables). Each restart has its own child
+seed and ends with a steepest descent, so every answer is a local minimum of its move
+set. The best of the restarts (and of the warm start ``initial``, if given) is returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from qcbo.errors import InputError
+from qcbo.problem import Problem
+
+from . import _kernels as K
+from .base import Backend, Option, RawSolution, child_seeds, deadline
+
+__all__ = ["SimulatedAnnealingBackend"]
+
+log = logging.getLogger(__name__)
+
+#: Random moves used to measure the typical |delta| of a move.
+_SCALE_SAMPLES = 2000
+
+
+class SimulatedAnnealingBackend(Backend):
+    """Native simulated annealing with swap moves (cardinality kept) or flips."""
+
+    name = "sa"
+    summary = "simulated annealing, swap moves keep sum(x) = k; numba-compiled (native)"
+    options = {
+        "sweeps": Option(1000, "temperatures per restart; each is n swap proposals or one "
+                               "pass of flips"),
+        "restarts": Option(10, "independent anneals, each from its own child seed"),
+        "hot": Option(0.5, "acceptance probability of a typical uphill move at the start"),
+        "cold": Option(1e-4, "acceptance probability of a typical uphill move at the end"),
+        "initial": Option(None, "warm start: an (n,) 0/1 array (feasible when k is set); "
+                                "every restart starts from it and it is a candidate answer"),
+    }
+
+    def _solve(self, problem: Problem, *, seed: int, time_limit: float | None,
+               sweeps: int, restarts: int, hot: float, cold: float,
+               initial: Any) -> RawSolution:
+        if int(sweeps) < 1 or int(restarts) < 1:
+            raise InputError(f"sa: sweeps and restarts must be >= 1, got {sweeps}, {restarts}")
+        if not (0.0 < cold < hot < 1.0):
+            raise InputError(f"sa: need 0 < cold < hot < 1, got hot={hot}, cold={cold}")
+        sweeps, restarts = int(sweeps), int(restarts)
+        warm = K.initial_state(problem, initial, self.name)
+        K.warm_up()
+        stop = deadline(time_limit)
+        started = time.perf_counter()
+
+        n, k = problem.n, problem.k
+        q = K.as_matrix(problem.Q)
+        kk = -1 if k is None else k
+        seeds = child_seeds(seed, restarts + 1)
+        x = np.empty(n, dtype=np.int8)
+        sgn = np.empty(n)
+        d = np.empty(n)
+        members = np.empty(n, dtype=np.int64)
+        pos = np.empty(n, dtype=np.int64)
+        rowmax = q.max(axis=1)
+
+        def reset(state: np.ndarray) -> float:
+            x[:] = state
+            K.flip_deltas(q, x, sgn, d)
+            K.order_members(x, members, pos)
+            return float(K.energy(q, x))
+
+        # The problem's scale: mean |delta| along a random walk of moves.
+        K.seed_rng(seeds[0])
+        reset(warm if warm is not None else K.random_state(n, k, seeds[0]))
+        scale = float(K.sample_move_scale(q, x, sgn, d, members, pos, kk, _SCALE_SAMPLES))
+        if not scale > 0:
+            scale = max(float(np.abs(q).max()), 1e-12)
+        t_hot = scale / math.log(1.0 / hot)
+        t_cold = scale / math.log(1.0 / cold)
+        temps = t_hot * (t_cold / t_hot) ** (np.arange(sweeps) / max(sweeps - 1, 1))
+        tol = 1e-12 * scale
+
+        candidates: list[np.ndarray] = []
+        restart_energies: list[float] = []
+        sweeps_done: list[int] = []
+        accepted_total = 0
+        for r in range(restarts):
+            if r > 0 and time.perf_counter() >= stop:
+                break
+            K.seed_rng(seeds[r + 1])
+            e = reset(warm if warm is not None else K.random_state(n, k, seeds[r + 1]))
+            acc = [0]
+            state = [e]
+
+            def step(lo: int, hi: int) -> None:
+                if kk < 0:
+                    state[0], a = K.anneal_flips(q, x, sgn, d, temps[lo:hi], state[0])
+                else:
+                    state[0], a = K.anneal_swaps(q, x, sgn, d, members, pos, kk, rowmax,
+                                                 temps[lo:hi], n, state[0])
+                acc[0] += a
+
+            done = K.run_in_chunks(step, sweeps, stop)
+            if kk < 0:
+                K.descend_flips(q, x, sgn, d, state[0], tol)
+            else:
+                K.descend_swaps(q, x, sgn, d, members, pos, kk, rowmax, state[0], tol)
+            candidates.append(x.copy())
+            restart_energies.append(problem.energy(x))
+            sweeps_done.append(done)
+            accepted_total += acc[0]
+
+        energies = list(restart_energies)
+        best = int(np.argmin(energies))
+        best_x = candidates[best]
+        warm_energy = None
+        if warm is not None:
+            warm_energy = problem.energy(warm)
+            if warm_energy < energies[best]:
+                best_x = warm
+        proposals = sum(sweeps_done) * (n if kk >= 0 else n)
+        info = {
+            "move": "flip" if kk < 0 else "swap",
+            "restarts_done": len(candidates),
+            "restarts": restarts,
+            "sweeps": sweeps,
+            "sweeps_done": sweeps_done,
+            "best_restart": best,
+            "restart_energies": restart_energies,
+            "move_scale": scale,
+            "t_hot": t_hot,
+            "t_cold": t_cold,
+            "acceptance_rate": accepted_total / proposals if proposals else 0.0,
+            "stopped_by_time_limit": sum(sweeps_done) < sweeps * restarts,
+            "search_time_s": time.perf_counter() - started,
+            "seeds": seeds[1:1 + len(candidates)],
+        }
+        if warm is not None:
+            info["initial_energy"] = warm_energy
+            info["initial_kept"] = bool(best_x is warm)
+        log.debug("sa: n=%d k=%s best %.6g (restart %d)", n, k, energies[best], best)
+        return RawSolution(best_x, samples=np.array(candidates), info=info)

@@ -1,0 +1,161 @@
+"""`tabu`: tabu search that keeps sum(x) = k at every step (numba-compiled).
+
+Moves: with a cardinality k, swaps (one variable 1 -> 0, one 0 -> 1); without one,
+single flips. Every step takes the best admissible move, downhill or not, found exactly
+from the maintained flip deltas (swap delta ``d[i] + d[j] - 2 Q_ij``, with a bound that
+skips most pairs without reading Q). The variables just moved become tabu for
+``tenure + randint(0, tenure]`` steps; a tabu move is still admitted when it reaches an
+energy below the best seen (aspiration). After ``stall`` steps without a new best the
+search returns to the best state and applies ``perturb`` random moves (iterated tabu
+search). Restarts, each with its own child seed, start from random states (or from the
+warm start ``initial``).
+
+Defaults scale with n: tenure ``clip(n // 50, 5, min(k, n - k) // 4)`` (flips:
+``clip(n // 50, 5, n // 4)``), stall ``max(200, 2 n)`` steps, perturbation
+``max(2, min(k, n - k) // 10)`` moves, ``max(1000, 20 n)`` steps per restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from qcbo.errors import InputError
+from qcbo.problem import Problem
+
+from . import _kernels as K
+from .base import Backend, Option, RawSolution, child_seeds, deadline
+
+__all__ = ["TabuBackend", "default_settings"]
+
+log = logging.getLogger(__name__)
+
+
+def default_settings(n: int, k: int | None) -> dict[str, int]:
+    """The automatic iterations, tenure, stall and perturb for a problem of this shape."""
+    room = n if k is None else min(k, n - k)
+    cap = max(1, room // 4)
+    return {
+        "iterations": max(1000, 20 * n),
+        "tenure": max(1, min(max(5, n // 50), cap)),
+        "stall": max(200, 2 * n),
+        "perturb": max(2, room // 10),
+    }
+
+
+def _pick(value: Any, auto: int, name: str, minimum: int) -> int:
+    if value is None:
+        return auto
+    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
+        raise InputError(f"tabu: option {name} must be an integer >= {minimum} or None, "
+                         f"got {value!r}")
+    return int(value)
+
+
+class TabuBackend(Backend):
+    """Native tabu search with swap moves (cardinality kept) or flips."""
+
+    name = "tabu"
+    summary = "tabu search, swap moves keep sum(x) = k; numba-compiled (native)"
+    options = {
+        "iterations": Option(None, "moves per restart (None: max(1000, 20 n))"),
+        "restarts": Option(1, "independent searches, each from its own child seed"),
+        "tenure": Option(None, "base tabu tenure in moves (None: scales with n)"),
+        "stall": Option(None, "moves without a new best before perturbing (None: max(200, 2n))"),
+        "perturb": Option(None, "random moves applied to the best state when stalled"),
+        "initial": Option(None, "warm start: an (n,) 0/1 array (feasible when k is set); "
+                                "every restart starts from it and it is a candidate answer"),
+    }
+
+    def _solve(self, problem: Problem, *, seed: int, time_limit: float | None,
+               iterations: int | None, restarts: int, tenure: int | None,
+               stall: int | None, perturb: int | None, initial: Any) -> RawSolution:
+        n, k = problem.n, problem.k
+        auto = default_settings(n, k)
+        iterations = _pick(iterations, auto["iterations"], "iterations", 1)
+        restarts = _pick(restarts, 1, "restarts", 1)
+        tenure = _pick(tenure, auto["tenure"], "tenure", 0)
+        stall = _pick(stall, auto["stall"], "stall", 1)
+        perturb = _pick(perturb, auto["perturb"], "perturb", 0)
+        warm = K.initial_state(problem, initial, self.name)
+        K.warm_up()
+        stop = deadline(time_limit)
+        started = time.perf_counter()
+
+        q = K.as_matrix(problem.Q)
+        rowmax = q.max(axis=1)
+        seeds = child_seeds(seed, restarts)
+        x = np.empty(n, dtype=np.int8)
+        sgn = np.empty(n)
+        d = np.empty(n)
+        members = np.empty(n, dtype=np.int64)
+        pos = np.empty(n, dtype=np.int64)
+        tabu_until = np.zeros(n, dtype=np.int64)
+        scale = float(np.abs(q).max()) or 1.0
+        tol = 1e-12 * scale * n
+
+        candidates: list[np.ndarray] = []
+        restart_energies: list[float] = []
+        iterations_done: list[int] = []
+        totals = np.zeros(5, dtype=np.int64)
+        trivial = k is not None and (k == 0 or k == n)
+        for r in range(restarts):
+            if r > 0 and time.perf_counter() >= stop:
+                break
+            K.seed_rng(seeds[r])
+            x[:] = warm if warm is not None else K.random_state(n, k, seeds[r])
+            K.flip_deltas(q, x, sgn, d)
+            kk = K.order_members(x, members, pos)
+            e = float(K.energy(q, x))
+            tabu_until[:] = 0
+            best_x = x.copy()
+            istate = np.zeros(5, dtype=np.int64)
+            fstate = np.array([e, e])
+
+            def step(lo: int, hi: int) -> None:
+                if k is None:
+                    K.tabu_flips(q, x, sgn, d, tabu_until, best_x, istate, fstate, hi,
+                                 tenure, stall, perturb, tol)
+                else:
+                    K.tabu_swaps(q, x, sgn, d, members, pos, kk, rowmax, tabu_until, best_x,
+                                 istate, fstate, hi, tenure, stall, perturb, tol)
+
+            done = 0 if trivial else K.run_in_chunks(step, iterations, stop)
+            candidates.append(best_x)
+            restart_energies.append(problem.energy(best_x))
+            iterations_done.append(done)
+            totals += istate
+
+        best = int(np.argmin(restart_energies))
+        best_x = candidates[best]
+        warm_energy = None
+        if warm is not None:
+            warm_energy = problem.energy(warm)
+            if warm_energy < restart_energies[best]:
+                best_x = warm
+        info = {
+            "move": "flip" if k is None else "swap",
+            "restarts_done": len(candidates),
+            "restarts": restarts,
+            "iterations": iterations,
+            "iterations_done": iterations_done,
+            "best_restart": best,
+            "restart_energies": restart_energies,
+            "tenure": tenure,
+            "stall": stall,
+            "perturb": perturb,
+            "perturbations": int(totals[2]),
+            "aspirations": int(totals[3]),
+            "forced_moves": int(totals[4]),
+            "stopped_by_time_limit": sum(iterations_done) < iterations * restarts and not trivial,
+            "search_time_s": time.perf_counter() - started,
+            "seeds": seeds[: len(candidates)],
+        }
+        if warm is not None:
+            info["initial_energy"] = warm_energy
+            info["initial_kept"] = bool(best_x is warm)
+        log.debug("tabu: n=%d k=%s best %.6g", n, k, restart_energies[best])
+        return RawSolution(best_x, samples=np.array(candidates), info=info)
