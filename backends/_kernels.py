@@ -204,8 +204,10 @@ def anneal_swaps(Q, x, sgn, d, members, pos, k, rowmax, temps, proposals, e):
     for t in range(temps.shape[0]):
         temp = temps[t]
         for _ in range(proposals):
-            a = min(int(np.random.random() * k), k - 1)
-            b = k + min(int(np.random.random() * zeros), zeros - 1)
+            # One uniform draw picks both: its integer part the 1, its fraction the 0.
+            r = np.random.random() * k
+            a = min(int(r), k - 1)
+            b = k + min(int((r - a) * zeros), zeros - 1)
             i = members[a]
             j = members[b]
             u = np.random.random()

@@ -7,9 +7,10 @@ accepted move updates them in O(n) (see `backends._kernels`).
 
 Temperatures come from the problem's own scale: a short random walk from the start
 state measures the mean |delta| of a move, ``s``. The schedule is geometric from
-``T_hot = s / ln(1 / hot)`` (a typical uphill move accepted with probability ``hot``)
-down to ``T_cold = s / ln(1 / cold)``, one temperature per sweep; a sweep is n swap
-proposals (or one pass of flips over all n variables). Each restart has its own child
+``T_hot = hot * s`` down to ``T_cold = cold * s``, one temperature per sweep; a sweep is
+n swap proposals (or one pass of flips over all n variables). The defaults (0.3 and
+0.01) were tuned on dense N(0, 1) blocks with n = 1024, k = 512: hotter starts only
+waste moves, and the energy is still falling at 0.05 s. Each restart has its own child
 seed and ends with a steepest descent, so every answer is a local minimum of its move
 set. The best of the restarts (and of the warm start ``initial``, if given) is returned.
 """
@@ -17,7 +18,6 @@ set. The best of the restarts (and of the warm start ``initial``, if given) is r
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -46,8 +46,8 @@ class SimulatedAnnealingBackend(Backend):
         "sweeps": Option(1000, "temperatures per restart; each is n swap proposals or one "
                                "pass of flips"),
         "restarts": Option(10, "independent anneals, each from its own child seed"),
-        "hot": Option(0.5, "acceptance probability of a typical uphill move at the start"),
-        "cold": Option(1e-4, "acceptance probability of a typical uphill move at the end"),
+        "hot": Option(0.3, "first temperature, as a fraction of the mean |delta| of a move"),
+        "cold": Option(0.01, "last temperature, as a fraction of the mean |delta| of a move"),
         "initial": Option(None, "warm start: an (n,) 0/1 array (feasible when k is set); "
                                 "every restart starts from it and it is a candidate answer"),
     }
@@ -57,8 +57,8 @@ class SimulatedAnnealingBackend(Backend):
                initial: Any) -> RawSolution:
         if int(sweeps) < 1 or int(restarts) < 1:
             raise InputError(f"sa: sweeps and restarts must be >= 1, got {sweeps}, {restarts}")
-        if not (0.0 < cold < hot < 1.0):
-            raise InputError(f"sa: need 0 < cold < hot < 1, got hot={hot}, cold={cold}")
+        if not (0.0 < cold <= hot):
+            raise InputError(f"sa: need 0 < cold <= hot, got hot={hot}, cold={cold}")
         sweeps, restarts = int(sweeps), int(restarts)
         warm = K.initial_state(problem, initial, self.name)
         K.warm_up()
@@ -88,8 +88,8 @@ class SimulatedAnnealingBackend(Backend):
         scale = float(K.sample_move_scale(q, x, sgn, d, members, pos, kk, _SCALE_SAMPLES))
         if not scale > 0:
             scale = max(float(np.abs(q).max()), 1e-12)
-        t_hot = scale / math.log(1.0 / hot)
-        t_cold = scale / math.log(1.0 / cold)
+        t_hot = hot * scale
+        t_cold = cold * scale
         temps = t_hot * (t_cold / t_hot) ** (np.arange(sweeps) / max(sweeps - 1, 1))
         tol = 1e-12 * scale
 

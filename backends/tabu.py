@@ -12,7 +12,8 @@ warm start ``initial``).
 
 Defaults scale with n: tenure ``clip(n // 50, 5, min(k, n - k) // 4)`` (flips:
 ``clip(n // 50, 5, n // 4)``), stall ``max(200, 2 n)`` steps, perturbation
-``max(2, min(k, n - k) // 10)`` moves, ``max(1000, 20 n)`` steps per restart.
+``max(2, min(k, n - k) // 10)`` moves, ``max(2000, 20 n)`` steps per restart
+(flips, which are cheaper: ``max(10000, 100 n)``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def default_settings(n: int, k: int | None) -> dict[str, int]:
     room = n if k is None else min(k, n - k)
     cap = max(1, room // 4)
     return {
-        "iterations": max(1000, 20 * n),
+        # A flip step costs O(n), a swap step O(n) plus the pruned pair scan.
+        "iterations": max(10000, 100 * n) if k is None else max(2000, 20 * n),
         "tenure": max(1, min(max(5, n // 50), cap)),
         "stall": max(200, 2 * n),
         "perturb": max(2, room // 10),
@@ -61,7 +63,8 @@ class TabuBackend(Backend):
     name = "tabu"
     summary = "tabu search, swap moves keep sum(x) = k; numba-compiled (native)"
     options = {
-        "iterations": Option(None, "moves per restart (None: max(1000, 20 n))"),
+        "iterations": Option(None, "moves per restart (None: max(2000, 20 n) swaps, "
+                                   "max(10000, 100 n) flips)"),
         "restarts": Option(1, "independent searches, each from its own child seed"),
         "tenure": Option(None, "base tabu tenure in moves (None: scales with n)"),
         "stall": Option(None, "moves without a new best before perturbing (None: max(200, 2n))"),

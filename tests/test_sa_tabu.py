@@ -178,7 +178,7 @@ def test_trivial_cardinalities(name, k):
 
 
 @pytest.mark.parametrize("name,options", [
-    ("sa", {"sweeps": 0}), ("sa", {"restarts": 0}), ("sa", {"hot": 0.1, "cold": 0.2}),
+    ("sa", {"sweeps": 0}), ("sa", {"restarts": 0}), ("sa", {"hot": 0.1, "cold": 0.2}), ("sa", {"cold": 0.0}),
     ("tabu", {"iterations": 0}), ("tabu", {"tenure": -1}), ("tabu", {"restarts": 1.5}),
 ])
 def test_bad_options_are_refused(name, options):
