@@ -2,9 +2,9 @@
 
 Conventions: a *mask* is a bool tensor shaped like its weight, True = kept. Scores are
 float tensors shaped like the weight; higher = more important (kept first). Every
-method keeps exactly ``round(density * numel)`` weights per layer ("layer"),
-``round(density * row_length)`` per output row ("row"), or ``round(density * total)``
-over all layers ("global"). Ties are broken deterministically: among equal scores the
+method keeps exactly ``round(density * numel)`` weights per layer ("layer"; "row": spread evenly over the
+output rows, the remainder going one each to the rows whose next candidate scores
+highest), or ``round(density * total)`` over all layers ("global"). Ties are broken deterministically: among equal scores the
 weight with the lower flat index is kept.
 """
 
@@ -172,6 +172,25 @@ def _top_mask(score: np.ndarray, keep: int) -> np.ndarray:
     return mask
 
 
+def _row_mask(rows: np.ndarray, density: float) -> np.ndarray:
+    """Per-row top scores with exactly ``round(density * size)`` kept in the layer.
+
+    Every row keeps ``floor(total / rows)``; the remaining weights go, one each, to the
+    rows whose next candidate scores highest (ties: lower row index).
+    """
+    order = np.argsort(-rows, axis=-1, kind="stable")
+    total = int(round(density * rows.size))
+    base, extra = divmod(total, rows.shape[0])
+    counts = np.full(rows.shape[0], base)
+    if extra and base < rows.shape[1]:
+        nxt = np.take_along_axis(rows, order[:, base: base + 1], axis=-1)[:, 0]
+        counts[np.argsort(-nxt, kind="stable")[:extra]] += 1
+    keep = np.arange(rows.shape[1])[None, :] < counts[:, None]
+    mask = np.zeros(rows.shape, dtype=bool)
+    np.put_along_axis(mask, order, keep, axis=-1)
+    return mask
+
+
 def _check_density(density: float) -> float:
     density = float(density)
     if not 0.0 < density <= 1.0:
@@ -198,8 +217,7 @@ def masks_from_scores(
         if granularity == "layer":
             keep = _top_mask(arr.reshape(-1), int(round(density * arr.size))).reshape(arr.shape)
         elif granularity == "row":
-            rows = arr.reshape(arr.shape[0], -1)
-            keep = _top_mask(rows, int(round(density * rows.shape[1]))).reshape(arr.shape)
+            keep = _row_mask(arr.reshape(arr.shape[0], -1), density).reshape(arr.shape)
         else:
             raise InputError(f"unknown granularity {granularity!r}; choose layer, row or global")
         masks[name] = torch.from_numpy(keep)

@@ -1,0 +1,110 @@
+"""Outputs of a pruning run: the pruned state dict, the JSON report and its plot.
+
+The report is the dict `pruning.icbs.prune` returns, optionally with ``baselines``
+(name -> metrics of one-shot pruning at the same density) added by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+__all__ = ["save_state_dict", "write_json", "plot_report", "write_outputs"]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return _jsonable(value.item())
+    return value
+
+
+def _replace_into(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_state_dict(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """The model's state dict (masks already folded into the weights) as safetensors."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    _replace_into(Path(path), lambda p: save_file(state, str(p)))
+
+
+def write_json(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """The report as indented JSON (NaN/inf as null)."""
+    text = json.dumps(_jsonable(dict(report)), indent=2)
+    _replace_into(Path(path), lambda p: Path(p).write_text(text + "\n"))
+
+
+def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """PNG: validation accuracy and loss per epoch (0 = initial mask) against the dense
+    model and the one-shot baselines (horizontal lines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [0] + [e["epoch"] for e in report.get("epochs", [])]
+    initial = report.get("initial", {})
+    series = {
+        "val_accuracy": [initial.get("val_accuracy")]
+        + [e.get("val_accuracy") for e in report.get("epochs", [])],
+        "val_loss": [initial.get("val_loss")] + [e.get("val_loss") for e in report.get("epochs", [])],
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    titles = {"val_accuracy": "validation accuracy", "val_loss": "validation loss"}
+    for ax, key in zip(axes, ("val_accuracy", "val_loss")):
+        values = series[key]
+        if any(v is not None for v in values) and report.get("method") == "icbs":
+            ax.plot(epochs, [math.nan if v is None else v for v in values], "o-",
+                    label=f"iCBS ({report.get('backend', '?')})", color="C3")
+        dense = report.get("dense", {}).get(key)
+        if dense is not None:
+            ax.axhline(dense, color="k", ls="--", label="dense")
+        for i, (name, metrics) in enumerate(report.get("baselines", {}).items()):
+            if metrics.get(key) is not None:
+                ax.axhline(metrics[key], color=f"C{i}", ls=":", label=name)
+        ax.set_xlabel("epoch (0 = initial mask)")
+        ax.set_title(titles[key])
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    density = report.get("density")
+    fig.suptitle(f"{report.get('model', 'model')} at density "
+                 f"{density:.3g}" if isinstance(density, float) else str(report.get("model", "")))
+    fig.tight_layout()
+
+    def save(p: Path) -> None:
+        fig.savefig(p, dpi=110, format="png")
+
+    _replace_into(Path(path), save)
+    plt.close(fig)
+
+
+def write_outputs(model: nn.Module, report: Mapping[str, Any],
+                  out_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """pruned.safetensors, report.json and report.png in ``out_dir`` (created)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"state_dict": out / "pruned.safetensors", "report": out / "report.json",
+             "plot": out / "report.png"}
+    save_state_dict(model, paths["state_dict"])
+    plot_report(report, paths["plot"])
+    write_json(report, paths["report"])
+    return {k: str(v) for k, v in paths.items()}

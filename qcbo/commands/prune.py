@@ -1,0 +1,189 @@
+"""`qcbo prune`: prune a classifier (or, with --task lm, a language model) with iCBS.
+
+With no arguments it prunes the built-in digits MLP (trained on first use, cached) to
+density 0.2 with the `sa` backend and writes runs/prune-mlp-digits/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+NAME = "prune"
+HELP = "prune a network with iCBS (any backend) or a one-shot baseline; default: built-in digits MLP"
+
+_METHODS = ["icbs", "magnitude", "wanda", "sparsegpt"]
+
+
+def _density(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"density must be in (0, 1], got {text}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from ..cli import non_negative_int, positive_float
+    from .solve import parse_option
+
+    parser.add_argument("--task", choices=["classifier", "lm"], default="classifier",
+                        help="classifier (built-in MLPs; default) or lm (language models)")
+    parser.add_argument("--model", default="builtin:mlp-digits",
+                        help="builtin:mlp-digits (default), builtin:mlp-fashion-mnist, or a path "
+                             "to an MLP state dict (.safetensors/.pt); for --task lm a model name")
+    parser.add_argument("--density", type=_density, default=None,
+                        help="fraction of weights kept, in (0, 1] (default: 0.2 digits, 0.1 "
+                             "Fashion-MNIST)")
+    parser.add_argument("--method", choices=_METHODS, default="icbs",
+                        help="icbs (default), one-shot magnitude or wanda; sparsegpt for --task lm")
+    parser.add_argument("--init", choices=["magnitude", "wanda"], default="wanda",
+                        help="initial mask of iCBS (default wanda)")
+    parser.add_argument("--backend", default="sa",
+                        help="block solver, any of `qcbo backends` (default sa)")
+    parser.add_argument("--option", "-o", type=parse_option, action="append", default=[],
+                        metavar="KEY=VALUE", help="backend option, repeatable (e.g. -o restarts=4)")
+    parser.add_argument("--epochs", type=non_negative_int, default=None,
+                        help="iCBS epochs (validation after each)")
+    parser.add_argument("--steps-per-epoch", type=non_negative_int, default=None,
+                        help="blocks solved per epoch")
+    parser.add_argument("--block-size", type=int, default=None, metavar="N",
+                        help="variables per block (default: 256 digits, 1024 Fashion-MNIST, "
+                             "capped at the backend's qubit limit; 16 exact, 64 cpsat)")
+    parser.add_argument("--block-k", type=int, default=None, metavar="K",
+                        help="pruned weights aimed for per block (default N/2)")
+    parser.add_argument("--fisher-samples", type=int, default=512,
+                        help="samples per step for the gradient and Fisher blocks (default 512)")
+    parser.add_argument("--hessian", choices=["fisher", "exact"], default="fisher",
+                        help="Hessian block: empirical Fisher (default) or exact (small models)")
+    parser.add_argument("--solver-time-limit", type=positive_float, default=None, metavar="S",
+                        help="time limit per block solve in seconds")
+    parser.add_argument("--layers", nargs="+", default=None, metavar="PATTERN",
+                        help="prune only weights whose names match these fnmatch patterns")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder (default runs/prune-<model>)")
+    parser.add_argument("--export-blocks", default=None, metavar="PATH",
+                        help="write every solved block problem, with provenance, as a block set")
+    parser.add_argument("--keep-best", action="store_true",
+                        help="end with the mask of the epoch with the best validation accuracy")
+    lm = parser.add_argument_group("language models (--task lm)")
+    lm.add_argument("--objective", choices=["fisher", "reconstruction"], default="fisher",
+                    help="block objective for language models")
+    lm.add_argument("--refit", action="store_true", help="re-fit surviving weights (lm)")
+    lm.add_argument("--pattern", default=None, metavar="N:M", help="semi-structured pattern, e.g. 2:4")
+
+
+def _run_lm(args: argparse.Namespace) -> int:
+    from ..errors import BackendUnavailableError
+
+    try:
+        module = importlib.import_module("pruning.llm.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == "pruning" or exc.name.startswith("pruning.llm")):
+            raise BackendUnavailableError(
+                "--task lm needs pruning.llm, which this installation does not have"
+            ) from None
+        raise
+    return int(module.run(args) or 0)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.task == "lm":
+        return _run_lm(args)
+
+    import os
+
+    import torch
+
+    from backends import get_backend
+    from pruning.icbs import ICBSConfig, resolve_block_size
+    from pruning.models import load_model
+    from pruning.report import write_outputs
+    from pruning.run import _FALLBACK, MODEL_DEFAULTS, preferred_block_size, prune_classifier
+
+    from ..errors import InputError
+
+    if args.method == "sparsegpt":
+        raise InputError("--method sparsegpt re-fits weights and is for --task lm only; use "
+                         "icbs, magnitude or wanda for classifiers")
+    torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
+    backend = get_backend(args.backend)
+    name = args.model.split(":", 1)[1] if args.model.startswith("builtin:") else Path(args.model).stem
+    defaults = MODEL_DEFAULTS.get(name, _FALLBACK)
+    if args.block_size is None:
+        block_size = preferred_block_size(backend, defaults["block_size"])
+    else:
+        block_size = resolve_block_size(backend, args.block_size)
+    config = ICBSConfig(
+        density=args.density if args.density is not None else defaults["density"],
+        backend=args.backend,
+        backend_options=dict(args.option) if args.option else None,
+        init=args.init,
+        block_size=block_size,
+        block_k=args.block_k,
+        epochs=args.epochs if args.epochs is not None else defaults["epochs"],
+        steps_per_epoch=(args.steps_per_epoch if args.steps_per_epoch is not None
+                         else defaults["steps_per_epoch"]),
+        fisher_samples=args.fisher_samples,
+        hessian=args.hessian,
+        solver_time_limit=args.solver_time_limit,
+        keep_best=args.keep_best,
+        patterns=tuple(args.layers) if args.layers else None,
+        seed=args.seed,
+    )
+    config.validate()
+    if args.method == "icbs" and config.block_k is not None and not 0 < config.block_k < block_size:
+        raise InputError(f"--block-k must be in 1..{block_size - 1}, got {config.block_k}")
+    out = Path(args.out or f"runs/prune-{name}")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+
+    loaded = load_model(args.model, progress=True)
+    print(f"qcbo prune: {loaded.name}, density {config.density:g}, method {args.method}"
+          + (f", backend {backend.name}, blocks of {block_size}, {config.epochs} epochs x "
+             f"{config.steps_per_epoch} steps" if args.method == "icbs" else ""),
+          file=sys.stderr)
+
+    writer = None
+    if args.export_blocks and args.method == "icbs":
+        from ..io import BlockSetWriter
+
+        Path(args.export_blocks).parent.mkdir(parents=True, exist_ok=True)
+        writer = BlockSetWriter(args.export_blocks, metadata={
+            "source": "qcbo prune", "model": loaded.name, "density": config.density,
+            "backend": backend.name, "seed": config.seed})
+
+    def on_epoch(record: dict) -> None:
+        acc = record.get("val_accuracy")
+        print(f"epoch {record['epoch']}/{config.epochs}: val loss {record['val_loss']:.4f}, "
+              f"val accuracy {100 * acc:.2f} %, {record['blocks_applied']}/"
+              f"{record['blocks_solved']} blocks applied, {record['wall_time_s']:.1f} s",
+              file=sys.stderr)
+
+    try:
+        report = prune_classifier(loaded, method=args.method, config=config,
+                                  block_sink=writer.add if writer is not None else None,
+                                  on_epoch=on_epoch, progress=True)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
+        report["exported_blocks"] = {"path": str(args.export_blocks), "count": len(writer)}
+    paths = write_outputs(loaded.model, report, out)
+    dense, final = report["dense"], report["final"]
+    line = (f"test accuracy {100 * final['test_accuracy']:.2f} % (dense "
+            f"{100 * dense['test_accuracy']:.2f} %")
+    for base, metrics in report.get("baselines", {}).items():
+        line += f", {base} {100 * metrics['test_accuracy']:.2f} %"
+    line += f") at density {report['density']:.3f} in {report['total_wall_time_s']:.1f} s"
+    print(line)
+    print(f"wrote {paths['state_dict']}, {paths['report']}, {paths['plot']}"
+          + (f", {args.export_blocks}" if writer is not None else ""))
+    return 0

@@ -1,0 +1,98 @@
+"""`qcbo prune` end to end on the built-in digits MLP, and its one-line errors."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backends import available_backends, get_backend
+from qcbo.cli import main
+from qcbo.io import read_blockset
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    # A private model cache: the digits MLP is trained once for this module (~10 s).
+    mp = pytest.MonkeyPatch()
+    mp.setenv("QCBO_CACHE", str(tmp_path_factory.mktemp("cache")))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    mp.undo()
+
+
+def test_prune_digits_writes_model_report_plot_and_blocks(tmp_path, capsys):
+    out, blocks = tmp_path / "run", tmp_path / "blocks" / "b.npz"
+    code = main(["prune", "--epochs", "2", "--steps-per-epoch", "4", "--block-size", "64",
+                 "--out", str(out), "--export-blocks", str(blocks), "--seed", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "epoch 2/2: val loss" in captured.err
+    assert "test accuracy" in captured.out
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == "mlp-digits" and report["method"] == "icbs"
+    assert report["blocks_solved"] == 8 and len(report["epochs"]) == 2
+    assert set(report["baselines"]) == {"magnitude", "wanda"}
+    for key in ("val_loss", "val_accuracy", "test_accuracy"):
+        assert report["dense"][key] is not None and report["final"][key] is not None
+    assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+    from safetensors.torch import load_file
+
+    state = load_file(str(out / "pruned.safetensors"))
+    for name, layer in report["layers"].items():
+        kept = int((state[name] != 0).sum())
+        assert kept == round(0.2 * state[name].numel())
+        assert layer["density"] == pytest.approx(kept / state[name].numel())
+    problems = read_blockset(blocks)
+    assert len(problems) == 8 == report["exported_blocks"]["count"]
+    first = problems[0]
+    meta = first.metadata
+    assert first.n == 64 and first.k == sum(meta["initial"])
+    assert {"layer", "indices", "step", "epoch", "scale", "energy_reached"} <= set(meta)
+    assert meta["energy_reached"] <= first.energy(np.array(meta["initial"])) + 1e-9
+    # The pruned model loads back as a model path and prunes further, one-shot.
+    code = main(["prune", "--model", str(out / "pruned.safetensors"), "--method", "magnitude",
+                 "--density", "0.1", "--out", str(tmp_path / "again")])
+    assert code == 0
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert again["method"] == "magnitude" and again["density"] == pytest.approx(0.1, abs=1e-3)
+
+
+def _assert_one_line_error(capsys, code, text):
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert text in err and len(err.splitlines()) == 1, err
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["prune", "--model", str(tmp_path / "missing.safetensors"), "--out", str(out)])
+    _assert_one_line_error(capsys, code, "no such model file")
+    code = main(["prune", "--backend", "no-such-backend", "--out", str(out)])
+    _assert_one_line_error(capsys, code, "unknown backend")
+    code = main(["prune", "--method", "sparsegpt", "--out", str(out)])
+    _assert_one_line_error(capsys, code, "--task lm")
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "--density", "0", "--out", str(out)])
+    assert exc.value.code == 2 and "density must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_quantum_block_limit_is_one_line(tmp_path, capsys):
+    small = [b for b in available_backends() if get_backend(b).max_variables is not None]
+    if not small:
+        pytest.skip("no backend with a variable limit installed")
+    backend = get_backend(small[0])
+    code = main(["prune", "--backend", backend.name, "--block-size",
+                 str(backend.max_variables + 1), "--out", str(tmp_path / "q")])
+    _assert_one_line_error(capsys, code, f"at most {backend.max_variables} variables per block")
+    assert not (tmp_path / "q").exists()
+
+
+def test_task_lm_without_llm_module_is_one_line(tmp_path, capsys):
+    if importlib.util.find_spec("pruning.llm") is not None:
+        pytest.skip("pruning.llm is installed")
+    code = main(["prune", "--task", "lm", "--out", str(tmp_path / "lm")])
+    _assert_one_line_error(capsys, code, "pruning.llm")
