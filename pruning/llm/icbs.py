@@ -1,0 +1,362 @@
+"""iCBS for causal language models, with two objectives.
+
+``reconstruction`` (per output row, exact): for a Linear with dense weight W (d_out, d_in)
+and H = XᵀX / N (damped as in SparseGPT), row r's error is E_r(ŵ) = (ŵ − w)ᵀ H (ŵ − w).
+A block is n indices of the row (the currently pruned ones with the highest saliency
+v² H_jj and the kept ones with the lowest), with v = current value if kept, dense value if
+pruned. A new pattern x (x_i = 1: prune) gives ŵ_B = v ∘ (1 − x); E is quadratic, so the
+iCBS block QCBO (`pruning.block.block_problem` with g = ∇E = 2 H (ŵ − w), Hessian 2H,
+γ = 1, λ = 0) is *exactly* the change of E, with k = the block's current pruned count,
+so every row keeps its pruned count. Rows are visited in decreasing order of E_r.
+With ``refit`` the surviving weights of every row are set to the least-squares optimum
+ŵ_K = argmin E_r (H_KK ŵ_K = (H w)_K) before and after the block steps.
+
+``fisher`` (the paper's): blocks of one Linear with the gradient g and the empirical
+Fisher H_B = G_Bᵀ G_B / m of the LM loss, from per-sample gradients G. For a Linear,
+the per-sample gradient is Σ_t δ_{s,t} x_{s,t}ᵀ (δ: gradient at the layer's output), so
+one forward/backward over m calibration windows keeps, per Linear, only its inputs X and
+output gradients δ; a layer's per-sample gradients are formed when it is refined.
+Gradients are taken once per group of decoder blocks and epoch at the current (pruned)
+weights; later changes in the same group are not reflected (a documented approximation).
+
+Every answer is re-scored on the exact block model (the `Problem`'s energy) and applied
+only when it is strictly better than the current pattern (energy 0 in the block's
+units); solvers are warm-started from the current pattern when they accept ``initial``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping
+
+import numpy as np
+import torch
+
+from qcbo.problem import Problem
+
+__all__ = ["LMICBSConfig", "BlockSolver", "refit_rows", "row_errors", "refine_rows",
+           "fisher_refine_layer", "capture_fisher_inputs"]
+
+log = logging.getLogger(__name__)
+
+#: Tolerance (block units) below which an answer counts as an improvement.
+IMPROVE_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class LMICBSConfig:
+    """Options of iCBS for LMs (see the module docstring).
+
+    ``steps_per_layer``: blocks solved per Linear (rows for "reconstruction").
+    ``block_size``: weights per block n (k_b = current pruned count, ≈ n / 2).
+    ``fisher_samples``/``fisher_window``: calibration windows and tokens per gradient pass.
+    """
+
+    objective: Literal["reconstruction", "fisher"] = "reconstruction"
+    refit: bool = False
+    init: Literal["wanda", "magnitude", "sparsegpt"] = "wanda"
+    backend: str = "sa"
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+    block_size: int = 32
+    steps_per_layer: int = 64
+    epochs: int = 1
+    gamma: float = 0.75
+    lam: float = 1e-3
+    damp: float = 0.01
+    fisher_samples: int = 8
+    fisher_window: int = 256
+    blocks_per_pass: int = 10
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.objective not in ("reconstruction", "fisher"):
+            raise ValueError(f"objective must be reconstruction or fisher, got {self.objective!r}")
+        if self.init not in ("wanda", "magnitude", "sparsegpt"):
+            raise ValueError(f"init must be wanda, magnitude or sparsegpt, got {self.init!r}")
+        if self.block_size < 2 or self.steps_per_layer < 0 or self.epochs < 1:
+            raise ValueError("need block_size >= 2, steps_per_layer >= 0, epochs >= 1")
+        if self.objective == "fisher" and self.refit:
+            raise ValueError("refit applies to the reconstruction objective only")
+
+
+class BlockSolver:
+    """Solves block problems with a registered backend; counts, exports, never worsens."""
+
+    def __init__(self, backend: str, options: Mapping[str, Any] | None = None, seed: int = 0,
+                 writer: Any = None) -> None:
+        from backends import get_backend
+
+        self.backend = get_backend(backend)
+        self.options = dict(options or {})
+        self.warm = "initial" in self.backend.options
+        self.rng = np.random.default_rng(seed)
+        self.writer = writer
+        self.solved = 0
+        self.applied = 0
+        self.gain = 0.0
+
+    def __call__(self, problem: Problem, x_current: np.ndarray) -> np.ndarray | None:
+        """The new pattern (int8, (n,)) when strictly better than x_current, else None."""
+        if self.writer is not None:
+            self.writer.add(problem)
+        options = dict(self.options)
+        if self.warm:
+            options["initial"] = x_current.astype(np.int8)
+        result = self.backend.solve(problem, seed=int(self.rng.integers(2**31)), **options)
+        self.solved += 1
+        if result.x is None or not problem.is_feasible(result.x):
+            return None
+        current = problem.energy(x_current.astype(np.int8))
+        change = (problem.energy(result.x) - current) * problem.metadata.get("scale", 1.0)
+        if change < -IMPROVE_TOL * max(1.0, abs(current)):
+            self.applied += 1
+            self.gain += -change
+            return np.asarray(result.x, dtype=np.int8)
+        return None
+
+
+# ---------------------------------------------------------------- reconstruction objective
+def row_errors(W0: torch.Tensor, W: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
+    """E_r = (ŵ_r − w_r)ᵀ H (ŵ_r − w_r) for every row, (d_out,) float64."""
+    D = (W - W0).to(torch.float64)
+    return ((D @ H) * D).sum(dim=1)
+
+
+def refit_rows(W0: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
+               chunk: int = 32) -> torch.Tensor:
+    """Least-squares surviving weights: for each row, H_KK ŵ_K = (H w)_K, ŵ_P = 0.
+
+    W0 (d_out, d_in), keep bool, H (d_in, d_in) positive definite. float64 result.
+    """
+    W0 = W0.to(torch.float64)
+    rhs_full = W0 @ H
+    out = torch.zeros_like(W0)
+    counts = keep.sum(dim=1)
+    for count in torch.unique(counts).tolist():
+        if count == 0:
+            continue
+        rows = torch.nonzero(counts == count).flatten()
+        for start in range(0, rows.numel(), chunk):
+            r = rows[start:start + chunk]
+            idx = torch.argsort((~keep[r]).to(torch.int8), dim=1, stable=True)[:, :count]
+            Hkk = H[idx[:, :, None], idx[:, None, :]]
+            b = torch.gather(rhs_full[r], 1, idx)
+            L, info = torch.linalg.cholesky_ex(Hkk)
+            if bool((info != 0).any()):
+                sol = torch.linalg.lstsq(Hkk, b[..., None]).solution[..., 0]
+            else:
+                sol = torch.cholesky_solve(b[..., None], L)[..., 0]
+            out[r[:, None], idx] = sol
+    return out
+
+
+def refine_rows(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
+                solver: Callable[[Problem, np.ndarray], np.ndarray | None], *,
+                block_size: int, steps: int, name: str = "",
+                pattern: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """iCBS block steps on the rows of one Linear (reconstruction objective).
+
+    W0 dense (d_out, d_in), W current weights (zero where ~keep), H damped XᵀX/N float64.
+    Returns the new (W float64, keep). Row pruned counts never change. With
+    ``pattern=(n, m)`` a block is ``block_size // m`` whole groups of m inputs and each
+    group's count is kept by the penalty P Σ_groups (Σ_group x − (m − n))², P from
+    `Problem.default_penalty` (so a violating answer never beats a feasible one); answers
+    are checked per group before they are applied.
+    """
+    from pruning.block import block_problem
+
+    W0 = W0.to(torch.float64)
+    W = W.to(torch.float64).clone()
+    keep = keep.clone()
+    diagH = torch.diagonal(H)
+    errors = row_errors(W0, W, H)
+    order = torch.argsort(errors, descending=True, stable=True).tolist()
+    used: dict[int, set[int]] = {}
+    half = block_size // 2
+    for step in range(steps):
+        r = order[step % len(order)]
+        v = torch.where(keep[r], W[r], W0[r])
+        sal = v * v * diagH
+        tabu = used.setdefault(r, set())
+        pruned = [j for j in torch.argsort(sal.masked_fill(keep[r], -1.0), descending=True,
+                                           stable=True).tolist()[: int((~keep[r]).sum())]
+                  if j not in tabu]
+        kept = [j for j in torch.argsort(sal.masked_fill(~keep[r], float("inf")),
+                                         stable=True).tolist()[: int(keep[r].sum())]
+                if j not in tabu]
+        if pattern is not None:
+            idx = _group_block(sal, keep[r], pattern, max(1, block_size // pattern[1]), tabu)
+            if idx is None:
+                continue
+        else:
+            m = min(half, len(pruned), len(kept))
+            if m == 0:
+                continue
+            idx = torch.tensor(pruned[:m] + kept[:m])
+        tabu.update(idx.tolist())
+        x_cur = (~keep[r, idx]).to(torch.int8).numpy()
+        g = 2.0 * (H[idx] @ (W[r] - W0[r]))
+        Hb = 2.0 * H[idx][:, idx]
+        problem = block_problem(v[idx].numpy(), x_cur, g.numpy(), Hb.numpy(), gamma=1.0,
+                                lam=0.0, metadata={"layer": name, "row": int(r), "step": step,
+                                                   "objective": "reconstruction",
+                                                   "indices": idx.tolist()})
+        if pattern is not None:
+            problem = _with_group_penalty(problem, pattern)
+        x_new = solver(problem, x_cur)
+        if x_new is not None and pattern is not None and not _groups_ok(x_new, pattern):
+            x_new = None
+        if x_new is not None:
+            xt = torch.from_numpy(x_new.astype(np.bool_))
+            W[r, idx] = torch.where(xt, torch.zeros_like(v[idx]), v[idx])
+            keep[r, idx] = ~xt
+    return W, keep
+
+
+def _group_block(sal: torch.Tensor, keep_row: torch.Tensor, pattern: tuple[int, int],
+                 groups: int, tabu: set[int]) -> torch.Tensor | None:
+    """Indices of the ``groups`` most promising whole n:m groups of one row.
+
+    A group's promise: its best pruned saliency over its worst kept saliency.
+    """
+    m = pattern[1]
+    s = sal.view(-1, m)
+    k = keep_row.view(-1, m)
+    best_pruned = s.masked_fill(k, -1.0).max(dim=1).values
+    worst_kept = s.masked_fill(~k, float("inf")).min(dim=1).values
+    promise = best_pruned / torch.clamp(worst_kept, min=1e-300)
+    free = [gi for gi in torch.argsort(promise, descending=True, stable=True).tolist()
+            if gi * m not in tabu and bool((~k[gi]).any()) and bool(k[gi].any())]
+    if not free:
+        return None
+    chosen = sorted(free[:groups])
+    return torch.tensor([gi * m + j for gi in chosen for j in range(m)])
+
+
+def _with_group_penalty(problem: Problem, pattern: tuple[int, int]) -> Problem:
+    n_keep, m = pattern
+    p = problem.default_penalty()
+    size = problem.n
+    Q = problem.Q.copy()
+    for start in range(0, size, m):
+        sl = slice(start, start + m)
+        # P (Σ x − c)² = P Σ_ij x_i x_j − 2 c P Σ x_i + P c²  with c = m − n pruned.
+        Q[sl, sl] += p
+        Q[np.arange(start, start + m), np.arange(start, start + m)] -= 2 * (m - n_keep) * p
+    offset = problem.offset + p * (m - n_keep) ** 2 * (size // m)
+    meta = problem.metadata
+    meta["group_penalty"] = {"weight": p, "pattern": f"{n_keep}:{m}"}
+    return problem.replace(Q=Q, offset=offset, metadata=meta)
+
+
+def _groups_ok(x: np.ndarray, pattern: tuple[int, int]) -> bool:
+    n_keep, m = pattern
+    return bool(np.all(np.asarray(x).reshape(-1, m).sum(axis=1) == m - n_keep))
+
+
+# ---------------------------------------------------------------- fisher objective
+class _Capture:
+    """Forward/backward hooks keeping one Linear's inputs X and output gradients δ."""
+
+    def __init__(self, module: torch.nn.Linear) -> None:
+        self.x: torch.Tensor | None = None
+        self.delta: torch.Tensor | None = None
+        self._handle = module.register_forward_hook(self._forward)
+
+    def _forward(self, _mod: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        self.x = args[0].detach()
+        if out.requires_grad:
+            out.register_hook(self._backward)
+
+    def _backward(self, grad: torch.Tensor) -> None:
+        self.delta = grad.detach()
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def capture_fisher_inputs(model: torch.nn.Module, windows: torch.Tensor,
+                          linears: Mapping[str, torch.nn.Linear]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{name: (X (m, T, d_in), δ (m, T, d_out))} from one forward/backward over windows.
+
+    The loss is Σ_s L_s (L_s: mean next-token NLL of window s), so δ_s is the gradient of
+    sample s's own loss. Parameter gradients are not accumulated.
+    """
+    captures = {name: _Capture(mod) for name, mod in linears.items()}
+    flags = {p: p.requires_grad for p in model.parameters()}
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        embed = model.get_input_embeddings()
+        inputs = embed(windows).detach().requires_grad_(True)
+        logits = model(inputs_embeds=inputs, use_cache=False).logits[:, :-1]
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), windows[:, 1:].reshape(-1),
+            reduction="none").view(windows.shape[0], -1)
+        nll.mean(dim=1).sum().backward()
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+        for c in captures.values():
+            c.remove()
+    return {name: (c.x, c.delta) for name, c in captures.items()}
+
+
+def fisher_refine_layer(weight: torch.Tensor, w0: torch.Tensor, keep: torch.Tensor,
+                        x: torch.Tensor, delta: torch.Tensor,
+                        solver: Callable[[Problem, np.ndarray], np.ndarray | None], *,
+                        block_size: int, steps: int, gamma: float, lam: float,
+                        name: str = "") -> torch.Tensor:
+    """iCBS steps on one Linear with the empirical Fisher; returns the new keep mask.
+
+    ``weight`` is updated in place (w0 where kept, 0 where pruned). X (m, T, d_in),
+    δ (m, T, d_out). Blocks: the free pruned weights with the highest OBD saliency
+    w0² F_ii and the free kept ones with the lowest (k_b = n/2); a FIFO tabu list of at
+    most half of the smaller side keeps blocks fillable.
+    """
+    from pruning.block import block_problem
+
+    m = x.shape[0]
+    G = torch.einsum("std,ste->sde", delta.double(), x.double()).reshape(m, -1)  # (m, P)
+    g = G.mean(dim=0)
+    fdiag = (G * G).mean(dim=0)
+    w = w0.reshape(-1).double()
+    flat_keep = keep.reshape(-1).clone()
+    sal = w * w * fdiag
+    half = block_size // 2
+    tabu: list[int] = []
+    tabu_set: set[int] = set()
+    for step in range(steps):
+        n_pruned, n_kept = int((~flat_keep).sum()), int(flat_keep.sum())
+        limit = max(0, min(n_pruned, n_kept) // 2)
+        while len(tabu) > limit:
+            tabu_set.discard(tabu.pop(0))
+        blocked = torch.zeros_like(flat_keep)
+        if tabu:
+            blocked[torch.tensor(tabu)] = True
+        pruned = torch.nonzero(~flat_keep & ~blocked).flatten()
+        kept = torch.nonzero(flat_keep & ~blocked).flatten()
+        mm = min(half, pruned.numel(), kept.numel())
+        if mm == 0:
+            break
+        top = pruned[torch.argsort(sal[pruned], descending=True, stable=True)[:mm]]
+        low = kept[torch.argsort(sal[kept], stable=True)[:mm]]
+        idx = torch.cat([top, low])
+        x_cur = (~flat_keep[idx]).to(torch.int8).numpy()
+        Gb = G[:, idx]
+        problem = block_problem(w[idx].numpy(), x_cur, g[idx].numpy(), (Gb.T @ Gb / m).numpy(),
+                                gamma=gamma, lam=lam,
+                                metadata={"layer": name, "step": step, "objective": "fisher",
+                                          "indices": idx.tolist()})
+        x_new = solver(problem, x_cur)
+        if x_new is not None:
+            flat_keep[idx] = torch.from_numpy(x_new == 0)
+        for j in idx.tolist():
+            if j not in tabu_set:
+                tabu.append(j)
+                tabu_set.add(j)
+    new_keep = flat_keep.view_as(keep)
+    with torch.no_grad():
+        weight.copy_(torch.where(new_keep, w0, torch.zeros_like(w0)))
+    return new_keep

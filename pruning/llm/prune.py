@@ -1,0 +1,180 @@
+"""Pruning a whole causal LM with one method, layer by layer (library entry point).
+
+`prune_lm` changes the model's Linear weights in place (every Linear inside the decoder
+blocks; embeddings, norms and the tied LM head are not pruned) and returns a report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import baselines
+from .icbs import (BlockSolver, LMICBSConfig, capture_fisher_inputs, fisher_refine_layer,
+                   refine_rows, refit_rows, row_errors)
+from .layerwise import LinearStats, decoder_layers, prunable_linears, run_layerwise
+from .sparsegpt import damped_hessian, sparsegpt
+
+__all__ = ["Method", "LMPruneConfig", "prune_lm", "layer_densities"]
+
+log = logging.getLogger(__name__)
+
+Method = Literal["magnitude", "wanda", "sparsegpt", "icbs"]
+
+
+@dataclass(frozen=True)
+class LMPruneConfig:
+    """What to prune and how. ``density``: fraction of weights kept per Linear;
+    ``pattern``: (n, m) keeps n of every m inputs per row (density then ignored)."""
+
+    method: Method = "wanda"
+    density: float = 0.5
+    pattern: tuple[int, int] | None = None
+    icbs: LMICBSConfig = field(default_factory=LMICBSConfig)
+    batch_size: int = 4
+    sparsegpt_blocksize: int = 128
+    damp: float = 0.01
+
+    def validate(self) -> None:
+        if self.method not in ("magnitude", "wanda", "sparsegpt", "icbs"):
+            raise ValueError(f"method must be magnitude, wanda, sparsegpt or icbs, got "
+                             f"{self.method!r}")
+        if self.pattern is None and not 0.0 < self.density <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {self.density}")
+        if self.method == "icbs":
+            self.icbs.validate()
+            if self.icbs.objective == "fisher" and self.pattern is not None:
+                raise ValueError("the fisher objective supports unstructured density only; "
+                                 "use --objective reconstruction with --pattern")
+
+    @property
+    def effective_density(self) -> float:
+        return self.pattern[0] / self.pattern[1] if self.pattern else self.density
+
+
+def layer_densities(model: nn.Module) -> dict[str, float]:
+    """Fraction of non-zero weights of every Linear in the decoder blocks."""
+    out = {}
+    for i, block in enumerate(decoder_layers(model)):
+        for name, lin in prunable_linears(block).items():
+            out[f"{i}.{name}"] = float((lin.weight != 0).float().mean())
+    return out
+
+
+def _init_mask(kind: str, W0: torch.Tensor, stats: LinearStats, cfg: LMPruneConfig
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights, keep) of a one-shot method on one Linear."""
+    if kind == "magnitude":
+        keep = baselines.magnitude_mask(W0, cfg.density, cfg.pattern)
+    elif kind == "wanda":
+        keep = baselines.wanda_mask(W0, stats.column_norms, cfg.density, cfg.pattern)
+    elif kind == "sparsegpt":
+        return sparsegpt(W0, stats.xtx, density=cfg.density, pattern=cfg.pattern,
+                         blocksize=cfg.sparsegpt_blocksize, damp=cfg.damp)
+    else:
+        raise ValueError(f"unknown one-shot method {kind!r}")
+    return W0 * keep, keep
+
+
+def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig, *,
+             writer: Any = None) -> dict[str, Any]:
+    """Prune ``model`` in place with calibration windows (m, T) int64; returns a report.
+
+    ``writer``: an optional `qcbo.io.BlockSetWriter` receiving every iCBS block problem.
+    """
+    config.validate()
+    started = time.perf_counter()
+    report: dict[str, Any] = {"method": config.method, "density": config.effective_density,
+                              "pattern": None if config.pattern is None else
+                              f"{config.pattern[0]}:{config.pattern[1]}", "layers": {}}
+    icfg = config.icbs
+    solver = None
+    if config.method == "icbs":
+        solver = BlockSolver(icfg.backend, icfg.backend_options, seed=icfg.seed, writer=writer)
+    fisher_state: dict[str, tuple[nn.Linear, torch.Tensor, torch.Tensor]] = {}
+
+    if config.method == "magnitude":
+        with torch.no_grad():
+            for i, block in enumerate(decoder_layers(model)):
+                for name, lin in prunable_linears(block).items():
+                    keep = baselines.magnitude_mask(lin.weight, config.density, config.pattern)
+                    lin.weight.mul_(keep)
+    else:
+        def prune_block(index: int, linears: dict[str, nn.Linear],
+                        stats: dict[str, LinearStats]) -> None:
+            for name, lin in linears.items():
+                full = f"{index}.{name}"
+                W0 = lin.weight.detach().clone()
+                kind = config.method if config.method != "icbs" else icfg.init
+                W, keep = _init_mask(kind, W0, stats[name], config)
+                if config.method == "icbs" and icfg.objective == "reconstruction":
+                    W, keep = _reconstruct(full, W0, W, keep, stats[name], config, solver,
+                                           report["layers"])
+                elif config.method == "icbs":
+                    fisher_state[full] = (lin, W0, keep)
+                with torch.no_grad():
+                    lin.weight.copy_(W.to(lin.weight.dtype))
+
+        report["layerwise"] = run_layerwise(model, calibration, prune_block,
+                                            batch_size=config.batch_size)
+
+    if config.method == "icbs" and icfg.objective == "fisher":
+        report["fisher"] = _fisher(model, calibration, fisher_state, config, solver)
+    if solver is not None:
+        report["blocks"] = {"solved": solver.solved, "applied": solver.applied,
+                            "backend": icfg.backend, "block_size": icfg.block_size,
+                            "steps_per_layer": icfg.steps_per_layer,
+                            "objective": icfg.objective, "refit": icfg.refit,
+                            "init": icfg.init}
+    report["prune_s"] = time.perf_counter() - started
+    return report
+
+
+def _reconstruct(name: str, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor,
+                 stats: LinearStats, config: LMPruneConfig, solver: BlockSolver,
+                 layers: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    icfg = config.icbs
+    H, _dead = damped_hessian(stats.hessian, config.damp)
+    W = W.to(torch.float64)
+    if icfg.refit:
+        W = refit_rows(W0, keep, H)
+    before = float(row_errors(W0, W, H).sum())
+    W, keep = refine_rows(W0, W, keep, H, solver, block_size=icfg.block_size,
+                          steps=icfg.steps_per_layer, name=name, pattern=config.pattern)
+    if icfg.refit:
+        W = refit_rows(W0, keep, H)
+    after = float(row_errors(W0, W, H).sum())
+    layers[name] = {"error_init": before, "error_final": after}
+    return W, keep
+
+
+def _fisher(model: nn.Module, calibration: torch.Tensor,
+            state: dict[str, tuple[nn.Linear, torch.Tensor, torch.Tensor]],
+            config: LMPruneConfig, solver: BlockSolver) -> dict[str, Any]:
+    icfg = config.icbs
+    rng = np.random.default_rng(icfg.seed)
+    blocks = decoder_layers(model)
+    started = time.perf_counter()
+    for epoch in range(icfg.epochs):
+        for first in range(0, len(blocks), icfg.blocks_per_pass):
+            names = [n for n in state
+                     if first <= int(n.split(".")[0]) < first + icfg.blocks_per_pass]
+            rows = rng.choice(calibration.shape[0], size=min(icfg.fisher_samples,
+                                                              calibration.shape[0]), replace=False)
+            windows = calibration[np.sort(rows), : icfg.fisher_window]
+            captured = capture_fisher_inputs(model, windows, {n: state[n][0] for n in names})
+            for n in names:
+                lin, W0, keep = state[n]
+                x, delta = captured.pop(n)
+                state[n] = (lin, W0, fisher_refine_layer(
+                    lin.weight.data, W0, keep, x, delta, solver, block_size=icfg.block_size,
+                    steps=icfg.steps_per_layer, gamma=icfg.gamma, lam=icfg.lam, name=n))
+            log.info("fisher epoch %d, blocks %d-%d done (%.1f s)", epoch, first,
+                     first + icfg.blocks_per_pass - 1, time.perf_counter() - started)
+    return {"fisher_s": time.perf_counter() - started, "epochs": icfg.epochs}

@@ -1,0 +1,86 @@
+"""SparseGPT (Frantar & Alistarh, 2023): prune a Linear with OBS updates, column by column.
+
+Implemented from the paper's Algorithm 1. Objective: ‖(W − Ŵ)X‖² with H = XᵀX (d_in, d_in).
+With the damped H (H + damp·mean(diag H)·I) and U the upper Cholesky factor of H⁻¹,
+columns are visited left to right. Removing column j's pruned entries and compensating
+the not-yet-visited columns of the same row is the OBS update
+
+    err = (w_j − m_j ∘ w_j) / U_jj,     W[:, j:] −= err ⊗ U[j, j:].
+
+Updates are applied lazily: within a block of ``blocksize`` columns immediately, to the
+columns right of the block once per block (one matrix product). Masks are chosen
+adaptively: for each block of columns (unstructured) or each group of m columns (n:m),
+from the current weights with the OBS saliency w² / U_jj².
+
+Unstructured selection is global within each column block (the paper's choice), so row
+densities vary a little while the layer density is exact up to rounding per block.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["damped_hessian", "sparsegpt"]
+
+
+def damped_hessian(xtx: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H + damp·mean(diag H)·I, dead-column mask) in float64.
+
+    Columns with a zero diagonal (inputs that were always zero) get H_jj = 1; their
+    weights have no effect on the objective and are pruned first.
+    """
+    H = xtx.to(torch.float64).clone()
+    dead = torch.diagonal(H) == 0
+    H[dead, dead] = 1.0
+    H += damp * torch.diagonal(H).mean() * torch.eye(H.shape[0], dtype=H.dtype)
+    return H, dead
+
+
+def sparsegpt(weight: torch.Tensor, xtx: torch.Tensor, *, density: float = 0.5,
+              pattern: tuple[int, int] | None = None, blocksize: int = 128,
+              damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pruned weight (d_out, d_in) in weight's dtype, keep mask bool) for one Linear.
+
+    ``xtx``: (d_in, d_in) Σ x xᵀ over calibration tokens. ``pattern=(n, m)`` keeps n of
+    every m consecutive inputs of each row (density is then ignored).
+    """
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+    W = weight.detach().to(torch.float64).clone()
+    d_out, d_in = W.shape
+    if pattern is not None and (blocksize % pattern[1] or d_in % pattern[1]):
+        raise ValueError(f"pattern {pattern} needs blocksize and d_in divisible by {pattern[1]}")
+    H, dead = damped_hessian(xtx, damp)
+    W[:, dead] = 0.0
+    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    keep = torch.ones_like(W, dtype=torch.bool)
+    for i1 in range(0, d_in, blocksize):
+        i2 = min(i1 + blocksize, d_in)
+        W1 = W[:, i1:i2].clone()
+        U1 = U[i1:i2, i1:i2]
+        err1 = torch.zeros_like(W1)
+        prune1 = torch.zeros_like(W1, dtype=torch.bool)
+        diag = torch.diagonal(U1)
+        if pattern is None:
+            saliency = (W1 ** 2 / diag[None, :] ** 2).reshape(-1)
+            n_prune = int(round((1.0 - density) * saliency.numel()))
+            order = torch.argsort(saliency, stable=True)
+            prune1.view(-1)[order[:n_prune]] = True
+        for j in range(i2 - i1):
+            if pattern is not None and j % pattern[1] == 0:
+                n, m = pattern
+                sal = W1[:, j:j + m] ** 2 / diag[None, j:j + m] ** 2
+                order = torch.argsort(sal, dim=1, stable=True)
+                prune1[:, j:j + m].scatter_(1, order[:, : m - n], True)
+            w = W1[:, j]
+            q = torch.where(prune1[:, j], torch.zeros_like(w), w)
+            err = (w - q) / U1[j, j]
+            W1[:, j:] -= err[:, None] * U1[j, j:][None, :]
+            W1[:, j] = q
+            err1[:, j] = err
+        W[:, i1:i2] = W1
+        keep[:, i1:i2] = ~prune1
+        W[:, i2:] -= err1 @ U[i1:i2, i2:]
+    keep &= ~dead[None, :]
+    W[~keep] = 0.0
+    return W.to(weight.dtype), keep
