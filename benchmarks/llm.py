@@ -1,0 +1,138 @@
+"""Benchmark: LM pruning of SmolLM2-135M on the held-out Wikipedia part.
+
+    nice -n 10 python benchmarks/llm.py [--runs NAME ...] [--eval-windows 16]
+        [--calibration-windows 16] [--steps 64]
+
+Loads the model once, computes the dense perplexity, then for every run restores the
+dense weights, prunes (layer by layer, calibration windows from the calibration part)
+and measures perplexity (protocol of pruning.llm.perplexity), wall time and peak RSS of
+the process during the run. Results are written after every run to
+benchmarks/results/llm.json and plotted to benchmarks/results/llm.png.
+Run names: METHOD@DENSITY, with DENSITY a number or 2:4; iCBS variants are
+icbs-rec, icbs-rec-refit, icbs-fisher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_RUNS = [
+    "magnitude@0.5", "wanda@0.5", "sparsegpt@0.5", "icbs-rec-refit@0.5", "icbs-rec@0.5",
+    "magnitude@0.3", "wanda@0.3", "sparsegpt@0.3", "icbs-rec-refit@0.3", "icbs-rec@0.3",
+    "wanda@2:4", "sparsegpt@2:4", "icbs-rec-refit@2:4", "icbs-fisher@0.5", "icbs-fisher@0.3",
+    "magnitude@2:4", "icbs-rec@2:4",
+]
+
+
+def config_for(name: str, steps: int, block: int, seed: int):
+    from pruning.llm.baselines import parse_pattern
+    from pruning.llm.icbs import LMICBSConfig
+    from pruning.llm.prune import LMPruneConfig
+
+    method, level = name.split("@")
+    pattern = parse_pattern(level) if ":" in level else None
+    density = 0.5 if pattern else float(level)
+    options = {"sweeps": 200, "restarts": 4}
+    if method.startswith("icbs"):
+        icbs = LMICBSConfig(objective="fisher" if method == "icbs-fisher" else "reconstruction",
+                            refit=method.endswith("refit"), backend="sa",
+                            backend_options=options, block_size=block, steps_per_layer=steps,
+                            seed=seed)
+        return LMPruneConfig(method="icbs", density=density, pattern=pattern, icbs=icbs)
+    return LMPruneConfig(method=method, density=density, pattern=pattern)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results if r["name"] != "dense"]
+    dense = next((r["perplexity"] for r in results if r["name"] == "dense"), None)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.bar(range(len(rows)), [r["perplexity"] for r in rows])
+    ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=60, ha="right",
+                  fontsize=8)
+    ax.set_yscale("log")
+    if dense:
+        ax.axhline(dense, color="k", ls="--", label=f"dense {dense:.2f}")
+        ax.legend()
+    ax.set_ylabel("perplexity (held-out Wikipedia)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS)
+    parser.add_argument("--eval-windows", type=int, default=16)
+    parser.add_argument("--calibration-windows", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=64, help="iCBS blocks per Linear")
+    parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "llm.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("pruning.llm.layerwise").setLevel(logging.WARNING)
+
+    import torch
+
+    from pruning.llm.layerwise import PeakMemory
+    from pruning.llm.load import load_model
+    from pruning.llm.perplexity import perplexity, token_windows
+    from pruning.llm.prune import layer_densities, prune_lm
+    from pruning.llm.text import wiki_text
+
+    out = Path(args.out)
+    model, tok = load_model("builtin:smollm2-135m")
+    calibration = token_windows(tok, wiki_text("calibration"), 512, args.calibration_windows)
+    evaluation = token_windows(tok, wiki_text("evaluation"), 512, args.eval_windows)
+    dense_state = {k: v.clone() for k, v in model.state_dict().items()}
+    setup = {"model": "builtin:smollm2-135m", "eval_windows": int(evaluation.shape[0]),
+             "window": 512, "bos": True, "calibration_windows": int(calibration.shape[0]),
+             "icbs_steps_per_layer": args.steps, "block_size": args.block_size,
+             "backend": "sa", "backend_options": {"sweeps": 200, "restarts": 4},
+             "torch_threads": torch.get_num_threads()}
+    results: list[dict] = []
+    t = time.perf_counter()
+    with PeakMemory() as mem:
+        dense = perplexity(model, evaluation)
+    results.append({"name": "dense", "perplexity": dense, "wall_s": time.perf_counter() - t,
+                    "peak_rss_gib": mem.peak_bytes / 2**30})
+    logging.info("dense perplexity %.3f", dense)
+    for name in args.runs:
+        model.load_state_dict(dense_state)
+        config = config_for(name, args.steps, args.block_size, args.seed)
+        t = time.perf_counter()
+        with PeakMemory() as mem:
+            report = prune_lm(model, calibration, config)
+            prune_s = time.perf_counter() - t
+            ppl = perplexity(model, evaluation)
+        dens = layer_densities(model)
+        row = {"name": name, "perplexity": ppl, "wall_s": time.perf_counter() - t,
+               "prune_s": prune_s, "peak_rss_gib": mem.peak_bytes / 2**30,
+               "mean_layer_density": sum(dens.values()) / len(dens),
+               "blocks": report.get("blocks")}
+        if "layers" in report and report["layers"]:
+            row["reconstruction_error_init"] = sum(v["error_init"] for v in report["layers"].values())
+            row["reconstruction_error_final"] = sum(v["error_final"] for v in report["layers"].values())
+        results.append(row)
+        logging.info("%s", json.dumps(row))
+        out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
+        plot(results, out.with_suffix(".png"))
+    out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
+    plot(results, out.with_suffix(".png"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

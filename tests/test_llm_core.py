@@ -1,0 +1,162 @@
+"""pruning.llm numeric cores: masks, SparseGPT, iCBS block models, refit (no model needed)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pruning.llm import baselines  # noqa: E402
+from pruning.llm.icbs import (_groups_ok, _with_group_penalty, fisher_refine_layer,  # noqa: E402
+                              refine_rows, refit_rows, row_errors)
+from pruning.llm.sparsegpt import damped_hessian, sparsegpt  # noqa: E402
+
+
+def _data(d_out=6, d_in=16, tokens=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(d_out, d_in, generator=g, dtype=torch.float64)
+    X = torch.randn(tokens, d_in, generator=g, dtype=torch.float64) * torch.linspace(0.2, 2, d_in)
+    return W, X
+
+
+class Exhaustive:
+    """A block solver that enumerates every feasible pattern (tests only)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, problem, x_current):
+        self.calls += 1
+        best, best_e = None, problem.energy(x_current.astype(np.int8))
+        for ones in itertools.combinations(range(problem.n), problem.k):
+            x = np.zeros(problem.n, dtype=np.int8)
+            x[list(ones)] = 1
+            e = problem.energy(x)
+            if e < best_e - 1e-12:
+                best, best_e = x, e
+        return best
+
+
+def test_ties_are_broken_towards_lower_index():
+    w = torch.tensor([[1.0, -1.0, 1.0, 0.5]])
+    assert baselines.magnitude_mask(w, 0.5).tolist() == [[True, True, False, False]]
+    assert baselines.nm_mask(w.abs(), 2, 4).tolist() == [[True, True, False, False]]
+
+
+def test_wanda_keeps_per_row_and_2_4_is_valid():
+    W, X = _data(d_in=16)
+    norms = X.norm(dim=0)
+    keep = baselines.wanda_mask(W, norms, 0.25)
+    assert keep.sum(dim=1).tolist() == [4] * W.shape[0]
+    keep24 = baselines.wanda_mask(W, norms, 0.9, (2, 4))
+    assert (keep24.view(W.shape[0], -1, 4).sum(-1) == 2).all()
+
+
+def test_sparsegpt_beats_its_mask_without_update_and_respects_density():
+    W, X = _data(d_out=8, d_in=32, tokens=128)
+    xtx = X.T @ X
+    H, _ = damped_hessian(xtx, 0.01)
+    for pattern in (None, (2, 4)):
+        Wp, keep = sparsegpt(W, xtx, density=0.5, pattern=pattern, blocksize=16)
+        assert int(keep.sum()) == W.numel() // 2
+        assert torch.all(Wp[~keep] == 0)
+        if pattern:
+            assert (keep.view(8, -1, 4).sum(-1) == 2).all()
+        err = row_errors(W, Wp, H).sum()
+        assert err < row_errors(W, W * keep, H).sum()
+        # a magnitude mask without update is worse still
+        assert err < row_errors(W, W * baselines.magnitude_mask(W, 0.5, pattern), H).sum()
+
+
+def test_refit_is_the_least_squares_optimum():
+    W, X = _data()
+    H, _ = damped_hessian(X.T @ X)
+    keep = baselines.magnitude_mask(W, 0.5)
+    Wr = refit_rows(W, keep, H)
+    assert torch.all(Wr[~keep] == 0)
+    for r in range(W.shape[0]):
+        K = torch.nonzero(keep[r]).flatten()
+        expected = torch.linalg.solve(H[K][:, K], (H @ W[r])[K])
+        assert torch.allclose(Wr[r, K], expected, atol=1e-9)
+    # any perturbation of the kept weights is worse
+    noise = torch.randn_like(Wr) * 1e-3 * keep
+    assert row_errors(W, Wr, H).sum() < row_errors(W, Wr + noise, H).sum()
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_row_block_energy_is_the_exact_error_change(refit):
+    """Every feasible pattern of a block: QCBO energy × scale == E(new) − E(current)."""
+    from pruning.block import block_problem  # the shared block formula
+
+    W, X = _data(d_out=1, d_in=8)
+    H, _ = damped_hessian(X.T @ X)
+    keep = baselines.magnitude_mask(W, 0.5)
+    Wc = refit_rows(W, keep, H) if refit else W * keep
+    idx = torch.tensor([0, 2, 3, 5, 6, 7])
+    v = torch.where(keep[0], Wc[0], W[0])
+    x_cur = (~keep[0, idx]).to(torch.int8).numpy()
+    g = 2 * (H[idx] @ (Wc[0] - W[0]))
+    problem = block_problem(v[idx].numpy(), x_cur, g.numpy(), (2 * H[idx][:, idx]).numpy(),
+                            gamma=1.0, lam=0.0)
+    scale = problem.metadata["scale"]
+    e_cur = float(row_errors(W, Wc, H)[0])
+    for ones in itertools.combinations(range(len(idx)), problem.k):
+        x = np.zeros(len(idx), dtype=np.int8)
+        x[list(ones)] = 1
+        Wn = Wc.clone()
+        Wn[0, idx] = v[idx] * torch.from_numpy(1 - x).double()
+        assert problem.energy(x) * scale == pytest.approx(float(row_errors(W, Wn, H)[0]) - e_cur,
+                                                          abs=1e-9)
+
+
+def test_group_penalty_keeps_feasible_energies_and_punishes_violations():
+    from qcbo.problem import Problem
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(8, 8))
+    base = Problem(A @ A.T - 3 * np.eye(8), 0.5, 4)
+    pen = _with_group_penalty(base, (2, 4))
+    energies = {}
+    for ones in itertools.combinations(range(8), 4):
+        x = np.zeros(8, dtype=np.int8)
+        x[list(ones)] = 1
+        energies[ones] = (pen.energy(x), _groups_ok(x, (2, 4)), base.energy(x))
+    best_feasible = min(e for e, ok, _ in energies.values() if ok)
+    for e, ok, e0 in energies.values():
+        if ok:
+            assert e == pytest.approx(e0)
+        else:
+            assert e > best_feasible
+
+
+@pytest.mark.parametrize("pattern", [None, (2, 4)])
+def test_refine_rows_never_worsens_and_keeps_counts(pattern):
+    W, X = _data(d_out=4, d_in=16)
+    H, _ = damped_hessian(X.T @ X)
+    keep = baselines.magnitude_mask(W, 0.5, pattern)
+    solver = Exhaustive()
+    Wn, keep_n = refine_rows(W, W * keep, keep, H, solver, block_size=8, steps=8,
+                             pattern=pattern)
+    assert solver.calls > 0
+    assert keep_n.sum(dim=1).tolist() == keep.sum(dim=1).tolist()
+    assert torch.all(Wn[~keep_n] == 0)
+    assert torch.allclose(Wn[keep_n], W[keep_n])
+    assert row_errors(W, Wn, H).sum() < row_errors(W, W * keep, H).sum()
+    if pattern:
+        assert (keep_n.view(4, -1, 4).sum(-1) == 2).all()
+
+
+def test_fisher_refine_keeps_density_and_weights():
+    g = torch.Generator().manual_seed(3)
+    w0 = torch.randn(4, 6, generator=g)
+    keep = baselines.magnitude_mask(w0, 0.5)
+    weight = (w0 * keep).clone()
+    x = torch.randn(5, 7, 6, generator=g)
+    delta = torch.randn(5, 7, 4, generator=g)
+    new_keep = fisher_refine_layer(weight, w0, keep, x, delta, Exhaustive(), block_size=6,
+                                   steps=3, gamma=0.75, lam=1e-3)
+    assert int(new_keep.sum()) == int(keep.sum())
+    assert torch.equal(weight, w0 * new_keep)

@@ -1,0 +1,165 @@
+"""pruning.llm on a tiny random LlamaForCausalLM (no download): layer-wise pruning,
+Fisher captures, perplexity, loading errors and the CLI configuration."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers", reason="needs the qcbo[llm] extra")
+
+from pruning.llm.icbs import LMICBSConfig, capture_fisher_inputs  # noqa: E402
+from pruning.llm.layerwise import decoder_layers, prunable_linears, run_layerwise  # noqa: E402
+from pruning.llm.perplexity import perplexity, token_windows  # noqa: E402
+from pruning.llm.prune import LMPruneConfig, layer_densities, prune_lm  # noqa: E402
+from qcbo.errors import InputError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, max_position_embeddings=64,
+                                   tie_word_embeddings=True)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    calib = torch.randint(0, 96, (8, 24), generator=g)
+    evals = torch.randint(0, 96, (4, 24), generator=g)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return model, state, calib, evals
+
+
+def test_layerwise_statistics_match_a_full_forward(tiny):
+    model, state, calib, _ = tiny
+    model.load_state_dict(state)
+    seen = {}
+    target = decoder_layers(model)[1].mlp.down_proj
+    handle = target.register_forward_hook(
+        lambda _m, a, _o: seen.setdefault("x", []).append(a[0].reshape(-1, a[0].shape[-1])))
+    with torch.no_grad():
+        for start in range(0, 8, 4):
+            model(input_ids=calib[start:start + 4])
+    handle.remove()
+    X = torch.cat(seen["x"]).double()
+    got = {}
+
+    def pruner(index, linears, stats):
+        got[index] = stats
+
+    run_layerwise(model, calib, pruner, batch_size=4)
+    assert set(got) == {0, 1}
+    assert got[1]["mlp.down_proj"].tokens == X.shape[0]
+    assert torch.allclose(got[1]["mlp.down_proj"].xtx, X.T @ X, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method,pattern,icbs", [
+    ("magnitude", None, None), ("wanda", None, None), ("sparsegpt", None, None),
+    ("wanda", (2, 4), None), ("sparsegpt", (2, 4), None),
+    ("icbs", None, LMICBSConfig(backend="exact", block_size=8, steps_per_layer=3)),
+    ("icbs", None, LMICBSConfig(backend="exact", block_size=8, steps_per_layer=3, refit=True)),
+    ("icbs", (2, 4), LMICBSConfig(backend="exact", block_size=8, steps_per_layer=2, refit=True)),
+    ("icbs", None, LMICBSConfig(backend="exact", objective="fisher", block_size=8,
+                                steps_per_layer=2, fisher_samples=4, fisher_window=16)),
+])
+def test_prune_lm_reaches_the_density(tiny, method, pattern, icbs):
+    model, state, calib, evals = tiny
+    model.load_state_dict(state)
+    config = LMPruneConfig(method=method, density=0.5, pattern=pattern,
+                           icbs=icbs or LMICBSConfig())
+    report = prune_lm(model, calib, config)
+    dens = layer_densities(model)
+    assert len(dens) == 14
+    for value in dens.values():
+        assert value == pytest.approx(0.5, abs=0.02)
+    if pattern:
+        for block in decoder_layers(model):
+            for lin in prunable_linears(block).values():
+                assert ((lin.weight.view(lin.out_features, -1, 4) != 0).sum(-1) <= 2).all()
+    if method == "icbs":
+        assert report["blocks"]["solved"] > 0
+        for layer in report["layers"].values():
+            assert layer["error_final"] <= layer["error_init"] * (1 + 1e-9)
+    assert math.isfinite(perplexity(model, evals))
+
+
+def test_icbs_reconstruction_beats_its_wanda_start(tiny):
+    """Same calibration, same first block: iCBS only lowers each layer's error."""
+    model, state, calib, _ = tiny
+    model.load_state_dict(state)
+    cfg = LMPruneConfig(method="icbs", density=0.3,
+                        icbs=LMICBSConfig(backend="exact", block_size=6, steps_per_layer=6))
+    report = prune_lm(model, calib, cfg)
+    first = [v for k, v in report["layers"].items() if k.startswith("0.")]
+    assert sum(v["error_final"] for v in first) < sum(v["error_init"] for v in first)
+
+
+def test_fisher_captures_give_the_weight_gradient(tiny):
+    model, state, calib, _ = tiny
+    model.load_state_dict(state)
+    lin = decoder_layers(model)[0].self_attn.q_proj
+    windows = calib[:3, :16]
+    model.zero_grad(set_to_none=True)
+    (x, delta), = capture_fisher_inputs(model, windows, {"q": lin}).values()
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())
+    per_sample = torch.einsum("std,ste->sde", delta, x)
+    model.zero_grad()
+    logits = model(input_ids=windows).logits[:, :-1]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                            windows[:, 1:].reshape(-1), reduction="none")
+    nll.view(3, -1).mean(dim=1).sum().backward()
+    assert torch.allclose(per_sample.sum(0), lin.weight.grad, atol=1e-5)
+    model.zero_grad()
+
+
+class _Tok:
+    bos_token_id = 1
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) % 90 + 2 for c in text]}
+
+
+def test_windows_and_perplexity_protocol(tiny):
+    model, state, _, evals = tiny
+    model.load_state_dict(state)
+    w = token_windows(_Tok(), "abcdefghij" * 10, 8, 5)
+    assert w.shape == (5, 8) and torch.all(w[:, 0] == 1)
+    assert w[0, 1:].tolist() == [ord(c) % 90 + 2 for c in "abcdefg"]
+    with torch.no_grad():
+        logits = model(input_ids=evals).logits[:, :-1]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, 96), evals[:, 1:].reshape(-1))
+    assert perplexity(model, evals, batch_size=3) == pytest.approx(math.exp(float(nll)), rel=1e-5)
+
+
+def test_bad_model_arguments(tmp_path):
+    from pruning.llm.load import resolve_model
+
+    with pytest.raises(InputError, match="no such file"):
+        resolve_model(str(tmp_path / "missing"))
+    with pytest.raises(InputError, match="config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(InputError, match="unknown builtin"):
+        resolve_model("builtin:nope")
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"")
+    assert resolve_model(str(gguf)) == (tmp_path, "m.gguf")
+
+
+def test_cli_configuration():
+    from pruning.llm.cli import config_from_args
+
+    args = argparse.Namespace(method="icbs", density=0.3, objective="reconstruction",
+                              refit=True, pattern=None, backend="sa", block_size=None,
+                              epochs=None, steps_per_epoch=10, seed=3, option=[])
+    cfg = config_from_args(args)
+    assert cfg.icbs.refit and cfg.icbs.steps_per_layer == 10 and cfg.icbs.seed == 3
+    assert cfg.icbs.backend_options == {"sweeps": 200, "restarts": 4}
+    with pytest.raises(InputError, match="pattern"):
+        config_from_args(argparse.Namespace(method="wanda", pattern="4:2"))
+    with pytest.raises(InputError, match="fisher"):
+        config_from_args(argparse.Namespace(method="icbs", objective="fisher", pattern="2:4"))
