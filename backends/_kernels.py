@@ -228,24 +228,25 @@ def _best_swap(Q, d, members, k, rowmax, tabu_until, it, e, aspiration, use_tabu
     """The best admissible swap: (a, b, delta), a = -1 when none is admissible.
 
     Admissible: neither variable tabu (``tabu_until[v] > it``), or the move reaches an
-    energy below ``aspiration``. Exact, with pruning by the bound
-    ``delta(i, j) >= d[i] + d[j] - 2 rowmax[i]`` (rowmax[i] = max_j Q_ij).
+    energy below ``aspiration``. Exact; pairs are filtered by the bound
+    ``delta(i, j) >= base[i] + d[j]`` with ``base[i] = d[i] - 2 rowmax[i]``
+    (rowmax[i] = max_j Q_ij): after seeding with the admissible pair of smallest flip
+    deltas, only the few ones and zeros that can beat it are scanned pairwise.
     """
     n = members.shape[0]
-    # Seed the search with the admissible pair of smallest flip deltas, so that the bound
-    # prunes from the first row on; dmin0 is the smallest d over all zeros.
-    dmin0 = np.inf
     best_a = -1
     best_b = -1
+    dmin0 = np.inf
     for b in range(k, n):
-        j = members[b]
-        if d[j] < dmin0:
-            dmin0 = d[j]
-        if not (use_tabu and tabu_until[j] > it) and (best_b < 0 or d[j] < d[members[best_b]]):
+        dj = d[members[b]]
+        if dj < dmin0:
+            dmin0 = dj
+        if not (use_tabu and tabu_until[members[b]] > it) and (
+                best_b < 0 or dj < d[members[best_b]]):
             best_b = b
     for a in range(k):
-        i = members[a]
-        if not (use_tabu and tabu_until[i] > it) and (best_a < 0 or d[i] < d[members[best_a]]):
+        if not (use_tabu and tabu_until[members[a]] > it) and (
+                best_a < 0 or d[members[a]] < d[members[best_a]]):
             best_a = a
     best = np.inf
     if best_a >= 0 and best_b >= 0:
@@ -253,22 +254,41 @@ def _best_swap(Q, d, members, k, rowmax, tabu_until, it, e, aspiration, use_tabu
     else:
         best_a = -1
         best_b = -1
-    dz = np.empty(n - k)  # d of the zeros, contiguous for the inner scan
-    for b in range(k, n):
-        dz[b - k] = d[members[b]]
+    # Candidate ones: base + dmin0 < best; candidate zeros: min base + d < best.
+    ones = np.empty(k, dtype=np.int64)
+    n_ones = 0
+    min_base = np.inf
     for a in range(k):
         i = members[a]
         base = d[i] - 2.0 * rowmax[i]
+        if base + dmin0 < best:
+            ones[n_ones] = a
+            n_ones += 1
+            if base < min_base:
+                min_base = base
+    if n_ones == 0:
+        return best_a, best_b, best
+    zeros = np.empty(n - k, dtype=np.int64)
+    n_zeros = 0
+    for b in range(k, n):
+        if min_base + d[members[b]] < best:
+            zeros[n_zeros] = b
+            n_zeros += 1
+    for ia in range(n_ones):
+        a = ones[ia]
+        i = members[a]
+        di = d[i]
+        base = di - 2.0 * rowmax[i]
         if base + dmin0 >= best:
             continue
         i_tabu = use_tabu and tabu_until[i] > it
-        di = d[i]
-        for bz in range(n - k):
-            if base + dz[bz] >= best:
-                continue
-            b = bz + k
+        for ib in range(n_zeros):
+            b = zeros[ib]
             j = members[b]
-            delta = di + dz[bz] - 2.0 * Q[i, j]
+            dj = d[j]
+            if base + dj >= best:
+                continue
+            delta = di + dj - 2.0 * Q[i, j]
             if delta < best:
                 if use_tabu and (i_tabu or tabu_until[j] > it) and not (e + delta < aspiration):
                     continue
@@ -336,9 +356,11 @@ def tabu_swaps(Q, x, sgn, d, members, pos, k, rowmax, tabu_until, best_x, istate
     best_e = fstate[1]
     it = istate[0]
     while it < until:
-        a, b, delta = _best_swap(Q, d, members, k, rowmax, tabu_until, it, e, best_e - tol, True)
+        a, b, delta = _best_swap(Q, d, members, k, rowmax, tabu_until, it, e, best_e - tol,
+                                 True)
         if a < 0:  # every move tabu: take the best regardless
-            a, b, delta = _best_swap(Q, d, members, k, rowmax, tabu_until, it, e, -np.inf, False)
+            a, b, delta = _best_swap(Q, d, members, k, rowmax, tabu_until, it, e, -np.inf,
+                                     False)
             istate[4] += 1
         elif tabu_until[members[a]] > it or tabu_until[members[b]] > it:
             istate[3] += 1
@@ -529,3 +551,14 @@ def run_in_chunks(step, total: int, stop: float) -> int:
         room = max(stop - time.perf_counter(), 0.0)
         chunk = int(max(1, min(_CHUNK_SECONDS, room) / per_unit))
     return done
+
+
+def iter_child_seeds(seed: int):
+    """The seeds of `backends.base.child_seeds(seed, count)`, one at a time, lazily.
+
+    ``SeedSequence.spawn`` numbers its children, so spawning them one by one gives the
+    same seeds as spawning ``count`` at once, without paying for unused restarts.
+    """
+    parent = np.random.SeedSequence(seed)
+    while True:
+        yield int(parent.spawn(1)[0].generate_state(1)[0])
