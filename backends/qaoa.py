@@ -30,7 +30,7 @@ import abc
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -233,7 +233,11 @@ class QAOAModel:
         self.scale = spread if spread > 1e-12 else 1.0
         self._cost = (self.energies - self.energies.mean()) / self.scale
         self.edges = mixer_edges(n, mixer) if mixer != "x" else []
-        self._pairs = [self._edge_pairs(i, j) for i, j in self.edges]
+        # per edge: (a then b, b then a) positions, so one gather/scatter updates both sides
+        self._pairs = []
+        for i, j in self.edges:
+            a, b = self._edge_pairs(i, j)
+            self._pairs.append((np.concatenate([a, b]), np.concatenate([b, a])))
 
     @property
     def trivial(self) -> bool:
@@ -269,11 +273,8 @@ class QAOAModel:
                 u_hi = _kron_power(u, n - lo)
                 psi = (u_hi @ psi.reshape(2 ** (n - lo), 2**lo) @ u_lo).ravel()
             else:
-                for a, b in self._pairs:
-                    pa = psi[a]
-                    pb = psi[b]
-                    psi[a] = c * pa + s * pb
-                    psi[b] = c * pb + s * pa
+                for ab, ba in self._pairs:
+                    psi[ab] = c * psi[ab] + s * psi[ba]
         return psi
 
     def expectation_n(self, params: np.ndarray) -> float:
@@ -331,6 +332,8 @@ class Training:
     expectation: float
     evaluations: int
     complete: bool
+    #: the best angles found at each depth 1..p reached (INTERP passes through them)
+    per_depth: list[Angles] = field(default_factory=list)
 
 
 def _interp(params: np.ndarray) -> np.ndarray:
@@ -375,12 +378,14 @@ def train_angles(
 
     def run(x0: np.ndarray) -> np.ndarray:
         if optimizer == "cobyla":
-            res = minimize(f, x0, method="COBYLA", options={"maxiter": maxiter, "rhobeg": 0.2})
+            res = minimize(f, x0, method="COBYLA", tol=1e-3,
+                           options={"maxiter": maxiter, "rhobeg": 0.2})
         else:
             res = minimize(f, x0, method="L-BFGS-B", options={"maxiter": maxiter})
         return np.asarray(res.x, dtype=float)
 
     complete = True
+    per_depth: list[Angles] = []
     try:
         grid_g = np.linspace(0.1, 1.6, 7)
         grid_b = np.linspace(0.1, 1.5, 7)
@@ -391,12 +396,14 @@ def train_angles(
             x = run(np.array([g, b]))
             if layer_best is None or model.expectation_n(x) < model.expectation_n(layer_best):
                 layer_best = x
+        per_depth.append(model.to_physical(layer_best))
         for depth in range(2, p + 1):
             start = _interp(layer_best)
             candidates = [start] + [start + rng.normal(scale=0.1, size=start.shape)
                                     for _ in range(max(0, restarts - 1))]
             finals = [run(x0) for x0 in candidates]
             layer_best = min(finals, key=model.expectation_n)
+            per_depth.append(model.to_physical(layer_best))
     except _OutOfTime:
         complete = False
     params = best["x"]
@@ -408,7 +415,7 @@ def train_angles(
         params = np.concatenate([params[:q], np.zeros(p - q), params[q:], np.zeros(p - q)])
     angles = model.to_physical(params)
     expectation = float(np.dot(model.probabilities(angles), model.energies))
-    return Training(angles, expectation, evaluations, complete)
+    return Training(angles, expectation, evaluations, complete, per_depth)
 
 
 # ------------------------------------------------------------------ classical polish
