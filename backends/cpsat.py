@@ -5,6 +5,9 @@ Model (Q symmetric, energy(x) = sum_i Q_ii x_i + sum_{i<j} 2 Q_ij x_i x_j + offs
 * one Boolean x_i per variable;
 * one Boolean product literal y_ij per pair i < j with Q_ij != 0, linked both ways:
   y => x_i, y => x_j, x_i & x_j => y (clauses; cheaper than AddMultiplicationEquality);
+* for every triple with all three products, the triangle inequalities of the Boolean
+  quadric polytope (y_ij + y_il - y_jl <= x_i, ..., x_i + x_j + x_l - y_ij - y_il - y_jl
+  <= 1), by default when n <= 40: they cut the search roughly in half at n = 20..28;
 * with k set: sum_i x_i == k, plus the redundant RLT cut obtained by multiplying the
   cardinality by x_i: sum_{j != i} y_ij == (k - 1) x_i. When row i misses some pairs
   (Q_ij == 0, no y_ij) the equality no longer holds, and two valid inequalities replace
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: Largest number of product literals (pairs with Q_ij != 0) we build a model for.
 MAX_PRODUCTS = 200_000
+#: Largest n for which the triangle inequalities (4 C(n, 3) rows) are added by default.
+TRIANGLE_MAX_N = 40
 #: Fraction of the time limit (at most this many seconds) spent on the heuristic hint.
 _HINT_SHARE, _HINT_MAX_S = 0.1, 1.0
 
@@ -130,6 +135,8 @@ class CpSatBackend(Backend):
         "workers": Option(None, "CP-SAT search workers (None: every core this process may use)"),
         "precision_bits": Option(30, "largest |coefficient| is scaled to 2**bits before rounding"),
         "cut": Option(True, "add the RLT cut sum_j y_ij = (k - 1) x_i (k set only)"),
+        "triangles": Option(None, "add the 4 triangle inequalities per triple with all three "
+                                  "products (None: when n <= %d)" % TRIANGLE_MAX_N),
         "max_products": Option(MAX_PRODUCTS, "refuse models with more product literals"),
         "log_search": Option(False, "let CP-SAT log its search to stderr"),
     }
@@ -147,7 +154,7 @@ class CpSatBackend(Backend):
 
     def _solve(self, problem: Problem, *, seed: int, time_limit: float | None,
                initial: Any, workers: int | None, precision_bits: int, cut: bool,
-               max_products: int, log_search: bool) -> RawSolution:
+               triangles: bool | None, max_products: int, log_search: bool) -> RawSolution:
         start = time.perf_counter()
         stop = deadline(time_limit)
         from ortools.sat.python import cp_model  # heavy import; counts against the limit
@@ -200,6 +207,11 @@ class CpSatBackend(Backend):
             model.add(cp_model.LinearExpr.sum(x) == k)
             if cut:
                 self._add_cuts(model, cp_model, x, y, iu, ju, n, k)
+        if triangles is None:
+            triangles = n <= TRIANGLE_MAX_N
+        info["triangles"] = bool(triangles)
+        if triangles and not self._add_triangles(model, x, y, iu, ju, n, stop):
+            return self._fallback(x_hint, info, start, "time limit reached while building")
         model.minimize(cp_model.LinearExpr.weighted_sum(
             x + y, [int(c) for c in c_diag] + [int(c) for c in c_pair]))
         for i in range(n):
@@ -264,6 +276,33 @@ class CpSatBackend(Backend):
             big_m = min(k, size)
             model.add(ys >= cp_model.LinearExpr.sum([x[j] for j in nbrs]) - big_m
                       + big_m * x[i])
+
+    @staticmethod
+    def _add_triangles(model: Any, x: list, y: list, iu: np.ndarray, ju: np.ndarray, n: int,
+                       stop: float) -> bool:
+        """Triangle inequalities of the Boolean quadric polytope; False on timeout.
+
+        For i < j < l with all three products: y_ij + y_il - y_jl <= x_i (and its two
+        rotations) and x_i + x_j + x_l - y_ij - y_il - y_jl <= 1.
+        """
+        index = {(int(a), int(b)): t for t, (a, b) in enumerate(zip(iu, ju))}
+        for i in range(n):
+            if time.perf_counter() > stop:
+                return False
+            for j in range(i + 1, n):
+                t_ij = index.get((i, j))
+                if t_ij is None:
+                    continue
+                for l in range(j + 1, n):
+                    t_il, t_jl = index.get((i, l)), index.get((j, l))
+                    if t_il is None or t_jl is None:
+                        continue
+                    a, b, c = y[t_ij], y[t_il], y[t_jl]
+                    model.add(a + b - c <= x[i])
+                    model.add(a + c - b <= x[j])
+                    model.add(b + c - a <= x[l])
+                    model.add(x[i] + x[j] + x[l] - a - b - c <= 1)
+        return True
 
     @staticmethod
     def _initial(problem: Problem, initial: Any) -> np.ndarray:
