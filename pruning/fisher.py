@@ -4,9 +4,9 @@ The block is a perturbation v (n,) added to the weights at ``flat_indices`` of o
 layer's weight: the loss as a function of v, at v = 0, has gradient = the loss gradient
 restricted to the block. Per-sample gradients come from ``vmap(grad(.))`` over v alone:
 
-- for nn.Linear the perturbation enters as an extra term ``(x[..., cols] * v) @ E``
-  (E: one-hot rows) added to the layer output by a forward hook, so per-sample gradients
-  cost O(m n) and the full per-sample weight gradient (m, out, in) is never formed;
+- for nn.Linear the perturbation enters as an extra term ``x[..., cols] * v`` added to
+  the output units ``rows`` by a forward hook, so per-sample gradients cost O(m n) and
+  the full per-sample weight gradient (m, out, in) is never formed;
 - for other layers (nn.Conv2d) v is scattered into the weight itself and the samples
   are processed in chunks to bound memory.
 
@@ -48,11 +48,8 @@ def _block_loss(
     if isinstance(module, nn.Linear):
         rows = idx // weight.shape[1]
         cols = idx % weight.shape[1]
-        onehot = torch.zeros(len(idx), weight.shape[0], dtype=weight.dtype)
-        onehot[torch.arange(len(idx)), rows] = 1.0
-
         def hook(_mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
-            return output + (inputs[0][..., cols] * state["v"]) @ onehot
+            return output.index_add(-1, rows, inputs[0][..., cols] * state["v"])
 
         handle = module.register_forward_hook(hook)
 
@@ -109,8 +106,10 @@ def fisher_block(
     targets: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(g (n,), H (n, n)) float64: mean gradient and empirical Fisher G^T G / m."""
-    G = block_gradients(model, loss_fn, weight_name, flat_indices, inputs, targets).double()
-    return G.mean(dim=0), G.T @ G / G.shape[0]
+    G = block_gradients(model, loss_fn, weight_name, flat_indices, inputs, targets)
+    # float32 product (half the time of float64); the Fisher is an estimate anyway.
+    H = (G.T @ G).double() / G.shape[0]
+    return G.double().mean(dim=0), (H + H.T) / 2.0
 
 
 def exact_hessian_block(

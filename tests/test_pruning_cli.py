@@ -96,3 +96,30 @@ def test_task_lm_without_llm_module_is_one_line(tmp_path, capsys):
         pytest.skip("pruning.llm is installed")
     code = main(["prune", "--task", "lm", "--out", str(tmp_path / "lm")])
     _assert_one_line_error(capsys, code, "pruning.llm")
+
+
+def test_task_lm_delegates_to_pruning_llm_cli(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    seen = {}
+    fake = types.ModuleType("pruning.llm.cli")
+
+    def fake_run(args):
+        seen["args"] = args
+        return 0
+
+    fake.run = fake_run
+    monkeypatch.setitem(sys.modules, "pruning.llm.cli", fake)
+    code = main(["prune", "--task", "lm", "--model", "some-lm", "--density", "0.3",
+                 "--method", "sparsegpt", "--objective", "reconstruction", "--refit",
+                 "--pattern", "2:4", "--backend", "tabu", "--block-size", "128",
+                 "--out", str(tmp_path / "lm"), "--export-blocks", str(tmp_path / "b.npz")])
+    assert code == 0
+    args = seen["args"]
+    assert (args.model, args.density, args.method, args.objective) == (
+        "some-lm", 0.3, "sparsegpt", "reconstruction")
+    assert args.refit and args.pattern == "2:4" and args.backend == "tabu"
+    assert args.block_size == 128 and args.export_blocks == str(tmp_path / "b.npz")
+    for name in ("epochs", "steps_per_epoch", "seed", "out"):
+        assert hasattr(args, name)

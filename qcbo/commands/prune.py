@@ -33,9 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--task", choices=["classifier", "lm"], default="classifier",
                         help="classifier (built-in MLPs; default) or lm (language models)")
-    parser.add_argument("--model", default="builtin:mlp-digits",
+    parser.add_argument("--model", default=None,
                         help="builtin:mlp-digits (default), builtin:mlp-fashion-mnist, or a path "
-                             "to an MLP state dict (.safetensors/.pt); for --task lm a model name")
+                             "to an MLP state dict (.safetensors/.pt); for --task lm see its help")
     parser.add_argument("--density", type=_density, default=None,
                         help="fraction of weights kept, in (0, 1] (default: 0.2 digits, 0.1 "
                              "Fashion-MNIST)")
@@ -111,9 +111,12 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "sparsegpt":
         raise InputError("--method sparsegpt re-fits weights and is for --task lm only; use "
                          "icbs, magnitude or wanda for classifiers")
+    # Small dense models: one thread avoids pathological contention on shared machines.
     torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
+    model_spec = args.model or "builtin:mlp-digits"
     backend = get_backend(args.backend)
-    name = args.model.split(":", 1)[1] if args.model.startswith("builtin:") else Path(args.model).stem
+    name = (model_spec.split(":", 1)[1] if model_spec.startswith("builtin:")
+            else Path(model_spec).stem)
     defaults = MODEL_DEFAULTS.get(name, _FALLBACK)
     if args.block_size is None:
         block_size = preferred_block_size(backend, defaults["block_size"])
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
 
-    loaded = load_model(args.model, progress=True)
+    loaded = load_model(model_spec, progress=True)
     print(f"qcbo prune: {loaded.name}, density {config.density:g}, method {args.method}"
           + (f", backend {backend.name}, blocks of {block_size}, {config.epochs} epochs x "
              f"{config.steps_per_epoch} steps" if args.method == "icbs" else ""),
