@@ -60,6 +60,7 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [0] + [e["epoch"] for e in report.get("epochs", [])]
     initial = report.get("initial", {})
@@ -82,9 +83,10 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None
             if metrics.get(key) is not None:
                 ax.axhline(metrics[key], color=f"C{i}", ls=":", label=name)
         ax.set_xlabel("epoch (0 = initial mask)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(titles[key])
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].legend(loc="best", fontsize=8)
     density = report.get("density")
     fig.suptitle(f"{report.get('model', 'model')} at density "
                  f"{density:.3g}" if isinstance(density, float) else str(report.get("model", "")))

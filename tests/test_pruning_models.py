@@ -1,0 +1,39 @@
+"""Model specs: builtin names, MLP state dicts from a path, and their errors."""
+
+import pytest
+import torch
+
+from pruning.models import evaluate, load_builtin, load_model, mlp
+from qcbo.errors import InputError
+
+
+def test_mlp_layout_and_evaluate():
+    net = mlp((4, 6, 3))
+    assert [type(m).__name__ for m in net] == ["Linear", "ReLU", "Linear"]
+    x, y = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    loss, acc = evaluate(net, x, y, batch_size=3)
+    assert 0.0 <= acc <= 1.0
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(net(x), y)), rel=1e-5)
+
+
+def test_load_model_from_state_dict_paths(tmp_path):
+    from safetensors.torch import save_file
+
+    net = mlp((64, 8, 10))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    loaded = load_model(str(tmp_path / "m.safetensors"))
+    assert loaded.data.name == "digits" and loaded.name == "m"
+    assert torch.equal(loaded.model[2].weight, net[2].weight)
+    torch.save(mlp((5, 3)).state_dict(), tmp_path / "odd.pt")
+    with pytest.raises(InputError, match="input width 5"):
+        load_model(str(tmp_path / "odd.pt"))
+    torch.save({"conv.weight": torch.zeros(2, 2, 3, 3)}, tmp_path / "conv.pt")
+    with pytest.raises(InputError, match="not the state dict of an MLP"):
+        load_model(str(tmp_path / "conv.pt"))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError, match="cannot read model file"):
+        load_model(str(tmp_path / "junk.safetensors"))
+    with pytest.raises(InputError, match="no such model file"):
+        load_model(str(tmp_path / "absent.pt"))
+    with pytest.raises(InputError, match="unknown builtin model"):
+        load_builtin("resnet-9000")
