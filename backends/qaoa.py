@@ -475,7 +475,7 @@ class QAOABackend(Backend):
                                 "QAOA answer is returned"),
     }
     #: Fraction of time_limit given to training; the rest runs and samples the circuit.
-    TRAIN_SHARE = 0.4
+    TRAIN_SHARE = 0.3
 
     def check(self, problem: Problem, **options: Any) -> None:
         if self.max_variables is not None and problem.n > self.max_variables:
