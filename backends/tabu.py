@@ -11,8 +11,8 @@ search). Restarts, each with its own child seed, start from random states (or fr
 warm start ``initial``). ``time_limit`` is checked between compiled chunks of about
 20 ms; a new restart starts only when the mean restart time still fits.
 
-Defaults scale with n: tenure ``clip(n // 50, 5, min(k, n - k) // 4)`` (flips:
-``clip(n // 50, 5, n // 4)``), stall ``max(200, 2 n)`` steps, perturbation
+Defaults scale with n: tenure ``clip(n // 100, 5, min(k, n - k) // 4)`` (flips:
+``clip(n // 100, 5, n // 4)``), stall ``max(200, n)`` steps, perturbation
 ``max(2, min(k, n - k) // 10)`` moves, ``max(2000, 20 n)`` steps per restart
 (flips, which are cheaper: ``max(10000, 100 n)``).
 """
@@ -43,8 +43,8 @@ def default_settings(n: int, k: int | None) -> dict[str, int]:
     return {
         # A flip step costs O(n), a swap step O(n) plus the pruned pair scan.
         "iterations": max(10000, 100 * n) if k is None else max(2000, 20 * n),
-        "tenure": max(1, min(max(5, n // 50), cap)),
-        "stall": max(200, 2 * n),
+        "tenure": max(1, min(max(5, n // 100), cap)),
+        "stall": max(200, n),
         "perturb": max(2, room // 10),
     }
 
@@ -68,7 +68,7 @@ class TabuBackend(Backend):
                                    "max(10000, 100 n) flips)"),
         "restarts": Option(1, "independent searches, each from its own child seed"),
         "tenure": Option(None, "base tabu tenure in moves (None: scales with n)"),
-        "stall": Option(None, "moves without a new best before perturbing (None: max(200, 2n))"),
+        "stall": Option(None, "moves without a new best before perturbing (None: max(200, n))"),
         "perturb": Option(None, "random moves applied to the best state when stalled"),
         "initial": Option(None, "warm start: an (n,) 0/1 array (feasible when k is set); "
                                 "every restart starts from it and it is a candidate answer"),
