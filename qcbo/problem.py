@@ -272,15 +272,23 @@ class Problem:
     def default_penalty(self) -> float:
         """A penalty weight P that makes every infeasible x cost more than the optimum.
 
-        Bound: let y be any feasible point and L the lower bound of
-        `energy_lower_bound`. For infeasible x, (sum(x) - k)^2 >= 1, so
-        energy(x) + P (sum(x) - k)^2 >= L + P > energy(y) >= min feasible energy
-        whenever P > energy(y) - L. We use P = 1.01 (energy(y) - L) + 1e-9.
+        Two valid bounds; the smaller one is used, times 1.01, plus 1e-9:
+
+        * flip bound: one flip of variable i changes the energy by at most
+          M_i = |Q_ii| + 2 sum_{j != i} |Q_ij|, at any state. An x with
+          |sum(x) - k| = d >= 1 reaches a feasible y in d flips, so
+          energy(x) + P d^2 >= energy(y) - d M + P d^2 > energy(y) >= optimum
+          whenever P > M = max_i M_i.
+        * range bound: with y any feasible point and L the lower bound of
+          `energy_lower_bound`, energy(x) + P >= L + P > energy(y) whenever
+          P > energy(y) - L.
         """
         if self._k is None:
             return 0.0
-        gap = self.energy(self.feasible_point()) - self.energy_lower_bound()
-        return 1.01 * max(gap, 0.0) + 1e-9
+        absq = np.abs(self._Q)
+        flip = float((2.0 * absq.sum(axis=1) - np.diag(absq)).max())
+        gap = max(self.energy(self.feasible_point()) - self.energy_lower_bound(), 0.0)
+        return 1.01 * min(flip, gap) + 1e-9
 
     def to_qubo(self, penalty: float | None = None) -> tuple["Problem", "PenaltyInverter"]:
         """The penalty QUBO ``x Q x + offset + P (sum(x) - k)^2`` and its way back.
