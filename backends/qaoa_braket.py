@@ -30,10 +30,11 @@ from .qaoa import Gate, QAOABackend
 
 __all__ = ["BraketLocalQAOABackend", "build_circuit", "to_little_endian", "statevector"]
 
-#: Measured here (2 shared cores, JAQCD): n = 12, p = 2 (~500 gates) runs in ~0.1 s and
-#: n = 14 in ~0.5 s once numba's kernels are loaded; the first circuit above 10 qubits in
-#: a process costs ~1 s more (2.5 s+ when numba must compile them).
-MAX_QUBITS = 14
+#: Measured here (2 shared cores, JAQCD): n = 12, p = 2 (~500 gates) runs in ~0.1-0.3 s and
+#: n = 14 in ~0.5 s once numba's kernels for more than 10 qubits are loaded, but loading
+#: them costs the first such circuit of every process ~0.8-1.3 s (2.5 s+ when numba must
+#: compile them), which breaks a 0.5 s time limit; so n <= 10 (use qaoa-qiskit for 11-14).
+MAX_QUBITS = 10
 
 _SIMULATORS: dict[str, Any] = {}
 
