@@ -71,6 +71,18 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def merge(paths: list[str], out: Path) -> int:
+    """Concatenate the results of several runs of this script (same setup) into ``out``."""
+    setup, results = None, []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        setup = setup or data["setup"]
+        results.extend(r for r in data["results"] if r["name"] not in {x["name"] for x in results})
+    out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
+    plot(results, out.with_suffix(".png"))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS)
@@ -80,7 +92,13 @@ def main() -> int:
     parser.add_argument("--block-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "llm.json"))
+    parser.add_argument("--skip-dense", action="store_true",
+                        help="do not measure the dense model (another run did)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="only merge result files (first setup kept) into --out and plot")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("pruning.llm.layerwise").setLevel(logging.WARNING)
 
@@ -103,12 +121,13 @@ def main() -> int:
              "backend": "sa", "backend_options": {"sweeps": 200, "restarts": 4},
              "torch_threads": torch.get_num_threads()}
     results: list[dict] = []
-    t = time.perf_counter()
-    with PeakMemory() as mem:
-        dense = perplexity(model, evaluation)
-    results.append({"name": "dense", "perplexity": dense, "wall_s": time.perf_counter() - t,
-                    "peak_rss_gib": mem.peak_bytes / 2**30})
-    logging.info("dense perplexity %.3f", dense)
+    if not args.skip_dense:
+        t = time.perf_counter()
+        with PeakMemory() as mem:
+            dense = perplexity(model, evaluation)
+        results.append({"name": "dense", "perplexity": dense, "wall_s": time.perf_counter() - t,
+                        "peak_rss_gib": mem.peak_bytes / 2**30})
+        logging.info("dense perplexity %.3f", dense)
     for name in args.runs:
         model.load_state_dict(dense_state)
         config = config_for(name, args.steps, args.block_size, args.seed)

@@ -163,3 +163,43 @@ def test_cli_configuration():
         config_from_args(argparse.Namespace(method="wanda", pattern="4:2"))
     with pytest.raises(InputError, match="fisher"):
         config_from_args(argparse.Namespace(method="icbs", objective="fisher", pattern="2:4"))
+
+
+def test_cli_end_to_end_on_a_local_folder(tmp_path):
+    """qcbo prune --task lm's entry point on a tiny saved Llama + word-level tokenizer."""
+    pytest.importorskip("gensim", reason="the Wikipedia text needs gensim")
+    pytest.importorskip("matplotlib")
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from pruning.llm.cli import run
+
+    words = ["[UNK]", "[BOS]", "the", "of", "and", "in", "a", "to", "is", "was", ",", "."]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]",
+                                                unk_token="[UNK]")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32,
+                                   num_hidden_layers=1, num_attention_heads=2,
+                                   num_key_value_heads=1, max_position_embeddings=512,
+                                   tie_word_embeddings=True)
+    folder = tmp_path / "tiny"
+    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    out = tmp_path / "out"
+    args = argparse.Namespace(model=str(folder), density=0.5, method="icbs",
+                              objective="reconstruction", refit=True, pattern=None,
+                              backend="exact", block_size=6, epochs=1, steps_per_epoch=2,
+                              seed=0, out=str(out), export_blocks=str(tmp_path / "b.npz"),
+                              eval_windows=2, calibration_windows=4, option=[])
+    assert run(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["perplexity"] > 1 and report["perplexity_dense"] > 1
+    assert report["peak_rss_bytes"] > 0 and len(report["layer_density"]) == 7
+    assert (out / "pruned_linears.safetensors").is_file() and (out / "density.png").is_file()
+    from qcbo.io import read_blockset
+
+    blocks = read_blockset(tmp_path / "b.npz")
+    assert len(blocks) == report["blocks"]["solved"] > 0

@@ -324,6 +324,8 @@ def fisher_refine_layer(weight: torch.Tensor, w0: torch.Tensor, keep: torch.Tens
     w = w0.reshape(-1).double()
     flat_keep = keep.reshape(-1).clone()
     sal = w * w * fdiag
+    by_desc = torch.argsort(sal, descending=True, stable=True)
+    by_asc = torch.argsort(sal, stable=True)
     half = block_size // 2
     tabu: list[int] = []
     tabu_set: set[int] = set()
@@ -335,13 +337,12 @@ def fisher_refine_layer(weight: torch.Tensor, w0: torch.Tensor, keep: torch.Tens
         blocked = torch.zeros_like(flat_keep)
         if tabu:
             blocked[torch.tensor(tabu)] = True
-        pruned = torch.nonzero(~flat_keep & ~blocked).flatten()
-        kept = torch.nonzero(flat_keep & ~blocked).flatten()
-        mm = min(half, pruned.numel(), kept.numel())
+        top = by_desc[torch.nonzero((~flat_keep & ~blocked)[by_desc]).flatten()[:half]]
+        low = by_asc[torch.nonzero((flat_keep & ~blocked)[by_asc]).flatten()[:half]]
+        mm = min(top.numel(), low.numel())
         if mm == 0:
             break
-        top = pruned[torch.argsort(sal[pruned], descending=True, stable=True)[:mm]]
-        low = kept[torch.argsort(sal[kept], stable=True)[:mm]]
+        top, low = top[:mm], low[:mm]
         idx = torch.cat([top, low])
         x_cur = (~flat_keep[idx]).to(torch.int8).numpy()
         Gb = G[:, idx]
