@@ -192,9 +192,10 @@ def anneal_swaps(Q, x, sgn, d, members, pos, k, rowmax, temps, proposals, e):
 
     Keeps sum(x) = k throughout. Returns (energy, accepted moves).
     Metropolis in threshold form: with u uniform, accept iff delta < -T ln(u). The
-    threshold is drawn first so that most rejections at low temperature come from the
-    bound ``delta >= d[i] + d[j] - 2 rowmax[i]`` alone, without reading Q[i, j] (a cache
-    miss on large Q, which would otherwise dominate the cost of a proposal).
+    threshold is drawn before Q[i, j] is read, so that most rejections at low temperature
+    come from the bound ``delta >= d[i] + d[j] - 2 rowmax[i]`` alone, without reading
+    Q[i, j] (a cache miss on large Q, which would otherwise dominate the cost of a
+    proposal); a bound above 40 T rejects without drawing at all (p < e^-40).
     """
     n = x.shape[0]
     accepted = 0
@@ -203,6 +204,7 @@ def anneal_swaps(Q, x, sgn, d, members, pos, k, rowmax, temps, proposals, e):
     zeros = n - k
     for t in range(temps.shape[0]):
         temp = temps[t]
+        cutoff = _MAX_EXPONENT * temp  # moves above it are accepted with p < e^-40
         for _ in range(proposals):
             # One uniform draw picks both: its integer part the 1, its fraction the 0.
             r = np.random.random() * k
@@ -210,9 +212,12 @@ def anneal_swaps(Q, x, sgn, d, members, pos, k, rowmax, temps, proposals, e):
             b = k + min(int((r - a) * zeros), zeros - 1)
             i = members[a]
             j = members[b]
+            bound = d[i] + d[j] - 2.0 * rowmax[i]
+            if bound > cutoff:
+                continue
             u = np.random.random()
             threshold = -temp * math.log(u) if u > 0.0 else np.inf
-            if d[i] + d[j] - 2.0 * rowmax[i] > threshold:
+            if bound > threshold:
                 continue
             delta = d[i] + d[j] - 2.0 * Q[i, j]
             if delta > threshold:

@@ -12,8 +12,8 @@ warm start ``initial``). ``time_limit`` is checked between compiled chunks of ab
 20 ms; a new restart starts only when the mean restart time still fits.
 
 Defaults scale with n: tenure ``clip(n // 100, 5, min(k, n - k) // 4)`` (flips:
-``clip(n // 100, 5, n // 4)``), stall ``max(200, n)`` steps, perturbation
-``max(2, min(k, n - k) // 10)`` moves, ``max(2000, 20 n)`` steps per restart
+``clip(n // 100, 5, n // 4)``), stall ``max(200, 3 n)`` steps, perturbation
+``max(2, min(k, n - k) // 4)`` moves, ``max(3000, 30 n)`` steps per restart
 (flips, which are cheaper: ``max(10000, 100 n)``).
 """
 
@@ -42,10 +42,10 @@ def default_settings(n: int, k: int | None) -> dict[str, int]:
     cap = max(1, room // 4)
     return {
         # A flip step costs O(n), a swap step O(n) plus the pruned pair scan.
-        "iterations": max(10000, 100 * n) if k is None else max(2000, 20 * n),
+        "iterations": max(10000, 100 * n) if k is None else max(3000, 30 * n),
         "tenure": max(1, min(max(5, n // 100), cap)),
-        "stall": max(200, n),
-        "perturb": max(2, room // 10),
+        "stall": max(200, 3 * n),
+        "perturb": max(2, room // 4),
     }
 
 
@@ -64,11 +64,11 @@ class TabuBackend(Backend):
     name = "tabu"
     summary = "tabu search, swap moves keep sum(x) = k; numba-compiled (native)"
     options = {
-        "iterations": Option(None, "moves per restart (None: max(2000, 20 n) swaps, "
+        "iterations": Option(None, "moves per restart (None: max(3000, 30 n) swaps, "
                                    "max(10000, 100 n) flips)"),
         "restarts": Option(1, "independent searches, each from its own child seed"),
         "tenure": Option(None, "base tabu tenure in moves (None: scales with n)"),
-        "stall": Option(None, "moves without a new best before perturbing (None: max(200, n))"),
+        "stall": Option(None, "moves without a new best before perturbing (None: max(200, 3n))"),
         "perturb": Option(None, "random moves applied to the best state when stalled"),
         "initial": Option(None, "warm start: an (n,) 0/1 array (feasible when k is set); "
                                 "every restart starts from it and it is a candidate answer"),

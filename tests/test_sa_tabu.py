@@ -197,6 +197,20 @@ def test_sa_temperatures_follow_the_problem_scale():
     assert np.array_equal(a.x, b.x)  # same moves, same seeds: scale-free search
 
 
+def test_sa_reheats_from_the_best_state_or_restarts_independently():
+    problem = random_problem(80, 40, seed=13)
+    sa = get_backend("sa")
+    chained = sa.solve(problem, seed=0, sweeps=200, restarts=4)
+    assert chained.info["t_reheat"] == pytest.approx(0.15 * chained.info["move_scale"])
+    independent = sa.solve(problem, seed=0, sweeps=200, restarts=4, reheat=None)
+    assert independent.info["t_reheat"] is None
+    # Same seeds: the first anneal is identical, the later ones differ in their start.
+    assert chained.info["restart_energies"][0] == independent.info["restart_energies"][0]
+    assert chained.info["restart_energies"][1:] != independent.info["restart_energies"][1:]
+    with pytest.raises(InputError, match="reheat"):
+        sa.solve(problem, seed=0, reheat=0.001)
+
+
 def test_tabu_unconstrained_uses_flips_and_defaults_scale_with_n():
     problem = random_problem(40, None, seed=12)
     result = get_backend("tabu").solve(problem, seed=0)
