@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend-time-limit", type=float, default=None,
                    help="per-block time limit for the extra backends (e.g. cpsat)")
     p.add_argument("--name", default="pruning", help="result file stem")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in the result file and skip their (density, seed)")
     return p.parse_args(argv)
 
 
@@ -69,10 +71,25 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
+    out = RESULTS / f"{args.name}.json"
+    previous = json.loads(out.read_text()) if args.resume and out.is_file() else {}
+    rows: list[dict] = list(previous.get("runs", []))
+    backend_rows: list[dict] = list(previous.get("backends", []))
+    done = {(r["density"], r["seed"]) for r in rows}
     load_start = os.getloadavg()[0]
+    meta = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch_threads":
+            torch.get_num_threads(), "load_avg_1m_start": load_start,
+            "config": {k: v for k, v in vars(args).items()}}
+
+    def save() -> None:
+        out.write_text(json.dumps({"meta": meta, "runs": rows, "summary": _summarise(rows),
+                                   "backends": backend_rows}, indent=1) + "\n")
+
     for density in args.densities:
         for seed in args.seeds:
+            if (density, seed) in done:
+                continue
             cpu0 = time.process_time()
             r = run_one(density, seed, "sa", args.block_size, args)
             cpu = time.process_time() - cpu0
@@ -94,19 +111,25 @@ def main(argv: list[str] | None = None) -> int:
                 "load_avg_1m": os.getloadavg()[0],
             }
             rows.append(row)
+            save()
             print(f"density {density:.2f} seed {seed}: dense {100 * row['dense']:.2f} "
                   f"magnitude {100 * row['magnitude']:.2f} wanda {100 * row['wanda']:.2f} "
                   f"icbs {100 * row['icbs']:.2f} ({row['icbs_time_s']:.0f} s wall, "
                   f"{row['run_cpu_time_s']:.0f} s CPU for the whole run, load "
                   f"{row['load_avg_1m']:.1f})", flush=True)
 
-    backend_rows: list[dict] = []
     if args.backends:
         density, seed = args.densities[0], args.seeds[0]
         total = args.backend_steps or args.epochs * args.steps_per_epoch
         for spec in args.backends:
+            from backends import get_backend
+
             name, _, block = spec.partition(":")
             block_size = int(block) if block else args.block_size
+            limit = get_backend(name).max_variables
+            if limit is not None and block_size > limit:
+                print(f"{name}: blocks of {block_size} exceed its limit, using {limit}")
+                block_size = limit
             epochs = min(args.epochs, total)
             cpu0 = time.process_time()
             r = run_one(density, seed, name, block_size, args, epochs=epochs,
@@ -120,19 +143,14 @@ def main(argv: list[str] | None = None) -> int:
                 "wall_time_s": r["wall_time_s"], "solver_time_s": r["solver_time_s"],
                 "run_cpu_time_s": cpu, "load_avg_1m": os.getloadavg()[0],
             })
+            save()
             b = backend_rows[-1]
             print(f"backend {name} (blocks {b['block_size']}): test {100 * b['test_accuracy']:.2f} "
                   f"in {b['wall_time_s']:.0f} s ({b['solver_time_s']:.0f} s solving)", flush=True)
 
     summary = _summarise(rows)
     _print_tables(summary, backend_rows)
-    meta = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch_threads":
-            torch.get_num_threads(), "load_avg_1m_start": load_start,
-            "config": {k: v for k, v in vars(args).items()}}
-    out = RESULTS / f"{args.name}.json"
-    out.write_text(json.dumps({"meta": meta, "runs": rows, "summary": summary,
-                               "backends": backend_rows}, indent=1) + "\n")
+    save()
     if summary:
         _plot(summary, RESULTS / f"{args.name}.png")
     print(f"wrote {out}" + (f" and {RESULTS / (args.name + '.png')}" if summary else ""))
