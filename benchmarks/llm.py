@@ -9,7 +9,8 @@ and measures perplexity (protocol of pruning.llm.perplexity), wall time and peak
 the process during the run. Results are written after every run to
 benchmarks/results/llm.json and plotted to benchmarks/results/llm.png.
 Run names: METHOD@DENSITY, with DENSITY a number or 2:4; iCBS variants are
-icbs-rec, icbs-rec-refit, icbs-fisher.
+icbs-rec, icbs-rec-refit, icbs-fisher (initial mask: Wanda), and the same with the
+suffix -sg (initial mask and weights: SparseGPT's).
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ def config_for(name: str, steps: int, block: int, seed: int):
     density = 0.5 if pattern else float(level)
     options = {"sweeps": 200, "restarts": 4}
     if method.startswith("icbs"):
+        init = "sparsegpt" if method.endswith("-sg") else "wanda"
+        method = method.removesuffix("-sg")
         icbs = LMICBSConfig(objective="fisher" if method == "icbs-fisher" else "reconstruction",
-                            refit=method.endswith("refit"), backend="sa",
+                            refit=method.endswith("refit"), backend="sa", init=init,
                             backend_options=options, block_size=block, steps_per_layer=steps,
                             seed=seed)
         return LMPruneConfig(method="icbs", density=density, pattern=pattern, icbs=icbs)
