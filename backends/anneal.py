@@ -53,7 +53,7 @@ class SimulatedAnnealingBackend(Backend):
     name = "sa"
     summary = "simulated annealing, swap moves keep sum(x) = k; numba-compiled (native)"
     options = {
-        "sweeps": Option(1000, "temperatures per restart; each is n swap proposals or one "
+        "sweeps": Option(500, "temperatures per restart; each is n swap proposals or one "
                                "pass of flips"),
         "restarts": Option(10, "anneals, each with its own child seed"),
         "hot": Option(0.3, "first temperature, as a fraction of the mean |delta| of a move"),

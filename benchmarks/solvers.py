@@ -260,6 +260,8 @@ def plot(results: dict, path: Path) -> None:
                 ax.scatter(s["median_wall_s"], 100 * s["mean_gap_to_best"], s=60,
                            color=colors.get(name), label=f"{name} ({100 * s['feasible_rate']:.0f} % feas.)")
             ax.set_xscale("log")
+            ax.set_yscale("symlog", linthresh=0.001)
+            ax.set_ylim(0, 300)
             ax.set_xlabel("median wall time per block (s)")
             ax.set_ylabel("mean gap to best found (%)")
             ax.set_title(f"random dense n = {res['n']}, k = {res['k']}")
@@ -287,7 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-sa-sweeps", type=int, default=500,
                         help="sa sweeps per anneal in the large part (re-anneals fill the time)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw solvers.png from the solvers.json in --out")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.plot_only:
+        plot(json.loads((out / "solvers.json").read_text()), out / "solvers.png")
+        return 0
     args.orlib_files = [f for f in args.orlib_files.split(",") if f]
     args.small_sizes = [int(s) for s in args.small_sizes.split(",") if s]
     parts = [p for p in args.parts.split(",") if p]
@@ -305,7 +313,6 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         results[part] = runners[part](args)
         results[part]["part_wall_s"] = time.perf_counter() - t0
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "solvers.json").write_text(json.dumps(results, indent=1, default=float))
     plot(results, out / "solvers.png")
