@@ -14,7 +14,7 @@ waste moves, and the energy still falls below T = 0.05 s. Each restart has its o
 seed and ends with a steepest descent, so every answer is a local minimum of its move
 set. Restarts alternate: the even ones (0, 2, ...) anneal from a fresh random state (or
 the warm start ``initial``) from ``T_hot``; the odd ones re-anneal the best state so far
-from ``T_reheat = reheat * s``. Re-annealing alone does best on n = 1024 blocks but
+(``initial`` included) from ``T_reheat = reheat * s``. Re-annealing alone does best on n = 1024 blocks but
 loses diversity on small and unconstrained instances (it missed an OR-Library bqp100
 optimum and 3 of 100 n = 24 optima that independent restarts found); alternating keeps
 both. ``reheat=None`` gives independent restarts only. The best of the restarts (and of
@@ -76,6 +76,7 @@ class SimulatedAnnealingBackend(Backend):
                              f"cold={cold}")
         sweeps, restarts = int(sweeps), int(restarts)
         warm = K.initial_state(problem, initial, self.name)
+        warm_energy = None if warm is None else problem.energy(warm)
         K.warm_up()
         stop = deadline(time_limit)
         started = time.perf_counter()
@@ -127,6 +128,8 @@ class SimulatedAnnealingBackend(Backend):
             reheating = t_reheat is not None and r % 2 == 1
             if reheating:
                 start = candidates[int(np.argmin(restart_energies))]
+                if warm is not None and warm_energy < min(restart_energies):
+                    start = warm
             elif warm is not None:
                 start = warm
             else:
@@ -157,12 +160,9 @@ class SimulatedAnnealingBackend(Backend):
         energies = list(restart_energies)
         best = int(np.argmin(energies))
         best_x = candidates[best]
-        warm_energy = None
-        if warm is not None:
-            warm_energy = problem.energy(warm)
-            if warm_energy < energies[best]:
-                best_x = warm
-        proposals = sum(sweeps_done) * (n if kk >= 0 else n)
+        if warm is not None and warm_energy < energies[best]:
+            best_x = warm
+        proposals = sum(sweeps_done) * n
         info = {
             "move": "flip" if kk < 0 else "swap",
             "restarts_done": len(candidates),

@@ -13,8 +13,9 @@ Three parts (``--parts``, comma-separated):
   backend capped at ``--small-time`` seconds; target: optimum on >= 99 % of instances.
 * ``large``: ``--large-count`` random dense blocks n = ``--large-n``, k = n/2: `sa` and
   `tabu` at ``--large-time`` s (sa: as many complete anneals of ``--large-sa-sweeps``
-  sweeps as fit; tabu: one search that runs until the time is up), `dwave-tabu` and `dwave-sa` (penalty QUBO) at
-  ``--ref-time`` s, side by side with feasibility; target: sa and tabu at least as low.
+  sweeps as fit; tabu: one search that runs until the time is up), `dwave-tabu` and
+  `dwave-sa` (penalty QUBO) at ``--ref-time`` s, side by side with feasibility;
+  target: sa and tabu at least as low.
 
 Prints a table per part, writes benchmarks/results/solvers.json and solvers.png.
 """
@@ -103,7 +104,8 @@ def part_orlib(args) -> dict:
             row = {"name": meta["name"], "n": problem.n, "best_known": meta.get("best_known")}
             for name in names:
                 r = _run(name, problem, args.seed, args.orlib_time)
-                r["reached"] = row["best_known"] is not None and r["energy"] <= row["best_known"] + TOL
+                known = row["best_known"]
+                r["reached"] = known is not None and r["energy"] <= known + TOL
                 row[name] = r
             out["instances"].append(row)
     summary = {}
@@ -117,8 +119,9 @@ def part_orlib(args) -> dict:
     out["summary"] = summary
     headers = ["instance", "n", "best known"] + [f"{b} {c}" for b in names for c in ("energy", "s")]
     rows = [[row["name"], row["n"], row["best_known"]]
-            + [x for b in names for x in (f"{row[b]['energy']:.0f}" + ("" if row[b]["reached"] else " *"),
-                                          f"{row[b]['wall_s']:.3f}")]
+            + [x for b in names
+               for x in (f"{row[b]['energy']:.0f}" + ("" if row[b]["reached"] else " *"),
+                         f"{row[b]['wall_s']:.3f}")]
             for row in out["instances"]]
     print(f"\nOR-Library ({args.orlib_time} s per instance; * = best known missed)")
     print(_table(headers, rows))
@@ -258,7 +261,8 @@ def plot(results: dict, path: Path) -> None:
         else:
             for name, s in res["summary"].items():
                 ax.scatter(s["median_wall_s"], 100 * s["mean_gap_to_best"], s=60,
-                           color=colors.get(name), label=f"{name} ({100 * s['feasible_rate']:.0f} % feas.)")
+                           color=colors.get(name),
+                           label=f"{name} ({100 * s['feasible_rate']:.0f} % feas.)")
             ax.set_xscale("log")
             ax.set_yscale("symlog", linthresh=0.001)
             ax.set_ylim(0, 300)

@@ -161,6 +161,19 @@ def test_warm_start_is_never_worsened(name):
     assert not improved.info["initial_kept"]
 
 
+def test_sa_reheats_a_good_warm_start():
+    """The odd restarts re-anneal the best state, the warm start included."""
+    problem = random_problem(60, 30, seed=14)
+    good = get_backend("tabu").solve(problem, seed=0, restarts=2)
+    # One fresh sweep from a hot start is poor; the re-anneal (near zero temperature)
+    # starts from the warm start, so it ends at least as low.
+    result = get_backend("sa").solve(problem, seed=0, initial=good.x, sweeps=1, restarts=2,
+                                     reheat=1e-3, cold=1e-3, hot=5.0)
+    first, second = result.info["restart_energies"]
+    assert first > good.energy
+    assert second <= good.energy + 1e-9
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("bad", [np.ones(5), np.full(30, 2), np.r_[np.ones(11), np.zeros(19)]])
 def test_bad_warm_start_is_refused(name, bad):
@@ -178,7 +191,8 @@ def test_trivial_cardinalities(name, k):
 
 
 @pytest.mark.parametrize("name,options", [
-    ("sa", {"sweeps": 0}), ("sa", {"restarts": 0}), ("sa", {"hot": 0.1, "cold": 0.2}), ("sa", {"cold": 0.0}),
+    ("sa", {"sweeps": 0}), ("sa", {"restarts": 0}), ("sa", {"hot": 0.1, "cold": 0.2}),
+    ("sa", {"cold": 0.0}),
     ("tabu", {"iterations": 0}), ("tabu", {"tenure": -1}), ("tabu", {"restarts": 1.5}),
 ])
 def test_bad_options_are_refused(name, options):
