@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch_threads":
             torch.get_num_threads(), "load_avg_1m_start": load_start,
-            "config": {k: v for k, v in vars(args).items()}}
+            "config": {k: v for k, v in vars(args).items()},
+            "earlier_commands": [c for m in [previous.get("meta", {})]
+                                 for c in m.get("earlier_commands", []) + [m.get("command")] if c]}
 
     def save() -> None:
         out.write_text(json.dumps({"meta": meta, "runs": rows, "summary": _summarise(rows),

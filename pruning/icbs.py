@@ -410,7 +410,11 @@ def prune(
             log.info("epoch %d: val loss %.4f, val accuracy %s, %d/%d blocks applied",
                      epoch, record["val_loss"], record.get("val_accuracy"), applied, solved)
             if on_epoch is not None:
+                if bar is not None:
+                    bar.clear()  # the caller's epoch line goes above the bar, not after it
                 on_epoch(record)
+                if bar is not None:
+                    bar.refresh()
     finally:
         if bar is not None:
             bar.close()
