@@ -74,6 +74,54 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def layer_errors(model, calibration, args, out: Path) -> int:
+    """Per-Linear reconstruction errors of every method on the same (dense) inputs."""
+    from pruning.llm.icbs import BlockSolver, refine_rows, refit_rows, row_errors
+    from pruning.llm.layerwise import run_layerwise
+    from pruning.llm.prune import LMPruneConfig, _init_mask
+    from pruning.llm.sparsegpt import damped_hessian
+
+    cfg = LMPruneConfig(density=args.density)
+    solver = BlockSolver("sa", {"sweeps": 200, "restarts": 4}, seed=args.seed)
+    totals: dict[str, float] = {}
+
+    class Done(Exception):
+        pass
+
+    def measure(index, linears, stats):
+        if index >= args.layer_errors:
+            raise Done
+        for name, lin in linears.items():
+            W0 = lin.weight.detach().clone()
+            H, _ = damped_hessian(stats[name].hessian)
+            rows = {}
+            for init in ("wanda", "sparsegpt"):
+                W, keep = _init_mask(init, W0, stats[name], cfg)
+                rows[init] = W
+                Wr = refit_rows(W0, keep, H)
+                rows[f"{init}+refit"] = Wr
+                if init == "wanda":
+                    Wi, ki = refine_rows(W0, W, keep, H, solver, block_size=args.block_size,
+                                         steps=args.steps)
+                    rows["icbs-rec"] = Wi
+                Wi, ki = refine_rows(W0, Wr, keep, H, solver, block_size=args.block_size,
+                                     steps=args.steps)
+                rows[f"icbs-rec-refit (init {init})"] = refit_rows(W0, ki, H)
+            for key, W in rows.items():
+                totals[key] = totals.get(key, 0.0) + float(row_errors(W0, W, H).sum())
+            logging.info("block %d %s done", index, name)
+
+    try:
+        run_layerwise(model, calibration, measure)
+    except Done:
+        pass
+    result = {"density": args.density, "blocks": args.layer_errors, "steps": args.steps,
+              "block_size": args.block_size, "error_sum": totals}
+    logging.info("%s", json.dumps(result))
+    out.with_name(out.stem + "_layer_errors.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
 def merge(paths: list[str], out: Path) -> int:
     """Concatenate the results of several runs of this script (same setup) into ``out``."""
     setup, results = None, []
@@ -99,6 +147,10 @@ def main() -> int:
                         help="do not measure the dense model (another run did)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="only merge result files (first setup kept) into --out and plot")
+    parser.add_argument("--layer-errors", type=int, default=0, metavar="BLOCKS",
+                        help="instead: summed reconstruction error ‖(W − Ŵ)X‖² of every method "
+                             "on the Linears of the first BLOCKS decoder blocks (dense inputs)")
+    parser.add_argument("--density", type=float, default=0.5, help="for --layer-errors")
     args = parser.parse_args()
     if args.merge:
         return merge(args.merge, Path(args.out))
@@ -117,6 +169,8 @@ def main() -> int:
     model, tok = load_model("builtin:smollm2-135m")
     calibration = token_windows(tok, wiki_text("calibration"), 512, args.calibration_windows)
     evaluation = token_windows(tok, wiki_text("evaluation"), 512, args.eval_windows)
+    if args.layer_errors:
+        return layer_errors(model, calibration, args, out)
     dense_state = {k: v.clone() for k, v in model.state_dict().items()}
     setup = {"model": "builtin:smollm2-135m", "eval_windows": int(evaluation.shape[0]),
              "window": 512, "bos": True, "calibration_windows": int(calibration.shape[0]),
