@@ -76,6 +76,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="block objective for language models")
     lm.add_argument("--refit", action="store_true", help="re-fit surviving weights (lm)")
     lm.add_argument("--pattern", default=None, metavar="N:M", help="semi-structured pattern, e.g. 2:4")
+    lm.add_argument("--eval-windows", type=int, default=16, metavar="W",
+                    help="512-token evaluation windows for perplexity (default 16)")
+    lm.add_argument("--calibration-windows", type=int, default=32, metavar="W",
+                    help="512-token calibration windows (default 32)")
+    lm.add_argument("--lm-fisher-samples", type=int, default=8, metavar="M",
+                    help="sequences per per-sample-gradient pass, fisher objective (default 8)")
 
 
 def _run_lm(args: argparse.Namespace) -> int:
