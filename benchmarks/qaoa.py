@@ -44,10 +44,12 @@ def instance(n: int, seed: int) -> Problem:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 instances, n in 6, 8")
+    parser.add_argument("--count", type=int, default=None,
+                        help="instances per n (default 20, or 3 with --quick)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
     sizes = (6, 8) if args.quick else (6, 8, 10, 12)
-    count = 3 if args.quick else 20
+    count = args.count or (3 if args.quick else 20)
     ps = (1, 2, 3)
     backends = {name: get_backend(name) for name in SDKS}
     for b in backends.values():  # load SDKs and numba kernels outside the timings
@@ -132,7 +134,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     tag = "qaoa_quick" if args.quick else "qaoa"
     (out / f"{tag}.json").write_text(json.dumps({
-        "command": "python benchmarks/qaoa.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python benchmarks/qaoa.py", *sys.argv[1:]]),
         "rows": summary,
         "training_s": {f"{n}/{mx}": float(np.mean(v)) for (n, mx), v in train_times.items()},
         "full_solve_walls_s": full_walls, "full_solve_n": n_full, "targets": targets,
