@@ -8,6 +8,7 @@ decoder blocks, by their model names) and ``density.png`` (per-layer density).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import time
@@ -122,14 +123,9 @@ def run(args: argparse.Namespace) -> int:
             from qcbo.io import BlockSetWriter
 
             writer = BlockSetWriter(export)
-        try:
+        # The writer's context drops the half-written block set if pruning fails.
+        with writer if writer is not None else contextlib.nullcontext():
             report = prune_lm(model, calibration, config, writer=writer)
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
-        if writer is not None:
-            writer.close()
         ppl = perplexity(model, evaluation, protocol.batch_size)
     densities = layer_densities(model)
     report.update({

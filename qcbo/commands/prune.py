@@ -7,6 +7,7 @@ density 0.2 with the `sa` backend and writes runs/prune-mlp-digits/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from pathlib import Path
@@ -174,16 +175,12 @@ def run(args: argparse.Namespace) -> int:
               f"{record['blocks_solved']} blocks applied, {record['wall_time_s']:.1f} s",
               file=sys.stderr)
 
-    try:
+    # The writer's context drops the half-written block set if pruning fails.
+    with writer if writer is not None else contextlib.nullcontext():
         report = prune_classifier(loaded, method=args.method, config=config,
                                   block_sink=writer.add if writer is not None else None,
                                   on_epoch=on_epoch, progress=True)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
     if writer is not None:
-        writer.close()
         report["exported_blocks"] = {"path": str(args.export_blocks), "count": len(writer)}
     paths = write_outputs(loaded.model, report, out)
     dense, final = report["dense"], report["final"]
