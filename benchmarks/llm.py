@@ -25,10 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_RUNS = [
-    "magnitude@0.5", "wanda@0.5", "sparsegpt@0.5", "icbs-rec-refit@0.5", "icbs-rec@0.5",
-    "magnitude@0.3", "wanda@0.3", "sparsegpt@0.3", "icbs-rec-refit@0.3", "icbs-rec@0.3",
-    "wanda@2:4", "sparsegpt@2:4", "icbs-rec-refit@2:4", "icbs-fisher@0.5", "icbs-fisher@0.3",
-    "magnitude@2:4", "icbs-rec@2:4",
+    "icbs-fisher@0.5", "wanda@0.5", "sparsegpt@0.5", "icbs-rec@0.5", "icbs-rec-refit@0.5",
+    "icbs-rec-refit-sg@0.5", "magnitude@0.5",
+    "wanda@0.3", "sparsegpt@0.3", "icbs-rec@0.3", "icbs-rec-refit@0.3", "icbs-rec-refit-sg@0.3",
+    "icbs-fisher@0.3", "magnitude@0.3",
+    "wanda@2:4", "sparsegpt@2:4", "icbs-rec@2:4", "icbs-rec-refit@2:4", "icbs-rec-refit-sg@2:4",
+    "magnitude@2:4",
 ]
 
 
@@ -155,7 +157,6 @@ def main() -> int:
     if args.merge:
         return merge(args.merge, Path(args.out))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("pruning.llm.layerwise").setLevel(logging.WARNING)
 
     import torch
 

@@ -86,6 +86,26 @@ def test_refit_is_the_least_squares_optimum():
     assert row_errors(W, Wr, H).sum() < row_errors(W, Wr + noise, H).sum()
 
 
+def test_reconstruct_with_refit_equals_a_full_refit_of_the_final_mask():
+    """Only changed rows are re-fitted after the block steps; the result must not differ."""
+    from pruning.llm.icbs import LMICBSConfig
+    from pruning.llm.layerwise import LinearStats
+    from pruning.llm.prune import LMPruneConfig, _reconstruct
+
+    W, X = _data(d_out=8, d_in=16)
+    stats = LinearStats(X.T @ X, tokens=X.shape[0])
+    keep = baselines.magnitude_mask(W, 0.5)
+    cfg = LMPruneConfig(method="icbs", density=0.5,
+                        icbs=LMICBSConfig(refit=True, block_size=6, steps_per_layer=5))
+    solver = Exhaustive()
+    layers = {}
+    Wf, kf = _reconstruct("l", W, W * keep, keep, stats, cfg, solver, layers)
+    assert solver.calls > 0 and bool((kf != keep).any())  # some row really changed
+    H, _ = damped_hessian(stats.hessian)
+    assert torch.allclose(Wf, refit_rows(W, kf, H), atol=1e-10)
+    assert layers["l"]["error_final"] < layers["l"]["error_init"]
+
+
 @pytest.mark.parametrize("refit", [False, True])
 def test_row_block_energy_is_the_exact_error_change(refit):
     """Every feasible pattern of a block: QCBO energy × scale == E(new) − E(current)."""

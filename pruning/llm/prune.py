@@ -145,10 +145,14 @@ def _reconstruct(name: str, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tenso
     if icfg.refit:
         W = refit_rows(W0, keep, H)
     before = float(row_errors(W0, W, H).sum())
+    keep_before = keep
     W, keep = refine_rows(W0, W, keep, H, solver, block_size=icfg.block_size,
                           steps=icfg.steps_per_layer, name=name, pattern=config.pattern)
     if icfg.refit:
-        W = refit_rows(W0, keep, H)
+        # Rows whose mask did not change are already at their least-squares optimum.
+        changed = torch.nonzero((keep != keep_before).any(dim=1)).flatten()
+        if changed.numel():
+            W[changed] = refit_rows(W0[changed], keep[changed], H)
     after = float(row_errors(W0, W, H).sum())
     layers[name] = {"error_init": before, "error_final": after}
     return W, keep
