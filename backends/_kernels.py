@@ -567,3 +567,21 @@ def iter_child_seeds(seed: int):
     parent = np.random.SeedSequence(seed)
     while True:
         yield int(parent.spawn(1)[0].generate_state(1)[0])
+
+
+def timed_restarts(restarts: int, seeds, started: float, stop: float, used_seeds: list[int]):
+    """Yield the restart numbers 0 .. restarts-1 that fit before ``stop``.
+
+    Restart r > 0 starts only if the mean time of the r done so far (since ``started``)
+    still fits. Each restart takes the next seed of ``seeds``, records it in ``used_seeds``
+    and seeds numba's generator with it (`seed_rng`).
+    """
+    import time
+
+    for r in range(restarts):
+        if r > 0 and time.perf_counter() + (time.perf_counter() - started) / r > stop:
+            return
+        child = next(seeds)
+        used_seeds.append(child)
+        seed_rng(child)
+        yield r, child

@@ -118,13 +118,7 @@ class SimulatedAnnealingBackend(Backend):
         restart_energies: list[float] = []
         sweeps_done: list[int] = []
         accepted_total = 0
-        for r in range(restarts):
-            # Under a time limit, start a restart only if one fits in the time left.
-            if r > 0 and time.perf_counter() + (time.perf_counter() - started) / r > stop:
-                break
-            child = next(seeds)
-            used_seeds.append(child)
-            K.seed_rng(child)
+        for r, child in K.timed_restarts(restarts, seeds, started, stop, used_seeds):
             reheating = t_reheat is not None and r % 2 == 1
             if reheating:
                 start = candidates[int(np.argmin(restart_energies))]

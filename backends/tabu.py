@@ -107,13 +107,7 @@ class TabuBackend(Backend):
         iterations_done: list[int] = []
         totals = np.zeros(5, dtype=np.int64)
         trivial = k is not None and (k == 0 or k == n)
-        for r in range(restarts):
-            # Under a time limit, start a restart only if one fits in the time left.
-            if r > 0 and time.perf_counter() + (time.perf_counter() - started) / r > stop:
-                break
-            child = next(seeds)
-            used_seeds.append(child)
-            K.seed_rng(child)
+        for _, child in K.timed_restarts(restarts, seeds, started, stop, used_seeds):
             x[:] = warm if warm is not None else K.random_state(n, k, child)
             K.flip_deltas(q, x, sgn, d)
             kk = K.order_members(x, members, pos)
