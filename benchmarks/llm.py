@@ -54,6 +54,18 @@ def config_for(name: str, steps: int, block: int, seed: int):
     return LMPruneConfig(method=method, density=density, pattern=pattern)
 
 
+def release_memory() -> None:
+    """Return freed heap pages to the OS, so each run's peak RSS starts from the model's."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: peaks may include earlier runs' heap
+        pass
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -188,6 +200,7 @@ def main() -> int:
         logging.info("dense perplexity %.3f", dense)
     for name in args.runs:
         model.load_state_dict(dense_state)
+        release_memory()
         config = config_for(name, args.steps, args.block_size, args.seed)
         t = time.perf_counter()
         with PeakMemory() as mem:

@@ -180,3 +180,14 @@ def test_fisher_refine_keeps_density_and_weights():
                                    steps=3, gamma=0.75, lam=1e-3)
     assert int(new_keep.sum()) == int(keep.sum())
     assert torch.equal(weight, w0 * new_keep)
+
+
+def test_icbs_config_rejects_contradictory_options():
+    from pruning.llm.icbs import LMICBSConfig
+
+    for bad, text in [(dict(objective="fisher", refit=True), "refit"),
+                      (dict(objective="fisher", init="sparsegpt"), "SparseGPT's updates"),
+                      (dict(init="obs"), "init must be"), (dict(block_size=1), "block_size")]:
+        with pytest.raises(ValueError, match=text):
+            LMICBSConfig(**bad).validate()
+    LMICBSConfig(objective="reconstruction", init="sparsegpt", refit=True).validate()

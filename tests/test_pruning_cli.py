@@ -74,6 +74,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     _assert_one_line_error(capsys, code, "unknown backend")
     code = main(["prune", "--method", "sparsegpt", "--out", str(out)])
     _assert_one_line_error(capsys, code, "--task lm")
+    code = main(["prune", "--init", "sparsegpt", "--out", str(out)])
+    _assert_one_line_error(capsys, code, "--init sparsegpt is for --task lm only")
     assert not out.exists()
     with pytest.raises(SystemExit) as exc:
         main(["prune", "--density", "0", "--out", str(out)])

@@ -78,6 +78,9 @@ class LMICBSConfig:
             raise ValueError("need block_size >= 2, steps_per_layer >= 0, epochs >= 1")
         if self.objective == "fisher" and self.refit:
             raise ValueError("refit applies to the reconstruction objective only")
+        if self.objective == "fisher" and self.init == "sparsegpt":
+            raise ValueError("the fisher objective keeps dense values on kept weights and would "
+                             "discard SparseGPT's updates; use init wanda or magnitude")
 
 
 class BlockSolver:

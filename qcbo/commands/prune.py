@@ -42,8 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "Fashion-MNIST)")
     parser.add_argument("--method", choices=_METHODS, default="icbs",
                         help="icbs (default), one-shot magnitude or wanda; sparsegpt for --task lm")
-    parser.add_argument("--init", choices=["magnitude", "wanda"], default="wanda",
-                        help="initial mask of iCBS (default wanda)")
+    parser.add_argument("--init", choices=["magnitude", "wanda", "sparsegpt"], default="wanda",
+                        help="initial mask of iCBS (default wanda); sparsegpt (mask and "
+                             "updated weights) for --task lm with --objective reconstruction")
     parser.add_argument("--backend", default="sa",
                         help="block solver, any of `qcbo backends` (default sa)")
     parser.add_argument("--option", "-o", type=parse_option, action="append", default=[],
@@ -118,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "sparsegpt":
         raise InputError("--method sparsegpt re-fits weights and is for --task lm only; use "
                          "icbs, magnitude or wanda for classifiers")
+    if args.init == "sparsegpt":
+        raise InputError("--init sparsegpt is for --task lm only; use --init wanda or "
+                         "magnitude for classifiers")
     # Small dense models: one thread avoids pathological contention on shared machines.
     torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
     model_spec = args.model or "builtin:mlp-digits"
