@@ -114,6 +114,11 @@ def test_fisher_captures_give_the_weight_gradient(tiny):
                                             windows[:, 1:].reshape(-1), reduction="none")
     nll.view(3, -1).mean(dim=1).sum().backward()
     assert torch.allclose(per_sample.sum(0), lin.weight.grad, atol=1e-5)
+    for s in range(3):  # and each sample's own gradient
+        model.zero_grad()
+        logits = model(input_ids=windows[s:s + 1]).logits[0, :-1]
+        torch.nn.functional.cross_entropy(logits, windows[s, 1:]).backward()
+        assert torch.allclose(per_sample[s], lin.weight.grad, atol=1e-5)
     model.zero_grad()
 
 

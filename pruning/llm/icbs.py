@@ -14,8 +14,8 @@ With ``refit`` the surviving weights of every row are set to the least-squares o
 ``fisher`` (the paper's): blocks of one Linear with the gradient g and the empirical
 Fisher H_B = G_Bᵀ G_B / m of the LM loss, from per-sample gradients G. For a Linear,
 the per-sample gradient is Σ_t δ_{s,t} x_{s,t}ᵀ (δ: gradient at the layer's output), so
-one forward/backward over m calibration windows keeps, per Linear, only its inputs X and
-output gradients δ; a layer's per-sample gradients are formed when it is refined.
+one forward/backward per calibration window (m in all) keeps, per Linear, only its inputs
+X and output gradients δ; a layer's per-sample gradients are formed when it is refined.
 Gradients are taken once per group of decoder blocks and epoch at the current (pruned)
 weights; later changes in the same group are not reflected (a documented approximation).
 
@@ -281,29 +281,37 @@ class _Capture:
 
 def capture_fisher_inputs(model: torch.nn.Module, windows: torch.Tensor,
                           linears: Mapping[str, torch.nn.Linear]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{name: (X (m, T, d_in), δ (m, T, d_out))} from one forward/backward over windows.
+    """{name: (X (m, T, d_in), δ (m, T, d_out))} from one forward/backward per window.
 
-    The loss is Σ_s L_s (L_s: mean next-token NLL of window s), so δ_s is the gradient of
-    sample s's own loss. Parameter gradients are not accumulated.
+    Window s's pass backpropagates its own loss L_s (mean next-token NLL), so δ_s is the
+    gradient of L_s alone; one window at a time keeps the activation memory (the logits
+    over the vocabulary above all) that of a single window. Parameter gradients are not
+    accumulated.
     """
     captures = {name: _Capture(mod) for name, mod in linears.items()}
+    xs: dict[str, list[torch.Tensor]] = {name: [] for name in linears}
+    deltas: dict[str, list[torch.Tensor]] = {name: [] for name in linears}
     flags = {p: p.requires_grad for p in model.parameters()}
     try:
         for p in model.parameters():
             p.requires_grad_(False)
         embed = model.get_input_embeddings()
-        inputs = embed(windows).detach().requires_grad_(True)
-        logits = model(inputs_embeds=inputs, use_cache=False).logits[:, :-1]
-        nll = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), windows[:, 1:].reshape(-1),
-            reduction="none").view(windows.shape[0], -1)
-        nll.mean(dim=1).sum().backward()
+        for s in range(windows.shape[0]):
+            window = windows[s:s + 1]
+            inputs = embed(window).detach().requires_grad_(True)
+            logits = model(inputs_embeds=inputs, use_cache=False).logits[0, :-1]
+            torch.nn.functional.cross_entropy(logits.float(), window[0, 1:]).backward()
+            del logits
+            for name, c in captures.items():
+                xs[name].append(c.x)
+                deltas[name].append(c.delta)
+                c.x = c.delta = None
     finally:
         for p, flag in flags.items():
             p.requires_grad_(flag)
         for c in captures.values():
             c.remove()
-    return {name: (c.x, c.delta) for name, c in captures.items()}
+    return {name: (torch.cat(xs[name]), torch.cat(deltas[name])) for name in linears}
 
 
 def fisher_refine_layer(weight: torch.Tensor, w0: torch.Tensor, keep: torch.Tensor,
