@@ -137,12 +137,18 @@ def layer_errors(model, calibration, args, out: Path) -> int:
 
 
 def merge(paths: list[str], out: Path) -> int:
-    """Concatenate the results of several runs of this script (same setup) into ``out``."""
-    setup, results = None, []
+    """Combine result files of this script (same setup) into ``out``.
+
+    Rows keep the order of their first appearance; a run named again in a later file
+    replaces the earlier row (a re-measurement). The first file's setup is kept.
+    """
+    setup, rows = None, {}
     for path in paths:
         data = json.loads(Path(path).read_text())
         setup = setup or data["setup"]
-        results.extend(r for r in data["results"] if r["name"] not in {x["name"] for x in results})
+        for r in data["results"]:
+            rows[r["name"]] = r
+    results = list(rows.values())
     out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
     plot(results, out.with_suffix(".png"))
     return 0
@@ -160,7 +166,8 @@ def main() -> int:
     parser.add_argument("--skip-dense", action="store_true",
                         help="do not measure the dense model (another run did)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                        help="only merge result files (first setup kept) into --out and plot")
+                        help="only merge result files into --out and plot (a later "
+                             "file's row of a run replaces an earlier one)")
     parser.add_argument("--layer-errors", type=int, default=0, metavar="BLOCKS",
                         help="instead: summed reconstruction error ‖(W − Ŵ)X‖² of every method "
                              "on the Linears of the first BLOCKS decoder blocks (dense inputs)")

@@ -208,3 +208,26 @@ def test_cli_end_to_end_on_a_local_folder(tmp_path):
 
     blocks = read_blockset(tmp_path / "b.npz")
     assert len(blocks) == report["blocks"]["solved"] > 0
+
+
+def test_fisher_loss_check_never_raises_the_checked_perplexity(tiny):
+    """With every calibration window in the gradient (and so in the check), the final
+    calibration perplexity is at most that of the Wanda start; without the check the
+    steps are applied whatever they do."""
+    model, state, calib, _ = tiny
+    windows = calib[:, :16]
+
+    def run(steps, check):
+        model.load_state_dict(state)
+        icbs = LMICBSConfig(backend="exact", objective="fisher", block_size=8,
+                            steps_per_layer=steps, fisher_samples=8, fisher_window=16,
+                            loss_check=check, blocks_per_pass=1)
+        report = prune_lm(model, calib, LMPruneConfig(method="icbs", density=0.3, icbs=icbs))
+        return perplexity(model, windows), report["fisher"]
+
+    start, _ = run(0, True)
+    checked, info = run(6, True)
+    assert info["blocks_checked"] == 2
+    assert checked <= start * (1 + 1e-6)
+    _, unchecked = run(6, False)
+    assert unchecked["blocks_checked"] == 0

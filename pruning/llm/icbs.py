@@ -18,6 +18,9 @@ one forward/backward per calibration window (m in all) keeps, per Linear, only i
 X and output gradients δ; a layer's per-sample gradients are formed when it is refined.
 Gradients are taken once per group of decoder blocks and epoch at the current (pruned)
 weights; later changes in the same group are not reflected (a documented approximation).
+Far from the dense weights (density 0.3) the Taylor model can mislead badly, so by default
+(``loss_check``) a decoder block's new masks are kept only when the perplexity of held-out
+calibration windows does not rise.
 
 Every answer is re-scored on the exact block model (the `Problem`'s energy) and applied
 only when it is strictly better than the current pattern (energy 0 in the block's
@@ -51,6 +54,8 @@ class LMICBSConfig:
     ``steps_per_layer``: blocks solved per Linear (rows for "reconstruction").
     ``block_size``: weights per block n (k_b = current pruned count, ≈ n / 2).
     ``fisher_samples``/``fisher_window``: calibration windows and tokens per gradient pass.
+    ``loss_check`` (fisher): keep a decoder block's new masks only if the perplexity of
+    held-out calibration windows does not rise (see `pruning.llm.prune`).
     """
 
     objective: Literal["reconstruction", "fisher"] = "reconstruction"
@@ -67,6 +72,7 @@ class LMICBSConfig:
     fisher_samples: int = 8
     fisher_window: int = 256
     blocks_per_pass: int = 10
+    loss_check: bool = True
     seed: int = 0
 
     def validate(self) -> None:

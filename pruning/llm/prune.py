@@ -161,24 +161,57 @@ def _reconstruct(name: str, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tenso
 def _fisher(model: nn.Module, calibration: torch.Tensor,
             state: dict[str, tuple[nn.Linear, torch.Tensor, torch.Tensor]],
             config: LMPruneConfig, solver: BlockSolver) -> dict[str, Any]:
+    """Fisher-objective iCBS over the decoder blocks (after the one-shot initial masks).
+
+    Per pass over ``blocks_per_pass`` decoder blocks: per-sample gradients on
+    ``fisher_samples`` random calibration windows, then block steps on every Linear of the
+    group. With ``loss_check``, each decoder block's new masks are kept only if the
+    perplexity of held-out calibration windows (other rows than the gradient's, when
+    there are enough) does not rise; otherwise that block's masks are restored.
+    """
+    from .perplexity import perplexity
+
     icfg = config.icbs
     rng = np.random.default_rng(icfg.seed)
     blocks = decoder_layers(model)
     started = time.perf_counter()
+    checked = rejected = 0
     for epoch in range(icfg.epochs):
         for first in range(0, len(blocks), icfg.blocks_per_pass):
             names = [n for n in state
                      if first <= int(n.split(".")[0]) < first + icfg.blocks_per_pass]
-            rows = rng.choice(calibration.shape[0], size=min(icfg.fisher_samples,
-                                                              calibration.shape[0]), replace=False)
-            windows = calibration[np.sort(rows), : icfg.fisher_window]
+            m = min(icfg.fisher_samples, calibration.shape[0])
+            perm = rng.permutation(calibration.shape[0])
+            rows, others = np.sort(perm[:m]), np.sort(perm[m:2 * m])
+            windows = calibration[rows, : icfg.fisher_window]
+            held_out = calibration[others if others.size else rows, : icfg.fisher_window]
             captured = capture_fisher_inputs(model, windows, {n: state[n][0] for n in names})
-            for n in names:
-                lin, W0, keep = state[n]
-                x, delta = captured.pop(n)
-                state[n] = (lin, W0, fisher_refine_layer(
-                    lin.weight.data, W0, keep, x, delta, solver, block_size=icfg.block_size,
-                    steps=icfg.steps_per_layer, gamma=icfg.gamma, lam=icfg.lam, name=n))
+            reference = perplexity(model, held_out) if icfg.loss_check else None
+            for index in sorted({int(n.split(".")[0]) for n in names}):
+                group = [n for n in names if int(n.split(".")[0]) == index]
+                saved = {n: (state[n][0].weight.detach().clone(), state[n][2]) for n in group}
+                for n in group:
+                    lin, W0, keep = state[n]
+                    x, delta = captured.pop(n)
+                    state[n] = (lin, W0, fisher_refine_layer(
+                        lin.weight.data, W0, keep, x, delta, solver,
+                        block_size=icfg.block_size, steps=icfg.steps_per_layer,
+                        gamma=icfg.gamma, lam=icfg.lam, name=n))
+                if reference is None:
+                    continue
+                checked += 1
+                value = perplexity(model, held_out)
+                if value <= reference:
+                    reference = value
+                    continue
+                rejected += 1
+                log.info("fisher: block %d raised held-out perplexity %.3f -> %.3f; restored",
+                         index, reference, value)
+                with torch.no_grad():
+                    for n, (weight, keep) in saved.items():
+                        state[n][0].weight.copy_(weight)
+                        state[n] = (state[n][0], state[n][1], keep)
             log.info("fisher epoch %d, blocks %d-%d done (%.1f s)", epoch, first,
                      first + icfg.blocks_per_pass - 1, time.perf_counter() - started)
-    return {"fisher_s": time.perf_counter() - started, "epochs": icfg.epochs}
+    return {"fisher_s": time.perf_counter() - started, "epochs": icfg.epochs,
+            "blocks_checked": checked, "blocks_restored": rejected}
