@@ -219,6 +219,8 @@ def main() -> int:
                "prune_s": prune_s, "peak_rss_gib": mem.peak_bytes / 2**30,
                "mean_layer_density": sum(dens.values()) / len(dens),
                "blocks": report.get("blocks")}
+        if "fisher" in report:
+            row["fisher"] = report["fisher"]
         if "layers" in report and report["layers"]:
             row["reconstruction_error_init"] = sum(v["error_init"] for v in report["layers"].values())
             row["reconstruction_error_final"] = sum(v["error_final"] for v in report["layers"].values())
