@@ -168,6 +168,12 @@ def test_cli_configuration():
         config_from_args(argparse.Namespace(method="wanda", pattern="4:2"))
     with pytest.raises(InputError, match="fisher"):
         config_from_args(argparse.Namespace(method="icbs", objective="fisher", pattern="2:4"))
+    assert cfg.icbs.loss_check
+    unchecked = config_from_args(argparse.Namespace(method="icbs", objective="fisher",
+                                                    no_loss_check=True))
+    assert not unchecked.icbs.loss_check
+    with pytest.raises(InputError, match="SparseGPT's updates"):
+        config_from_args(argparse.Namespace(method="icbs", objective="fisher", init="sparsegpt"))
 
 
 def test_cli_end_to_end_on_a_local_folder(tmp_path):

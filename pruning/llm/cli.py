@@ -57,6 +57,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         steps_per_layer=64 if steps is None else int(steps),
         epochs=int(epochs),
         fisher_samples=int(getattr(args, "lm_fisher_samples", 8)),
+        loss_check=not getattr(args, "no_loss_check", False),
         seed=int(getattr(args, "seed", 0) or 0),
     )
     config = LMPruneConfig(method=getattr(args, "method", "icbs"), density=float(density),

@@ -84,6 +84,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="512-token calibration windows (default 32)")
     lm.add_argument("--lm-fisher-samples", type=int, default=8, metavar="M",
                     help="sequences per per-sample-gradient pass, fisher objective (default 8)")
+    lm.add_argument("--no-loss-check", action="store_true",
+                    help="fisher objective: keep every decoder block's new masks even when "
+                         "the held-out calibration perplexity rises (default: restore them)")
 
 
 def _run_lm(args: argparse.Namespace) -> int:
