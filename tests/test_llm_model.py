@@ -16,7 +16,7 @@ from pruning.llm.icbs import LMICBSConfig, capture_fisher_inputs  # noqa: E402
 from pruning.llm.layerwise import decoder_layers, prunable_linears, run_layerwise  # noqa: E402
 from pruning.llm.perplexity import perplexity, token_windows  # noqa: E402
 from pruning.llm.prune import LMPruneConfig, layer_densities, prune_lm  # noqa: E402
-from qcbo.errors import InputError  # noqa: E402
+from qcbo.errors import BackendUnavailableError, InputError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_cli_configuration():
         config_from_args(argparse.Namespace(method="icbs", objective="fisher", init="sparsegpt"))
 
 
-def test_cli_end_to_end_on_a_local_folder(tmp_path):
+def test_cli_end_to_end_on_a_local_folder(tmp_path, capsys):
     """qcbo prune --task lm's entry point on a tiny saved Llama + word-level tokenizer."""
     pytest.importorskip("gensim", reason="the Wikipedia text needs gensim")
     pytest.importorskip("matplotlib")
@@ -206,6 +206,7 @@ def test_cli_end_to_end_on_a_local_folder(tmp_path):
                               seed=0, out=str(out), export_blocks=str(tmp_path / "b.npz"),
                               eval_windows=2, calibration_windows=4, option=[])
     assert run(args) == 0
+    assert "block 1/1 pruned" in capsys.readouterr().err  # progress, one line per block
     report = json.loads((out / "report.json").read_text())
     assert report["perplexity"] > 1 and report["perplexity_dense"] > 1
     assert report["peak_rss_bytes"] > 0 and len(report["layer_density"]) == 7
@@ -214,6 +215,13 @@ def test_cli_end_to_end_on_a_local_folder(tmp_path):
 
     blocks = read_blockset(tmp_path / "b.npz")
     assert len(blocks) == report["blocks"]["solved"] > 0
+    # a run that fails (here: an unknown backend) leaves neither folder nor block set
+    failed = argparse.Namespace(**{**vars(args), "out": str(tmp_path / "failed"),
+                                   "export_blocks": str(tmp_path / "failed.npz"),
+                                   "backend": "no-such-backend"})
+    with pytest.raises(BackendUnavailableError, match="unknown backend"):
+        run(failed)
+    assert not (tmp_path / "failed").exists() and not (tmp_path / "failed.npz").exists()
 
 
 def test_fisher_loss_check_never_raises_the_checked_perplexity(tiny):

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
         config.validate()
     except ValueError as exc:
         raise InputError(f"qcbo prune --task lm: {exc}") from None
+    if config.method == "icbs":
+        from backends import get_backend
+
+        get_backend(backend)  # an unknown name fails here, before the model loads
     return config
 
 
@@ -86,9 +91,38 @@ def _plot(path: Path, densities: dict[str, float], title: str) -> None:
     plt.close(fig)
 
 
+@contextlib.contextmanager
+def _progress():
+    """Show pruning.llm's INFO lines (one per decoder block, Fisher passes) on stderr.
+
+    Nothing changes when logging already shows INFO (``qcbo --debug``).
+    """
+    package = logging.getLogger("pruning.llm")
+    if package.getEffectiveLevel() <= logging.INFO:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    level, propagate = package.level, package.propagate
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    package.propagate = False
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
+        package.propagate = propagate
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``qcbo prune --task lm``; returns the exit code."""
     config = config_from_args(args)
+    with _progress():
+        return _run(args, config)
+
+
+def _run(args: argparse.Namespace, config: Any) -> int:
     from .load import load_model, require_llm_packages
 
     require_llm_packages(("gensim",))
@@ -105,7 +139,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--model {model_spec}: for --task lm use builtin:smollm2-135m, a "
                          "Hugging Face folder or a .gguf file")
     out = Path(getattr(args, "out", None) or "prune-lm-out")
-    out.mkdir(parents=True, exist_ok=True)
     protocol = PerplexityProtocol(n_windows=int(getattr(args, "eval_windows", 16)))
     torch.manual_seed(int(getattr(args, "seed", 0) or 0))
     started = time.perf_counter()
@@ -141,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     for i, block in enumerate(decoder_layers(model)):
         for name, lin in prunable_linears(block).items():
             tensors[f"layers.{i}.{name}.weight"] = lin.weight.detach().contiguous()
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no folder
     save_file(tensors, str(out / "pruned_linears.safetensors"))
     with open(out / "report.json", "w") as fh:
         json.dump(report, fh, indent=2)
