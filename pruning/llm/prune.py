@@ -173,24 +173,26 @@ def _fisher(model: nn.Module, calibration: torch.Tensor,
 
     icfg = config.icbs
     rng = np.random.default_rng(icfg.seed)
-    blocks = decoder_layers(model)
+    by_block: dict[int, list[str]] = {}
+    for name in state:  # names are "<decoder block>.<module path>"
+        by_block.setdefault(int(name.split(".")[0]), []).append(name)
+    n_blocks = len(decoder_layers(model))
     started = time.perf_counter()
-    checked = rejected = 0
+    checked = restored = 0
     for epoch in range(icfg.epochs):
-        for first in range(0, len(blocks), icfg.blocks_per_pass):
-            names = [n for n in state
-                     if first <= int(n.split(".")[0]) < first + icfg.blocks_per_pass]
+        for first in range(0, n_blocks, icfg.blocks_per_pass):
+            indices = [b for b in sorted(by_block) if first <= b < first + icfg.blocks_per_pass]
             m = min(icfg.fisher_samples, calibration.shape[0])
             perm = rng.permutation(calibration.shape[0])
             rows, others = np.sort(perm[:m]), np.sort(perm[m:2 * m])
             windows = calibration[rows, : icfg.fisher_window]
             held_out = calibration[others if others.size else rows, : icfg.fisher_window]
-            captured = capture_fisher_inputs(model, windows, {n: state[n][0] for n in names})
+            captured = capture_fisher_inputs(
+                model, windows, {n: state[n][0] for b in indices for n in by_block[b]})
             reference = perplexity(model, held_out) if icfg.loss_check else None
-            for index in sorted({int(n.split(".")[0]) for n in names}):
-                group = [n for n in names if int(n.split(".")[0]) == index]
-                saved = {n: (state[n][0].weight.detach().clone(), state[n][2]) for n in group}
-                for n in group:
+            for index in indices:
+                before = {n: state[n][2] for n in by_block[index]}
+                for n in by_block[index]:
                     lin, W0, keep = state[n]
                     x, delta = captured.pop(n)
                     state[n] = (lin, W0, fisher_refine_layer(
@@ -204,14 +206,15 @@ def _fisher(model: nn.Module, calibration: torch.Tensor,
                 if value <= reference:
                     reference = value
                     continue
-                rejected += 1
+                restored += 1
                 log.info("fisher: block %d raised held-out perplexity %.3f -> %.3f; restored",
                          index, reference, value)
-                with torch.no_grad():
-                    for n, (weight, keep) in saved.items():
-                        state[n][0].weight.copy_(weight)
-                        state[n] = (state[n][0], state[n][1], keep)
+                with torch.no_grad():  # fisher weights are W0 where kept, 0 where pruned
+                    for n, keep in before.items():
+                        lin, W0, _ = state[n]
+                        lin.weight.copy_(torch.where(keep, W0, torch.zeros_like(W0)))
+                        state[n] = (lin, W0, keep)
             log.info("fisher epoch %d, blocks %d-%d done (%.1f s)", epoch, first,
                      first + icfg.blocks_per_pass - 1, time.perf_counter() - started)
     return {"fisher_s": time.perf_counter() - started, "epochs": icfg.epochs,
-            "blocks_checked": checked, "blocks_restored": rejected}
+            "blocks_checked": checked, "blocks_restored": restored}
