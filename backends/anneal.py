@@ -51,6 +51,7 @@ class SimulatedAnnealingBackend(Backend):
     """Native simulated annealing with swap moves (cardinality kept) or flips."""
 
     name = "sa"
+    icbs_options = {"sweeps": 100, "restarts": 2}
     summary = "simulated annealing, swap moves keep sum(x) = k; numba-compiled (native)"
     options = {
         "sweeps": Option(500, "temperatures per restart; each is n swap proposals or one "

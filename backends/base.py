@@ -67,6 +67,17 @@ class Backend(abc.ABC):
     max_variables: ClassVar[int | None] = None
     #: True when a "optimal" status means a proof (exact solvers).
     exact: ClassVar[bool] = False
+    #: Block size iCBS uses with this backend when the user gives none (None: the
+    #: model's preferred size, capped by ``max_variables``).
+    block_size_hint: ClassVar[int | None] = None
+    #: Options iCBS passes by default (iCBS blocks are easy for local search, so generic
+    #: defaults would spend 10-50x the time; see benchmarks/README.md, Pruning).
+    icbs_options: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def supports_initial(cls) -> bool:
+        """True when ``solve`` takes a warm start as the ``initial`` option."""
+        return "initial" in cls.options
 
     def check(self, problem: Problem, **options: Any) -> None:
         """Raise UnsupportedProblemError when this backend cannot take the problem.

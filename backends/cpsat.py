@@ -126,6 +126,7 @@ class CpSatBackend(Backend):
     """OR-Tools CP-SAT on a product-literal model with RLT cuts; proves optimality."""
 
     name = "cpsat"
+    block_size_hint = 64
     summary = ("OR-Tools CP-SAT, product literals + RLT cut sum_j y_ij = (k-1) x_i; "
                "exact with proof (dense n <= ~30 in seconds)")
     exact = True

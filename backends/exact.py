@@ -44,6 +44,7 @@ class ExactBackend(Backend):
     """Exhaustive enumeration; proves optimality. Refuses sizes past ~1 minute."""
 
     name = "exact"
+    block_size_hint = 16
     summary = "exhaustive enumeration in numpy (over C(n, k) when k is set); proves optimality"
     exact = True
     options = {

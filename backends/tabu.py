@@ -62,6 +62,7 @@ class TabuBackend(Backend):
     """Native tabu search with swap moves (cardinality kept) or flips."""
 
     name = "tabu"
+    icbs_options = {"iterations": 4000}
     summary = "tabu search, swap moves keep sum(x) = k; numba-compiled (native)"
     options = {
         "iterations": Option(None, "moves per restart (None: max(3000, 30 n) swaps, "
