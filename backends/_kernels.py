@@ -23,7 +23,11 @@ Q read-only), so each compiles once and is cached on disk (``cache=True``).
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -32,6 +36,46 @@ __all__ = [
     "apply_swap", "anneal_flips", "anneal_swaps", "sample_move_scale", "descend_flips",
     "descend_swaps", "tabu_flips", "tabu_swaps", "warm_up",
 ]
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _cache_fallback(candidates: list[Path]) -> str | None:
+    """A private temporary cache folder when none of numba's usual ones is writable.
+
+    Numba caches next to the source (``__pycache__``), then in the user's cache folder;
+    with neither writable (a read-only install run with HOME unset or read-only) it
+    refuses to compile ``cache=True`` functions at import. None: a usual one works.
+    """
+    if any(_writable(folder) for folder in candidates):
+        return None
+    folder = Path(tempfile.gettempdir()) / f"qcbo-numba-cache-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if folder.stat().st_uid == os.getuid() and _writable(folder):
+            return str(folder)
+    except OSError:
+        pass
+    return tempfile.mkdtemp(prefix="qcbo-numba-cache-")
+
+
+def _usual_cache_folders() -> list[Path]:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    user = Path(xdg) if xdg else Path(os.path.expanduser("~")) / ".cache"
+    return [Path(__file__).resolve().parent / "__pycache__", user / "numba"]
+
+
+if not numba.config.CACHE_DIR:
+    _fallback = _cache_fallback(_usual_cache_folders())
+    if _fallback is not None:
+        numba.config.CACHE_DIR = _fallback
+
 
 #: Metropolis: uphill moves with beta * delta above this are never accepted (p < 1e-17).
 _MAX_EXPONENT = 40.0

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from qcbo.errors import InputError
 from qcbo.problem import Problem
 
 from . import _kernels as K
-from .base import Backend, Option, RawSolution, deadline
+from .base import WARM_START, Backend, Option, RawSolution, deadline
 
 __all__ = ["SimulatedAnnealingBackend"]
 
@@ -54,29 +54,31 @@ class SimulatedAnnealingBackend(Backend):
     icbs_options = {"sweeps": 100, "restarts": 2}
     summary = "simulated annealing, swap moves keep sum(x) = k; numba-compiled (native)"
     options = {
-        "sweeps": Option(500, "temperatures per restart; each is n swap proposals or one "
-                               "pass of flips"),
-        "restarts": Option(10, "anneals, each with its own child seed"),
-        "hot": Option(0.3, "first temperature, as a fraction of the mean |delta| of a move"),
-        "cold": Option(0.01, "last temperature, as a fraction of the mean |delta| of a move"),
-        "reheat": Option(0.15, "odd restarts re-anneal the best state so far from this "
-                               "fraction of the mean |delta| (None: all restarts fresh)"),
-        "initial": Option(None, "warm start: an (n,) 0/1 array (feasible when k is set); "
-                                "fresh restarts start from it and it is a candidate answer"),
+        "sweeps": Option(int, 500, "temperatures per restart; each is n swap proposals or one "
+                                   "pass of flips", minimum=1),
+        "restarts": Option(int, 10, "anneals, each with its own child seed", minimum=1),
+        "hot": Option(float, 0.3, "first temperature, as a fraction of the mean |delta| of a "
+                                  "move", greater_than=0),
+        "cold": Option(float, 0.01, "last temperature, as a fraction of the mean |delta| of a "
+                                    "move (<= hot)", greater_than=0),
+        "reheat": Option(float, 0.15, "odd restarts re-anneal the best state so far from this "
+                                      "fraction of the mean |delta| (>= cold; null: all restarts "
+                                      "fresh)", greater_than=0, nullable=True),
+        "initial": WARM_START,
     }
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        hot, cold, reheat = options["hot"], options["cold"], options["reheat"]
+        if cold > hot:
+            raise InputError(f"sa: need cold <= hot, got hot={hot}, cold={cold}")
+        if reheat is not None and reheat < cold:
+            raise InputError(f"sa: need cold <= reheat (or reheat=null), got reheat={reheat}, "
+                             f"cold={cold}")
 
     def _solve(self, problem: Problem, *, seed: int, time_limit: float | None,
                sweeps: int, restarts: int, hot: float, cold: float,
-               reheat: float | None, initial: Any) -> RawSolution:
-        if int(sweeps) < 1 or int(restarts) < 1:
-            raise InputError(f"sa: sweeps and restarts must be >= 1, got {sweeps}, {restarts}")
-        if not (0.0 < cold <= hot):
-            raise InputError(f"sa: need 0 < cold <= hot, got hot={hot}, cold={cold}")
-        if reheat is not None and not (cold <= reheat):
-            raise InputError(f"sa: need cold <= reheat (or reheat=None), got reheat={reheat}, "
-                             f"cold={cold}")
-        sweeps, restarts = int(sweeps), int(restarts)
-        warm = K.initial_state(problem, initial, self.name)
+               reheat: float | None, initial: np.ndarray | None) -> RawSolution:
+        warm = initial
         warm_energy = None if warm is None else problem.energy(warm)
         K.warm_up()
         stop = deadline(time_limit)

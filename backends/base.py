@@ -1,33 +1,166 @@
 """The one interface every solver implements.
 
-A backend subclasses `Backend`, declares its `options` (name -> `Option`) and
-implements `_solve`, which returns a `RawSolution`. `Backend.solve` validates options
-(unknown ones raise TypeError), picks and records the seed, times the call and scores
-the answer through `SolveResult.from_solution`, so energies are never taken on trust.
+A backend subclasses `Backend`, declares its `options` (name -> `Option`, each with a
+type, a default and a range or choices) and implements `_solve`, which returns a
+`RawSolution`. `Backend.solve` checks everything once: unknown options raise
+`UnknownOptionError`, a value of the wrong type or out of range `InputError`, a warm
+start (`WARM_START`) that is not a feasible 0/1 vector of the problem `InputError`.
+It then picks and records the seed, times the call and scores the answer through
+`SolveResult.from_solution`, so energies are never taken on trust; an answer that is
+not an (n,) 0/1 vector is the solver's fault (`SolverError`).
 """
 
 from __future__ import annotations
 
 import abc
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from qcbo.errors import InputError, QCBOError, SolverError, UnsupportedProblemError
+from qcbo.errors import (InputError, QCBOError, SolverError, UnknownOptionError,
+                         UnsupportedProblemError)
 from qcbo.problem import Problem
 from qcbo.result import SolveResult
 
-__all__ = ["Backend", "Option", "RawSolution", "deadline", "child_seeds"]
+__all__ = ["Backend", "Option", "Assignment", "WARM_START", "RawSolution", "deadline",
+           "child_seeds"]
+
+
+class Assignment:
+    """Option type of a warm start: an (n,) 0/1 vector with sum(x) = k when k is set.
+
+    `Backend.solve` hands it to ``_solve`` as an int8 array (or None).
+    """
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               tuple: "a list of numbers", dict: "a JSON object",
+               Assignment: "an (n,) 0/1 array"}
 
 
 @dataclass(frozen=True)
 class Option:
-    """A backend option: its default and a one-line description."""
+    """A backend option, declared once on the class and checked once by `Backend.solve`.
 
+    ``type``: int, float, bool, str, tuple (a list of numbers, ``length`` long), dict (a
+    JSON object, checked further by the backend) or `Assignment`. None is accepted when
+    the default is None or ``nullable`` is set. ``minimum``/``maximum`` bound numbers
+    (inclusive), ``greater_than`` excludes its value; ``choices`` lists allowed strings.
+    An int option takes 3.0 as 3; a float option takes 3 as 3.0.
+    """
+
+    type: type
     default: Any
     help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    greater_than: float | None = None
+    choices: tuple[str, ...] | None = None
+    length: int | None = None
+    nullable: bool = False
+
+    def describe(self) -> str:
+        """The accepted values in words, e.g. 'an integer >= 1 or null'."""
+        text = _TYPE_NAMES.get(self.type, self.type.__name__)
+        if self.choices:
+            text = "one of " + ", ".join(self.choices)
+        if self.minimum is not None and self.maximum is not None:
+            text += f" in [{self.minimum:g}, {self.maximum:g}]"
+        elif self.minimum is not None:
+            text += f" >= {self.minimum:g}"
+        elif self.maximum is not None:
+            text += f" <= {self.maximum:g}"
+        if self.greater_than is not None:
+            text += f" > {self.greater_than:g}"
+        if self.length is not None:
+            text += f" of length {self.length}"
+        if self.nullable or self.default is None:
+            text += " or null"
+        return text
+
+    def _number(self, value: Any) -> float | int | None:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            return None
+        if self.type is int:
+            if isinstance(value, (float, np.floating)):
+                return int(value) if math.isfinite(value) and float(value).is_integer() else None
+            return int(value)
+        return float(value) if math.isfinite(float(value)) else None
+
+    def _in_range(self, value: float) -> bool:
+        return ((self.minimum is None or value >= self.minimum)
+                and (self.maximum is None or value <= self.maximum)
+                and (self.greater_than is None or value > self.greater_than))
+
+    def validate(self, value: Any, problem: Problem) -> Any:
+        """The value converted to the option's type; ValueError when it does not fit."""
+        if value is None:
+            if self.nullable or self.default is None:
+                return None
+            raise ValueError
+        if self.type in (int, float):
+            number = self._number(value)
+            if number is None or not self._in_range(number):
+                raise ValueError
+            return number
+        if self.type is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError
+            return bool(value)
+        if self.type is str:
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise ValueError
+            return value
+        if self.type is tuple:
+            if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):
+                raise ValueError
+            numbers = [self._number_or_fail(v) for v in value]
+            if self.length is not None and len(numbers) != self.length:
+                raise ValueError
+            return tuple(numbers)
+        if self.type is dict:
+            if not isinstance(value, Mapping):
+                raise ValueError
+            return dict(value)
+        if self.type is Assignment:
+            return _assignment(value, problem)
+        raise TypeError(f"Option of unsupported type {self.type!r}")  # a declaration bug
+
+    def _number_or_fail(self, value: Any) -> float:
+        number = None if isinstance(value, (bool, np.bool_)) else value
+        if not isinstance(number, (int, float, np.number)) or not math.isfinite(float(number)):
+            raise ValueError
+        if not self._in_range(float(number)):
+            raise ValueError
+        return float(number)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _assignment(value: Any, problem: Problem) -> np.ndarray:
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        raise ValueError from None
+    if x.shape != (problem.n,) or x.dtype.kind not in "biuf" or not np.all((x == 0) | (x == 1)):
+        raise ValueError
+    x = x.astype(np.int8)
+    if problem.k is not None and int(x.sum()) != problem.k:
+        raise InputError(f"option initial has {int(x.sum())} ones but the problem needs "
+                         f"sum(x) = k = {problem.k}")
+    return x
+
+
+#: The standard warm start: backends that can start from a given point declare it as
+#: their ``initial`` option (pruning passes the previous mask there).
+WARM_START = Option(Assignment, None, "warm start: an (n,) 0/1 array (sum(x) = k when k "
+                                      "is set); a candidate answer the result never loses to")
 
 
 @dataclass
@@ -106,24 +239,30 @@ class Backend(abc.ABC):
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             known = ", ".join(sorted(self.options)) or "none"
-            raise TypeError(f"{self.name}: unknown option(s) {unknown}; known options: {known}")
+            raise UnknownOptionError(
+                f"{self.name}: unknown option(s) {', '.join(unknown)}; known options: {known}")
         if not isinstance(problem, Problem):
             raise TypeError(f"{self.name}: expected a qcbo.Problem, got {type(problem).__name__}")
         if time_limit is not None and not time_limit > 0:
             raise InputError(f"{self.name}: time_limit must be > 0 seconds, got {time_limit}")
-        opts = {name: opt.default for name, opt in self.options.items()}
-        opts.update(options)
+        if seed is not None and (isinstance(seed, (bool, np.bool_))
+                                 or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise InputError(f"{self.name}: seed must be an integer >= 0, got {seed!r}")
+        opts = self.resolve_options(problem, options)
         self.check(problem, **opts)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         start = time.perf_counter()
         try:
             raw = self._solve(problem, seed=int(seed), time_limit=time_limit, **opts)
-        except (QCBOError, TypeError, KeyboardInterrupt):
+        except (QCBOError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a solver's own failure, reported as one type
             raise SolverError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         wall = time.perf_counter() - start
+        if not isinstance(raw, RawSolution):
+            raise SolverError(f"{self.name}: _solve returned {type(raw).__name__}, "
+                              "not a RawSolution")
         return SolveResult.from_solution(
             problem,
             raw.x,
@@ -134,6 +273,24 @@ class Backend(abc.ABC):
             samples=raw.samples,
             info=raw.info,
         )
+
+    def resolve_options(self, problem: Problem, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Every declared option, given or default, checked and converted (see `Option`)."""
+        resolved = {}
+        for name, option in self.options.items():
+            value = options.get(name, option.default)
+            try:
+                resolved[name] = option.validate(value, problem)
+            except InputError as exc:
+                raise InputError(f"{self.name}: {exc}") from None
+            except ValueError:
+                raise InputError(f"{self.name}: option {name} must be {option.describe()}, "
+                                 f"got {_short(value)}") from None
+        self.check_options(resolved)
+        return resolved
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Raise InputError when options that are valid one by one conflict (cold > hot)."""
 
     @abc.abstractmethod
     def _solve(

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -297,19 +298,63 @@ def _atomic_json(path: Path, data: Any) -> None:
         json.dump(data, handle, indent=1)
 
 
+#: A Braket quantum task ARN: arn:<partition>:braket:<region>:<account>:quantum-task/<id>.
+TASK_ARN = re.compile(r"arn:aws[a-z-]*:braket:[a-z0-9-]+:\d{12}:quantum-task/[A-Za-z0-9-]+\Z")
+
+_OPTIONAL_INT = (int, type(None))
+
+
+def _manifest_fault(data: Any) -> str | None:
+    """What is wrong with a parsed manifest (version already checked), or None."""
+    if not isinstance(data.get("device"), str):
+        return "'device' is missing or not a string"
+    if isinstance(data.get("shots"), bool) or not isinstance(data.get("shots"), int):
+        return "'shots' is missing or not an integer"
+    source = data.get("source")
+    if not isinstance(source, dict) or not isinstance(source.get("path"), str):
+        return "'source' is missing or lacks the problem file's path"
+    for key in ("k", "instance"):
+        if isinstance(source.get(key), bool) or not isinstance(source.get(key), _OPTIONAL_INT):
+            return f"source {key} {source.get(key)!r} is not an integer or null"
+    blocks = data.get("blocks")
+    if not isinstance(blocks, list) or not blocks:
+        return "'blocks' is missing or empty"
+    for position, entry in enumerate(blocks):
+        where = f"block {position + 1}"
+        if not isinstance(entry, dict):
+            return f"{where} is not a JSON object"
+        if entry.get("index") != position or isinstance(entry.get("index"), bool):
+            return f"{where} has index {entry.get('index')!r}, expected {position}"
+        if not isinstance(entry.get("fingerprint"), str):
+            return f"{where} lacks its problem fingerprint"
+        arn = entry.get("task_arn")
+        if arn is not None and (not isinstance(arn, str) or not TASK_ARN.match(arn)):
+            return f"{where} has task id {str(arn)[:80]!r}, which is not a Braket quantum-task ARN"
+        if arn is not None:
+            if isinstance(entry.get("p"), bool) or not isinstance(entry.get("p"), int):
+                return f"{where} lacks its QAOA depth p"
+            if not isinstance(entry.get("mixer"), str) or not isinstance(entry.get("angles"), dict):
+                return f"{where} lacks its mixer or angles"
+    return None
+
+
 def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a manifest written by `submit_blocks`; any fault is one InputError."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: no such manifest") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a readable manifest ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise InputError(f"{path}: not a qcbo Braket manifest")
     if data.get("version") != MANIFEST_VERSION:
         raise InputError(f"{path}: manifest version {data.get('version')} is not supported "
                          f"(this qcbo reads version {MANIFEST_VERSION})")
+    fault = _manifest_fault(data)
+    if fault:
+        raise InputError(f"{path}: corrupt manifest: {fault}")
     return data
 
 

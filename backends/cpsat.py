@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from qcbo.errors import InputError, SolverError, UnsupportedProblemError
+from qcbo.errors import SolverError, UnsupportedProblemError
 from qcbo.problem import Problem
 
-from .base import Backend, Option, RawSolution, deadline
+from .base import Assignment, Backend, Option, RawSolution, deadline
 
 __all__ = ["CpSatBackend", "swap_descent"]
 
@@ -132,14 +132,18 @@ class CpSatBackend(Backend):
     exact = True
     max_variables = 1024
     options = {
-        "initial": Option(None, "(n,) feasible 0/1 assignment used as the solution hint"),
-        "workers": Option(None, "CP-SAT search workers (None: every core this process may use)"),
-        "precision_bits": Option(30, "largest |coefficient| is scaled to 2**bits before rounding"),
-        "cut": Option(True, "add the RLT cut sum_j y_ij = (k - 1) x_i (k set only)"),
-        "triangles": Option(None, "add the 4 triangle inequalities per triple with all three "
-                                  "products (None: when n <= %d)" % TRIANGLE_MAX_N),
-        "max_products": Option(MAX_PRODUCTS, "refuse models with more product literals"),
-        "log_search": Option(False, "let CP-SAT log its search to stderr"),
+        "initial": Option(Assignment, None, "(n,) feasible 0/1 assignment used as the "
+                                            "solution hint"),
+        "workers": Option(int, None, "CP-SAT search workers (null: every core this process "
+                                     "may use)", minimum=1),
+        "precision_bits": Option(int, 30, "largest |coefficient| is scaled to 2**bits before "
+                                          "rounding", minimum=1, maximum=40),
+        "cut": Option(bool, True, "add the RLT cut sum_j y_ij = (k - 1) x_i (k set only)"),
+        "triangles": Option(bool, None, "add the 4 triangle inequalities per triple with all "
+                                        "three products (null: when n <= %d)" % TRIANGLE_MAX_N),
+        "max_products": Option(int, MAX_PRODUCTS, "refuse models with more product literals",
+                               minimum=0),
+        "log_search": Option(bool, False, "let CP-SAT log its search to stderr"),
     }
 
     def check(self, problem: Problem, **options: Any) -> None:
@@ -154,22 +158,17 @@ class CpSatBackend(Backend):
             )
 
     def _solve(self, problem: Problem, *, seed: int, time_limit: float | None,
-               initial: Any, workers: int | None, precision_bits: int, cut: bool,
+               initial: np.ndarray | None, workers: int | None, precision_bits: int, cut: bool,
                triangles: bool | None, max_products: int, log_search: bool) -> RawSolution:
         start = time.perf_counter()
         stop = deadline(time_limit)
         from ortools.sat.python import cp_model  # heavy import; counts against the limit
 
         n, k, q = problem.n, problem.k, problem.Q
-        if not isinstance(precision_bits, (int, np.integer)) or not 1 <= precision_bits <= 40:
-            raise InputError(f"cpsat: precision_bits must be an integer in 1..40, got "
-                             f"{precision_bits!r}")
-        if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 1):
-            raise InputError(f"cpsat: workers must be a positive integer, got {workers!r}")
-        workers = _worker_count() if workers is None else int(workers)
+        workers = _worker_count() if workers is None else workers
 
         # Heuristic starting point: the hint, and the fallback answer.
-        x0 = self._initial(problem, initial)
+        x0 = problem.feasible_point() if initial is None else initial
         hint_budget = _HINT_MAX_S if time_limit is None else min(_HINT_MAX_S,
                                                                  _HINT_SHARE * time_limit)
         x_hint = swap_descent(q, k, x0, min(stop, time.perf_counter() + hint_budget))
@@ -304,16 +303,6 @@ class CpSatBackend(Backend):
                     model.add(b + c - a <= x[l])
                     model.add(x[i] + x[j] + x[l] - a - b - c <= 1)
         return True
-
-    @staticmethod
-    def _initial(problem: Problem, initial: Any) -> np.ndarray:
-        if initial is None:
-            return problem.feasible_point()
-        x0 = np.asarray(initial)
-        if not problem.is_feasible(x0):
-            raise InputError(f"cpsat: initial must be a feasible 0/1 array of shape "
-                             f"({problem.n},) with sum {problem.k}; got shape {x0.shape}")
-        return x0.astype(np.int8)
 
     @staticmethod
     def _fallback(x_hint: np.ndarray, info: dict[str, Any], start: float,

@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from qcbo.errors import InputError
 from qcbo.problem import Problem
 
-from .base import Backend, Option, RawSolution, deadline
+from .base import Assignment, Backend, Option, RawSolution, deadline
 
 __all__ = ["DWaveTabuBackend", "DWaveSimulatedAnnealingBackend", "default_beta_range",
            "greedy_repair"]
@@ -100,10 +99,6 @@ class _PenaltyQuboBackend(Backend):
     """Shared part: penalty QUBO in, best feasible (or repaired / infeasible) sample out."""
 
     def _prepare(self, problem: Problem, penalty: float | None) -> tuple[Problem, Any, float]:
-        if penalty is not None and not (isinstance(penalty, (int, float)) and penalty >= 0
-                                        and math.isfinite(penalty)):
-            raise InputError(f"{self.name}: penalty must be a finite number >= 0, got "
-                             f"{penalty!r}")
         qubo, inverter = problem.to_qubo(penalty)
         weight = inverter.penalty
         return qubo, _bqm(qubo), weight
@@ -135,38 +130,29 @@ class _PenaltyQuboBackend(Backend):
         return RawSolution(best, samples=samples, info=info)
 
 
-def _positive_int(name: str, option: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name}: {option} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 class DWaveTabuBackend(_PenaltyQuboBackend):
     """dwave-samplers TabuSampler (multistart tabu, C++) on the penalty QUBO."""
 
     name = "dwave-tabu"
     summary = "dwave-samplers TabuSampler on the penalty QUBO; best feasible sample"
     options = {
-        "num_reads": Option(4, "independent tabu runs"),
-        "timeout_ms": Option(100, "time per read in ms without a time_limit (with one, the "
-                                  "limit is shared across reads)"),
-        "penalty": Option(None, "penalty weight P (None: Problem.default_penalty)"),
-        "repair": Option(False, "when no sample is feasible, repair greedily to sum(x) = k"),
-        "initial": Option(None, "(n,) feasible 0/1 start of the first read"),
-        "tenure": Option(None, "tabu tenure (None: the sampler's default)"),
+        "num_reads": Option(int, 4, "independent tabu runs", minimum=1),
+        "timeout_ms": Option(int, 100, "time per read in ms without a time_limit (with one, "
+                                       "the limit is shared across reads)", minimum=1),
+        "penalty": Option(float, None, "penalty weight P (null: Problem.default_penalty)",
+                          minimum=0),
+        "repair": Option(bool, False, "when no sample is feasible, repair greedily to "
+                                      "sum(x) = k"),
+        "initial": Option(Assignment, None, "(n,) feasible 0/1 start of the first read"),
+        "tenure": Option(int, None, "tabu tenure (null: the sampler's default)", minimum=1),
     }
 
     def _solve(self, problem: Problem, *, seed: int, time_limit: float | None,
                num_reads: int, timeout_ms: int, penalty: float | None, repair: bool,
-               initial: Any, tenure: int | None) -> RawSolution:
+               initial: np.ndarray | None, tenure: int | None) -> RawSolution:
         stop = deadline(time_limit)
         from dwave.samplers import TabuSampler
 
-        num_reads = _positive_int(self.name, "num_reads", num_reads)
-        timeout_ms = _positive_int(self.name, "timeout_ms", timeout_ms)
-        tenure = _positive_int(self.name, "tenure", tenure)
         t0 = time.perf_counter()
         qubo, bqm, weight = self._prepare(problem, penalty)
         if time_limit is not None:
@@ -181,11 +167,7 @@ class DWaveTabuBackend(_PenaltyQuboBackend):
         if tenure is not None:
             kwargs["tenure"] = min(tenure, problem.n - 1)
         if initial is not None:
-            x0 = np.asarray(initial)
-            if not problem.is_feasible(x0):
-                raise InputError(f"{self.name}: initial must be a feasible 0/1 array of shape "
-                                 f"({problem.n},)")
-            kwargs["initial_states"] = (x0.astype(np.int8)[None, :], list(range(problem.n)))
+            kwargs["initial_states"] = (initial[None, :], list(range(problem.n)))
             kwargs["initial_states_generator"] = "random"
         sampleset = TabuSampler().sample(bqm, **kwargs)
         samples = _samples_in_order(sampleset, problem.n)
@@ -199,22 +181,25 @@ class DWaveSimulatedAnnealingBackend(_PenaltyQuboBackend):
     name = "dwave-sa"
     summary = "dwave-samplers SimulatedAnnealingSampler on the penalty QUBO; best feasible sample"
     options = {
-        "num_reads": Option(None, "annealing runs (None: 100, or as many as fit in time_limit)"),
-        "num_sweeps": Option(1000, "sweeps per read (cut so one read fits in time_limit)"),
-        "penalty": Option(None, "penalty weight P (None: Problem.default_penalty)"),
-        "repair": Option(False, "when no sample is feasible, repair greedily to sum(x) = k"),
-        "beta_range": Option(None, "(hot, cold) inverse temperatures (None: the sampler's default "
-                                    "rule, computed in numpy)"),
+        "num_reads": Option(int, None, "annealing runs (null: 100, or as many as fit in "
+                                       "time_limit)", minimum=1),
+        "num_sweeps": Option(int, 1000, "sweeps per read (cut so one read fits in time_limit)",
+                             minimum=1),
+        "penalty": Option(float, None, "penalty weight P (null: Problem.default_penalty)",
+                          minimum=0),
+        "repair": Option(bool, False, "when no sample is feasible, repair greedily to "
+                                      "sum(x) = k"),
+        "beta_range": Option(tuple, None, "[hot, cold] inverse temperatures (null: the "
+                                          "sampler's default rule, computed in numpy)",
+                             greater_than=0, length=2),
     }
 
     def _solve(self, problem: Problem, *, seed: int, time_limit: float | None,
                num_reads: int | None, num_sweeps: int, penalty: float | None, repair: bool,
-               beta_range: Any) -> RawSolution:
+               beta_range: tuple[float, float] | None) -> RawSolution:
         stop = deadline(time_limit)
         from dwave.samplers import SimulatedAnnealingSampler
 
-        num_reads = _positive_int(self.name, "num_reads", num_reads)
-        num_sweeps = _positive_int(self.name, "num_sweeps", num_sweeps)
         qubo, bqm, weight = self._prepare(problem, penalty)
         sampler = SimulatedAnnealingSampler()
         rng = np.random.default_rng(seed)

@@ -48,7 +48,8 @@ class ExactBackend(Backend):
     summary = "exhaustive enumeration in numpy (over C(n, k) when k is set); proves optimality"
     exact = True
     options = {
-        "max_seconds": Option(MAX_SECONDS, "refuse problems whose estimated run time exceeds this"),
+        "max_seconds": Option(float, MAX_SECONDS, "refuse problems whose estimated run time "
+                                                  "exceeds this", greater_than=0),
     }
 
     def check(self, problem: Problem, max_seconds: float = MAX_SECONDS, **_: Any) -> None:

@@ -39,7 +39,7 @@ from scipy.optimize import minimize
 from qcbo.errors import InputError, UnsupportedProblemError
 from qcbo.problem import Problem
 
-from .base import Backend, Option, RawSolution, deadline
+from .base import Assignment, Backend, Option, RawSolution, deadline
 
 __all__ = [
     "Gate",
@@ -458,21 +458,22 @@ class QAOABackend(Backend):
 
     exact = False
     options = {
-        "p": Option(2, "QAOA layers"),
-        "mixer": Option("auto", "xy-ring | xy-complete (need k) | x (penalty QUBO); auto: "
-                                "xy-ring when k is set, else x"),
-        "shots": Option(1000, "samples drawn from the final state"),
-        "restarts": Option(3, "optimiser starts per layer (grid starts at p=1, perturbed "
-                              "INTERP starts after)"),
-        "optimizer": Option("cobyla", "cobyla | l-bfgs-b"),
-        "maxiter": Option(150, "optimiser iterations per start"),
-        "angles": Option(None, "{'gamma': [...], 'beta': [...]} to skip training (gamma in "
-                               "problem units: phase gamma * E)"),
-        "penalty": Option(None, "penalty weight for mixer=x on a constrained problem "
-                                "(None: Problem.default_penalty)"),
-        "polish": Option(True, "improve the best sample by a classical swap/flip descent"),
-        "initial": Option(None, "(n,) feasible 0/1 warm start; the better of it and the "
-                                "QAOA answer is returned"),
+        "p": Option(int, 2, "QAOA layers", minimum=1),
+        "mixer": Option(str, "auto", "xy-ring | xy-complete (need k) | x (penalty QUBO); auto: "
+                                     "xy-ring when k is set, else x",
+                        choices=("auto",) + MIXERS),
+        "shots": Option(int, 1000, "samples drawn from the final state", minimum=1),
+        "restarts": Option(int, 3, "optimiser starts per layer (grid starts at p=1, perturbed "
+                                   "INTERP starts after)", minimum=1),
+        "optimizer": Option(str, "cobyla", "cobyla | l-bfgs-b", choices=("cobyla", "l-bfgs-b")),
+        "maxiter": Option(int, 150, "optimiser iterations per start", minimum=1),
+        "angles": Option(dict, None, "{'gamma': [...], 'beta': [...]} to skip training (gamma "
+                                     "in problem units: phase gamma * E)"),
+        "penalty": Option(float, None, "penalty weight for mixer=x on a constrained problem "
+                                       "(null: Problem.default_penalty)", minimum=0),
+        "polish": Option(bool, True, "improve the best sample by a classical swap/flip descent"),
+        "initial": Option(Assignment, None, "(n,) feasible 0/1 warm start; the better of it and "
+                                            "the QAOA answer is returned"),
     }
     #: Fraction of time_limit given to training; the rest runs and samples the circuit.
     TRAIN_SHARE = 0.3
@@ -485,18 +486,8 @@ class QAOABackend(Backend):
                 "backend (cpsat, sa, tabu) instead"
             )
         mixer = options.get("mixer", "auto")
-        if mixer not in ("auto",) + MIXERS:
-            raise InputError(f"{self.name}: mixer must be one of auto, {', '.join(MIXERS)}")
         if mixer in ("xy-ring", "xy-complete") and problem.k is None:
             raise InputError(f"{self.name}: mixer {mixer} needs k; use mixer=x for k=None")
-        if options.get("optimizer", "cobyla") not in ("cobyla", "l-bfgs-b"):
-            raise InputError(f"{self.name}: optimizer must be cobyla or l-bfgs-b")
-        p = options.get("p", 2)
-        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
-            raise InputError(f"{self.name}: p must be an integer >= 1, got {p!r}")
-        shots = options.get("shots", 1000)
-        if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
-            raise InputError(f"{self.name}: shots must be an integer >= 1, got {shots!r}")
 
     @abc.abstractmethod
     def _run_circuit(self, gates: list[Gate], n: int,
@@ -507,17 +498,12 @@ class QAOABackend(Backend):
 
     def _solve(self, problem: Problem, *, seed: int, time_limit: float | None, p: int,
                mixer: str, shots: int, restarts: int, optimizer: str, maxiter: int,
-               angles: Any, penalty: float | None, polish: bool, initial: Any,
+               angles: Any, penalty: float | None, polish: bool, initial: np.ndarray | None,
                **sdk_options: Any) -> RawSolution:
         t0 = time.perf_counter()
         stop = deadline(None if time_limit is None else self.TRAIN_SHARE * time_limit)
         rng = np.random.default_rng(seed)
         n = problem.n
-        if initial is not None:
-            initial = np.asarray(initial)
-            if not problem.is_feasible(initial):
-                raise InputError(f"{self.name}: initial must be a feasible (n,) 0/1 array")
-            initial = initial.astype(np.int8)
         model = QAOAModel(problem, mixer, penalty)
         if angles is not None:
             trained = Angles.from_dict(angles, f"{self.name}: angles")

@@ -134,14 +134,10 @@ class BraketLocalQAOABackend(QAOABackend):
     max_variables = MAX_QUBITS
     options = {
         **QAOABackend.options,
-        "ir": Option("jaqcd", "jaqcd (fast, same simulator engine) | openqasm (through "
-                              "LocalSimulator.run, slower to parse)"),
+        "ir": Option(str, "jaqcd", "jaqcd (fast, same simulator engine) | openqasm (through "
+                                   "LocalSimulator.run, slower to parse)",
+                     choices=("jaqcd", "openqasm")),
     }
-
-    def check(self, problem: Any, **options: Any) -> None:
-        super().check(problem, **options)
-        if options.get("ir", "jaqcd") not in ("jaqcd", "openqasm"):
-            raise InputError(f"{self.name}: ir must be jaqcd or openqasm")
 
     def _run_circuit(self, gates: list[Gate], n: int,
                      ir: str = "jaqcd") -> tuple[np.ndarray, dict[str, Any]]:

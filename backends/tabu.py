@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from qcbo.errors import InputError
 from qcbo.problem import Problem
 
 from . import _kernels as K
-from .base import Backend, Option, RawSolution, deadline
+from .base import WARM_START, Backend, Option, RawSolution, deadline
 
 __all__ = ["TabuBackend", "default_settings"]
 
@@ -49,15 +48,6 @@ def default_settings(n: int, k: int | None) -> dict[str, int]:
     }
 
 
-def _pick(value: Any, auto: int, name: str, minimum: int) -> int:
-    if value is None:
-        return auto
-    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
-        raise InputError(f"tabu: option {name} must be an integer >= {minimum} or None, "
-                         f"got {value!r}")
-    return int(value)
-
-
 class TabuBackend(Backend):
     """Native tabu search with swap moves (cardinality kept) or flips."""
 
@@ -65,27 +55,29 @@ class TabuBackend(Backend):
     icbs_options = {"iterations": 4000}
     summary = "tabu search, swap moves keep sum(x) = k; numba-compiled (native)"
     options = {
-        "iterations": Option(None, "moves per restart (None: max(3000, 30 n) swaps, "
-                                   "max(10000, 100 n) flips)"),
-        "restarts": Option(1, "independent searches, each from its own child seed"),
-        "tenure": Option(None, "base tabu tenure in moves (None: scales with n)"),
-        "stall": Option(None, "moves without a new best before perturbing (None: max(200, 3n))"),
-        "perturb": Option(None, "random moves applied to the best state when stalled"),
-        "initial": Option(None, "warm start: an (n,) 0/1 array (feasible when k is set); "
-                                "every restart starts from it and it is a candidate answer"),
+        "iterations": Option(int, None, "moves per restart (null: max(3000, 30 n) swaps, "
+                                        "max(10000, 100 n) flips)", minimum=1),
+        "restarts": Option(int, 1, "independent searches, each from its own child seed",
+                           minimum=1),
+        "tenure": Option(int, None, "base tabu tenure in moves (null: scales with n)", minimum=0),
+        "stall": Option(int, None, "moves without a new best before perturbing (null: "
+                                   "max(200, 3n))", minimum=1),
+        "perturb": Option(int, None, "random moves applied to the best state when stalled",
+                          minimum=0),
+        "initial": WARM_START,
     }
 
     def _solve(self, problem: Problem, *, seed: int, time_limit: float | None,
                iterations: int | None, restarts: int, tenure: int | None,
-               stall: int | None, perturb: int | None, initial: Any) -> RawSolution:
+               stall: int | None, perturb: int | None,
+               initial: np.ndarray | None) -> RawSolution:
         n, k = problem.n, problem.k
         auto = default_settings(n, k)
-        iterations = _pick(iterations, auto["iterations"], "iterations", 1)
-        restarts = _pick(restarts, 1, "restarts", 1)
-        tenure = _pick(tenure, auto["tenure"], "tenure", 0)
-        stall = _pick(stall, auto["stall"], "stall", 1)
-        perturb = _pick(perturb, auto["perturb"], "perturb", 0)
-        warm = K.initial_state(problem, initial, self.name)
+        iterations = auto["iterations"] if iterations is None else iterations
+        tenure = auto["tenure"] if tenure is None else tenure
+        stall = auto["stall"] if stall is None else stall
+        perturb = auto["perturb"] if perturb is None else perturb
+        warm = initial
         K.warm_up()
         stop = deadline(time_limit)
         started = time.perf_counter()

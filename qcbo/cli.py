@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import NoReturn, Sequence
 
 from . import commands as _commands_pkg
-from .errors import BackendUnavailableError, InputError, QCBOError, SolverError
+from .errors import QCBOError, SolverError
 
 __all__ = ["main", "build_parser", "add_problem_arguments", "non_negative_int", "positive_float"]
 
@@ -62,6 +65,13 @@ def add_problem_arguments(parser: argparse.ArgumentParser, *, many: bool = False
                         help="1-based instance of a multi-problem file (OR-Library, block set)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"qcbo: error: {message} (see {self.prog} --help)\n")
+
+
 def _command_modules() -> list:
     names = [m.name for m in pkgutil.iter_modules(_commands_pkg.__path__) if not m.name.startswith("_")]
     names.sort(key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
@@ -71,7 +81,7 @@ def _command_modules() -> list:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qcbo",
         description="Quadratic constrained binary optimisation: min xᵀQx + offset over binary "
                     "x with Σx = k, classical and quantum solvers, and iCBS network pruning.",
@@ -86,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(SystemExit):
+    """Raised by the SIGTERM handler so that clean-up code (temporary files) runs."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated(128 + signum)
+
+
+def _stdout_closed() -> int:
+    """`qcbo info big.npz | head -1`: the reader went away; exit quietly like cat does."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 128 + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -96,27 +124,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("qcbo: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print("qcbo: terminated", file=sys.stderr)
+        return int(exc.code)
+    except BrokenPipeError:
+        return _stdout_closed()
     except SolverError as exc:
         if args.debug:
             raise
         print(f"qcbo: solver failed: {exc}", file=sys.stderr)
         return 1
-    except (InputError, BackendUnavailableError, QCBOError) as exc:
+    except QCBOError as exc:
+        # InputError (UnknownOptionError, UnsupportedProblemError) and
+        # BackendUnavailableError: the user's to fix.
         if args.debug:
             raise
         print(f"qcbo: error: {exc}", file=sys.stderr)
         return 2
-    except TypeError as exc:
-        # Unknown backend options arrive as TypeError from Backend.solve.
-        if args.debug or "unknown option" not in str(exc):
-            raise
-        print(f"qcbo: error: {exc}", file=sys.stderr)
-        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_closed()
+        except (OSError, ValueError):
+            pass
 
 
 if __name__ == "__main__":  # pragma: no cover

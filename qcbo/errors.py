@@ -23,6 +23,10 @@ class UnsupportedProblemError(InputError):
     """A valid problem that a backend cannot take (too many variables, say)."""
 
 
+class UnknownOptionError(InputError):
+    """An option a backend does not declare (the message lists the ones it does)."""
+
+
 class BackendUnavailableError(QCBOError):
     """A backend whose optional packages are not installed, or an unknown name."""
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -164,6 +165,8 @@ def read_dimod_json(path: str | os.PathLike, *, k: int | None = None) -> Problem
     except Exception as exc:  # dimod raises many types on malformed documents
         raise InputError(f"{path}: malformed dimod BQM ({exc})") from None
     extra = data.get("qcbo") or {}
+    if not isinstance(extra, dict):
+        raise InputError(f"{path}: the 'qcbo' entry is not a JSON object")
     file_k = extra.get("k")
     if k is not None and file_k is not None and k != file_k:
         raise InputError(f"{path}: the file has k={file_k}; --k {k} conflicts")
@@ -178,16 +181,34 @@ def read_dimod_json(path: str | os.PathLike, *, k: int | None = None) -> Problem
 
 
 # --------------------------------------------------------------------------- qiskit
+#: Variable names every LP reader accepts (CPLEX allows more; this subset is safe).
+_LP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _program_names(problem: Problem) -> list[str]:
+    """Variable names of the QuadraticProgram: the labels as strings, else x0..x{n-1}."""
+    if problem.labels is None:
+        return [f"x{i}" for i in range(problem.n)]
+    names = [str(v) for v in problem.labels]
+    if len(set(names)) != len(names):
+        raise InputError("to_quadratic_program: labels are not unique once written as strings")
+    return names
+
+
 def to_quadratic_program(problem: Problem, name: str = "qcbo") -> Any:
-    """A qiskit-optimization QuadraticProgram (minimise; binary vars x0..x{n-1})."""
+    """A qiskit-optimization QuadraticProgram (minimise; binary variables).
+
+    Variables are named by the problem's labels (as strings), else x0..x{n-1}.
+    """
     qo = _require("qiskit_optimization", "qiskit-optimization")
     qp = qo.QuadraticProgram(name)
-    names = [f"x{i}" for i in range(problem.n)]
+    names = _program_names(problem)
     for v in names:
         qp.binary_var(v)
     q = problem.Q
     iu, ju = np.triu_indices(problem.n, 1)
-    quadratic = {(names[i], names[j]): 2.0 * q[i, j] for i, j in zip(iu, ju) if q[i, j] != 0}
+    keep = q[iu, ju] != 0
+    quadratic = {(names[i], names[j]): 2.0 * float(q[i, j]) for i, j in zip(iu[keep], ju[keep])}
     linear = {names[i]: float(q[i, i]) for i in range(problem.n) if q[i, i] != 0}
     qp.minimize(constant=problem.offset, linear=linear, quadratic=quadratic)
     if problem.k is not None:
@@ -198,7 +219,8 @@ def to_quadratic_program(problem: Problem, name: str = "qcbo") -> Any:
 def from_quadratic_program(qp: Any, *, metadata: dict | None = None) -> Problem:
     """A Problem from a QuadraticProgram with binary variables and at most Σx == k.
 
-    A maximisation is negated into a minimisation (recorded in metadata).
+    A maximisation is negated into a minimisation (recorded in metadata). Variable
+    names become labels unless they are the default x0..x{n-1}.
     """
     qo = _require("qiskit_optimization", "qiskit-optimization")
     variables = qp.variables
@@ -208,6 +230,9 @@ def from_quadratic_program(qp: Any, *, metadata: dict | None = None) -> Problem:
     for var in variables:
         if var.vartype != qo.problems.VarType.BINARY:
             raise InputError(f"from_quadratic_program: variable {var.name} is not binary")
+        if (var.lowerbound, var.upperbound) != (0, 1):
+            raise InputError(f"from_quadratic_program: variable {var.name} has bounds "
+                             f"[{var.lowerbound}, {var.upperbound}]; only 0..1 is supported")
     if qp.quadratic_constraints:
         raise InputError("from_quadratic_program: quadratic constraints are not supported")
     k = None
@@ -233,17 +258,31 @@ def from_quadratic_program(qp: Any, *, metadata: dict | None = None) -> Problem:
                    source="from_quadratic_program")
 
 
+#: Prefix of the comment line in which write_lp keeps what LP cannot say (labels that
+#: are not LP names, metadata); other LP readers skip it as a comment.
+_LP_COMMENT = "\\ qcbo: "
+
+
 def write_lp(path: str | os.PathLike, problem: Problem) -> None:
-    """Write an LP file through qiskit-optimization (docplex's LP writer)."""
+    """Write an LP file through qiskit-optimization (docplex's LP writer).
+
+    Labels that are valid LP names name the variables; any other labels (ints, say) are
+    kept, with the metadata, in a ``\\ qcbo: {json}`` comment line that `read_lp` reads.
+    """
     from .io import atomic_write
 
-    qp = to_quadratic_program(problem)
+    labels = problem.labels
+    plain = labels is None or all(isinstance(v, str) and _LP_NAME.match(v) for v in labels)
+    qp = to_quadratic_program(problem if plain else problem.replace(labels=None))
     _require("docplex", "docplex")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         text = qp.export_as_lp_string()
-    with atomic_write(path, "w") as handle:
-        handle.write(text)
+    extra = {"version": 1, "labels": None if plain else list(labels),
+             "metadata": problem.metadata}
+    comment = _LP_COMMENT + json.dumps(extra, allow_nan=False) + "\n"
+    with atomic_write(path, "w", encoding="latin-1") as handle:
+        handle.write(comment + text)
 
 
 _TERM = re.compile(
@@ -303,67 +342,210 @@ def _parse_expression(text: str, source: str) -> tuple[dict, dict, float]:
     return linear, quadratic, constant
 
 
+_LP_HEADS = {
+    "minimize": "min", "minimise": "min", "minimum": "min", "min": "min",
+    "maximize": "max", "maximise": "max", "maximum": "max", "max": "max",
+    "subject to": "st", "such that": "st", "st": "st", "s.t.": "st", "st.": "st",
+    "bounds": "bounds", "bound": "bounds",
+    "binaries": "bin", "binary": "bin", "bin": "bin",
+    "end": "end",
+}
+_LP_UNSUPPORTED = {"general", "generals", "gen", "semi-continuous", "semis", "semi", "sos"}
+_LP_RELATION = re.compile(r"(<=|>=|=<|=>|<|>|=)")
+_LP_NUMBER = r"[+-]?\s*(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+#: One constraint: an optional name, the left side (which may span wrapped lines), the
+#: relation and a number. docplex wraps long constraints over several lines.
+_LP_CONSTRAINT = re.compile(
+    r"\s*(?:([^\s:<>=+\-][^\s:<>=]*)\s*:)?([^<>=]*?)(<=|>=|=<|=>|<|>|=)\s*(" + _LP_NUMBER + r")"
+)
+
+
+def _lp_sections(raw: str, path: Path) -> tuple[str, dict[str, list[str]], dict]:
+    """(sense, section -> lines, the qcbo comment or {}) of an LP text."""
+    extra: dict = {}
+    sections: dict[str, list[str]] = {}
+    current = sense = None
+    for line in raw.splitlines():
+        if line.startswith(_LP_COMMENT):
+            try:
+                extra = json.loads(line[len(_LP_COMMENT):])
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: malformed qcbo comment line ({exc})") from None
+            if not isinstance(extra, dict):
+                raise InputError(f"{path}: the qcbo comment line is not a JSON object")
+            continue
+        line = line.split("\\", 1)[0].strip()
+        if not line:
+            continue
+        lowered = " ".join(line.lower().split())
+        if lowered in _LP_UNSUPPORTED:
+            raise InputError(f"{path}: section {line!r} declares non-binary variables; only "
+                             "binary variables are supported")
+        key = _LP_HEADS.get(lowered)
+        if key:
+            if key in ("min", "max"):
+                if sense is not None:
+                    raise InputError(f"{path}: more than one objective section")
+                sense = key
+            current = key
+            sections.setdefault(key, [])
+            continue
+        if current is None:
+            raise InputError(f"{path}: unexpected line before the objective: {line[:60]!r}")
+        if current == "end":
+            raise InputError(f"{path}: data after End: {line[:60]!r}")
+        sections[current].append(line)
+    if sense is None:
+        raise InputError(f"{path}: no Minimize/Maximize section; not an LP file")
+    return sense, sections, extra
+
+
+def _lp_constraints(lines: list[str], path: Path) -> list[tuple[str, str, str, float]]:
+    """(name, left side, relation, right side) of every constraint, wrapped lines joined."""
+    text = " ".join(lines)
+    out = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        m = _LP_CONSTRAINT.match(text, pos)
+        if not m:
+            raise InputError(f"{path}: cannot parse constraint near {text[pos:pos + 40].strip()!r}")
+        name, lhs, relation, rhs = m.groups()
+        out.append((name or f"c{len(out) + 1}", lhs, relation, float(rhs.replace(" ", ""))))
+        pos = m.end()
+    return out
+
+
+def _lp_bound_value(token: str, path: Path, line: str) -> float:
+    text = token.replace(" ", "").lower()
+    if text.lstrip("+-") in ("inf", "infinity"):
+        return -math.inf if text.startswith("-") else math.inf
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"{path}: cannot parse bound {line!r}") from None
+
+
+def _lp_bounds(lines: list[str], path: Path) -> dict[str, tuple[float, float]]:
+    """Variable -> (lower, upper) as written in the Bounds section (missing sides: None)."""
+    bounds: dict[str, list[float | None]] = {}
+
+    def put(var: str, lo: float | None, up: float | None) -> None:
+        entry = bounds.setdefault(var, [None, None])
+        if lo is not None:
+            entry[0] = lo
+        if up is not None:
+            entry[1] = up
+
+    for line in lines:
+        parts = [p.strip() for p in _LP_RELATION.split(line)]
+        if len(parts) == 1:
+            words = line.split()
+            if len(words) == 2 and words[1].lower() == "free":
+                put(words[0], -math.inf, math.inf)
+                continue
+            raise InputError(f"{path}: cannot parse bound {line!r}")
+        if len(parts) == 5:
+            lo, r1, var, r2, up = parts
+            if r1 not in ("<=", "=<", "<") or r2 not in ("<=", "=<", "<"):
+                raise InputError(f"{path}: cannot parse bound {line!r}")
+            put(var, _lp_bound_value(lo, path, line), _lp_bound_value(up, path, line))
+            continue
+        if len(parts) != 3:
+            raise InputError(f"{path}: cannot parse bound {line!r}")
+        left, relation, right = parts
+        if _TERM_NAME.match(left):
+            var, value, flipped = left, _lp_bound_value(right, path, line), False
+        elif _TERM_NAME.match(right):
+            var, value, flipped = right, _lp_bound_value(left, path, line), True
+        else:
+            raise InputError(f"{path}: cannot parse bound {line!r}")
+        if relation == "=":
+            put(var, value, value)
+        elif (relation in ("<=", "=<", "<")) != flipped:
+            put(var, None, value)
+        else:
+            put(var, value, None)
+    return {v: (lo, up) for v, (lo, up) in bounds.items()}
+
+
+_TERM_NAME = re.compile(r"[A-Za-z_][\w.]*\Z")
+
+
+def _fold_fixed(q: np.ndarray, constant: float, fixed: dict[int, int]) -> tuple[np.ndarray, float]:
+    """Q and offset over the free variables once each fixed x_f = c_f is substituted.
+
+    x Q x = x_R Q_RR x_R + 2 x_R Q_RF c + c Q_FF c, and x_i**2 == x_i puts the middle
+    term on the diagonal of the reduced Q.
+    """
+    f = np.array(sorted(fixed), dtype=np.int64)
+    c = np.array([fixed[i] for i in f], dtype=np.float64)
+    r = np.setdiff1d(np.arange(q.shape[0]), f)
+    reduced = q[np.ix_(r, r)].copy()
+    reduced[np.diag_indices(len(r))] += 2.0 * (q[np.ix_(r, f)] @ c)
+    return reduced, constant + float(c @ q[np.ix_(f, f)] @ c)
+
+
 def read_lp(path: str | os.PathLike, *, k: int | None = None) -> Problem:
-    """Read the LP subset qiskit-optimization/docplex writes for a QCBO."""
+    """Read the LP subset qiskit-optimization/docplex writes for a QCBO.
+
+    Binary variables only; at most one constraint, Σx == k over every variable (it
+    may be wrapped over several lines). Bounds are honoured: a variable whose bounds
+    leave one value is fixed and folded into Q and the offset (``metadata["fixed"]``
+    names it and its value; k drops by the ones fixed to 1); bounds that leave no 0/1
+    value are refused.
+    """
     path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
     try:
         raw = path.read_text(encoding="latin-1")
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
-    lines = [ln.split("\\", 1)[0].strip() for ln in raw.splitlines()]
-    sections: dict[str, list[str]] = {}
-    current = None
-    heads = {"minimize": "min", "minimise": "min", "min": "min", "maximize": "max",
-             "maximise": "max", "max": "max", "subject to": "st", "st": "st", "s.t.": "st",
-             "bounds": "bounds", "binaries": "bin", "binary": "bin", "end": "end"}
-    sense = None
-    for line in lines:
-        if not line:
-            continue
-        key = heads.get(line.lower())
-        if key:
-            current = key
-            if key in ("min", "max"):
-                sense = key
-            sections.setdefault(key, [])
-            continue
-        if current is None:
-            raise InputError(f"{path}: unexpected line before the objective: {line!r}")
-        sections[current].append(line)
-    if sense is None:
-        raise InputError(f"{path}: no Minimize/Maximize section; not an LP file")
+    sense, sections, extra = _lp_sections(raw, path)
     objective = " ".join(sections.get(sense, []))
-    objective = re.sub(r"^\s*[\w.]+\s*:", "", objective)
+    objective = re.sub(r"^\s*[^\s:]+\s*:", "", objective)
     linear, quadratic, constant = _parse_expression(objective, str(path))
-    names = list(sections.get("bin", []))
-    variables: list[str] = [v for line in names for v in line.split()]
+    variables: list[str] = [v for line in sections.get("bin", []) for v in line.split()]
+    if len(set(variables)) != len(variables):
+        raise InputError(f"{path}: a variable is declared binary twice")
     seen = set(variables)
     for v in list(linear) + [u for pair in quadratic for u in pair]:
         if v not in seen:
             raise InputError(f"{path}: variable {v} is not declared binary")
     file_k = None
-    constraints = sections.get("st", [])
+    constraints = _lp_constraints(sections.get("st", []), path)
     if len(constraints) > 1:
-        raise InputError(f"{path}: only one constraint Σx == k is supported")
-    for line in constraints:
-        body = re.sub(r"^\s*[\w.]+\s*:", "", line)
-        if "=" not in body or "<" in body or ">" in body:
-            raise InputError(f"{path}: constraint {line!r} is not an equality Σx == k")
-        lhs, rhs = body.split("=", 1)
+        raise InputError(f"{path}: {len(constraints)} constraints; only one Σx == k is supported")
+    for name, lhs, relation, value in constraints:
+        if relation != "=":
+            raise InputError(f"{path}: constraint {name} is not an equality Σx == k")
         lin, quad, const = _parse_expression(lhs, str(path))
         if quad or const or set(lin) != seen or any(c != 1.0 for c in lin.values()):
-            raise InputError(f"{path}: constraint {line!r} is not Σx == k over all variables")
-        value = float(rhs)
+            raise InputError(f"{path}: constraint {name} is not Σx == k over all variables")
         if value != round(value):
             raise InputError(f"{path}: constraint right side {value} is not an integer")
         file_k = int(round(value))
     if k is not None and file_k is not None and k != file_k:
         raise InputError(f"{path}: the file has k={file_k}; --k {k} conflicts")
-    sign = 1.0 if sense == "min" else -1.0
-    index = {v: i for i, v in enumerate(variables)}
     n = len(variables)
     if n == 0:
         raise InputError(f"{path}: no binary variables declared")
+    index = {v: i for i, v in enumerate(variables)}
+    fixed: dict[int, int] = {}
+    for v, (lo, up) in _lp_bounds(sections.get("bounds", []), path).items():
+        if v not in index:
+            raise InputError(f"{path}: bound on {v}, which is not declared binary")
+        lo_v = 0.0 if lo is None else lo
+        up_v = 1.0 if up is None else up
+        values = [c for c in (0, 1) if lo_v <= c <= up_v]
+        if not values:
+            raise InputError(f"{path}: bounds [{lo_v:g}, {up_v:g}] of binary {v} leave no "
+                             "0/1 value")
+        if len(values) == 1:
+            fixed[index[v]] = values[0]
+    sign = 1.0 if sense == "min" else -1.0
     q = np.zeros((n, n))
     for v, c in linear.items():
         q[index[v], index[v]] += sign * c
@@ -374,7 +556,32 @@ def read_lp(path: str | os.PathLike, *, k: int | None = None) -> Problem:
         else:
             q[i, j] += sign * c / 2.0
             q[j, i] += sign * c / 2.0
-    labels = None if variables == [f"x{i}" for i in range(n)] else variables
-    meta = {"name": path.stem, "source": str(path), "format": "lp"}
-    return Problem(q, sign * constant, k if k is not None else file_k, labels=labels,
-                   metadata=meta, source=str(path))
+    offset = sign * constant
+    labels: list[Any] = list(variables)
+    stored = extra.get("labels")
+    if stored is not None:
+        if not isinstance(stored, list) or len(stored) != n:
+            raise InputError(f"{path}: the qcbo comment holds {len(stored) if isinstance(stored, list) else 'no'} "
+                             f"labels for {n} variables")
+        labels = stored
+    metadata = extra.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InputError(f"{path}: metadata in the qcbo comment is not a JSON object")
+    meta = dict(metadata) if metadata else {"name": path.stem, "source": str(path), "format": "lp"}
+    if sense == "max":
+        meta.setdefault("sense", "maximise, negated")
+    k_out = k if k is not None else file_k
+    if fixed:
+        if len(fixed) == n:
+            raise InputError(f"{path}: every variable is fixed by its bounds; nothing to solve")
+        q, offset = _fold_fixed(q, offset, fixed)
+        meta["fixed"] = {str(labels[i]): c for i, c in sorted(fixed.items())}
+        labels = [v for i, v in enumerate(labels) if i not in fixed]
+        if k_out is not None:
+            k_out -= sum(fixed.values())
+            if not 0 <= k_out <= len(labels):
+                raise InputError(f"{path}: the fixed variables leave Σx == {k_out} over "
+                                 f"{len(labels)} free ones; no feasible point")
+    if labels == [f"x{i}" for i in range(len(labels))]:
+        labels = None
+    return Problem(q, offset, k_out, labels=labels, metadata=meta, source=str(path))

@@ -15,16 +15,19 @@ block set (``.npz``)
 UBQP text (``.ubqp``)
     The iCBS reference solver's input: ``n m`` then m lines ``i j q`` (1-based), each
     unordered pair once, meaning Q[i, j] = Q[j, i] = q (a diagonal line is the linear
-    term); minimisation; no offset, no k (give k with ``k=``). Repeated pairs add up.
+    term); minimisation; no offset, no k (give k with ``k=``). A repeated pair is
+    refused (it is ambiguous: some writers mean the sum, some the last value).
 OR-Library bqp (``.txt``, ``.bqp``)
     Beasley's files: the instance count, then per instance ``n nnz`` and nnz lines
     ``i j q`` (1-based, same pair convention), MAXIMISE xᵀQx. Read as minimisation of
     -xᵀQx; instance i (1-based) is named ``<stem>.<i>``. When ``best_known.json`` sits
     beside the file, its value for the instance goes to ``metadata["best_known"]``.
 
-Every fault raises `InputError` with the file and the fault; writes go to a temporary
-file in the target's folder and are renamed into place, so a failed write leaves
-nothing half-written.
+Every fault raises `InputError` with the file and the fault. Sizes are checked before
+anything is allocated: a text header's n against the memory a dense Q needs, an npz
+member's .npy header against the JSON header and the zip entry's size. Writes go to a
+temporary file in the target's folder and are renamed into place (with the umask's
+mode), so a failed or interrupted write leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ import math
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -61,7 +65,14 @@ __all__ = [
     "read_orlib",
     "write_orlib",
     "atomic_write",
+    "check_output",
+    "check_dense_size",
+    "available_memory",
     "detect_format",
+    "problem_count",
+    "resolve_path",
+    "sample_path",
+    "SAMPLES",
 ]
 
 FORMAT_VERSION = 1
@@ -71,22 +82,117 @@ _TEXT_SUFFIXES = {".txt", ".bqp", ".orlib"}
 
 
 # --------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; rename it into place only on success."""
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def check_output(path: str | os.PathLike, what: str = "output") -> Path:
+    """Refuse, before any work starts, an output path that cannot be written.
+
+    Raises InputError when the folder is missing or not writable, or ``path`` is a folder.
+    """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a folder, not a file")
     if not folder.is_dir():
-        raise InputError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        raise InputError(f"{what} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {path}: folder {folder} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", *, encoding: str | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; rename it into place only on success.
+
+    The file gets the mode a plain ``open`` would give it (0666 less the umask, or the
+    mode of the file it replaces), not mkstemp's 0600. Any failure, KeyboardInterrupt
+    or SystemExit (the CLI turns SIGTERM into one) removes the temporary file.
+    """
+    path = check_output(path)
+    folder = path.parent if str(path.parent) else Path(".")
     try:
-        with os.fdopen(fd, mode) as handle:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        try:
+            target_mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            target_mode = 0o666 & ~_umask()
+        os.chmod(tmp, target_mode)
+        if "b" in mode:
+            handle = os.fdopen(fd, mode)
+        else:
+            handle = os.fdopen(fd, mode, encoding=encoding or "utf-8")
+        with handle:
             yield handle
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: MemAvailable, capped by a cgroup limit."""
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        cap = (cgroup / "memory.max").read_text().strip()
+        if cap != "max":
+            used = int((cgroup / "memory.current").read_text())
+            # The page cache counts as used but is given back on demand.
+            for line in (cgroup / "memory.stat").read_text().splitlines():
+                if line.startswith("inactive_file "):
+                    used -= int(line.split()[1])
+            limits.append(int(cap) - used)
+    except (OSError, ValueError, IndexError):
+        pass
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return 1 << 62
+    return max(min(limits), 0)
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.3g} GiB" if size >= 2**30 else f"{size / 2**20:.3g} MiB"
+
+
+#: A reader holds about this many copies of a dense Q at once (parse, symmetrise, copy).
+_DENSE_COPIES = 3
+
+
+def check_dense_size(n: int, source: str) -> None:
+    """Refuse a dense (n, n) float64 Q that would not fit in the memory available now."""
+    need = _DENSE_COPIES * 8 * n * n
+    if need > available_memory():
+        raise InputError(
+            f"{source}: n={n} needs {_gib(8 * n * n)} for the dense Q (x{_DENSE_COPIES} while "
+            f"reading), more than the {_gib(available_memory())} of memory available"
+        )
 
 
 def _header(problem: Problem) -> dict[str, Any]:
@@ -120,27 +226,81 @@ def _problem_from_header(q: np.ndarray, head: Any, source: str) -> Problem:
     return Problem(q, offset, k, labels=labels, metadata=metadata, source=source)
 
 
-def _load_npz(path: Path) -> np.lib.npyio.NpzFile:
+def _load_npz(path: Path) -> zipfile.ZipFile:
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file")
     try:
-        return np.load(path, allow_pickle=False)
+        return zipfile.ZipFile(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: not a readable .npz file ({exc})") from None
 
 
-def _read_member(npz: Any, name: str, path: Path) -> np.ndarray:
+#: Members of a file are read only when their declared size fits this share of the
+#: memory available (a member is one dense Q or one packed block).
+_MEMBER_SHARE = 0.5
+
+
+def _read_member(
+    zf: zipfile.ZipFile, name: str, path: Path, shape: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """One array of an npz, its .npy header checked before anything is allocated.
+
+    ``shape``: the shape the file's own JSON header implies, or None (any). The header's
+    shape must match it, its byte count must match the zip entry's declared size, and
+    that size must fit in memory; zip reads never go past the declared size, so a
+    compressed member cannot expand beyond what was checked.
+    """
     try:
-        return npz[name]
+        info = zf.getinfo(f"{name}.npy")
     except KeyError:
         raise InputError(f"{path}: array {name!r} is missing (truncated file?)") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    try:
+        with zf.open(info) as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                head_shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version in ((2, 0), (3, 0)):
+                head_shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            if dtype.hasobject or dtype.kind not in "fiuU":
+                raise InputError(f"{path}: array {name!r} has dtype {dtype}, expected numbers")
+            if shape is not None and tuple(head_shape) != shape:
+                raise InputError(f"{path}: array {name!r} has shape {tuple(head_shape)}, the "
+                                 f"header implies {shape}")
+            data_bytes = math.prod(head_shape) * dtype.itemsize
+            if handle.tell() + data_bytes != info.file_size:
+                raise InputError(
+                    f"{path}: array {name!r} declares {data_bytes} bytes of data but its zip "
+                    f"entry holds {info.file_size - handle.tell()} (truncated or corrupt)")
+            budget = _MEMBER_SHARE * available_memory()
+            if data_bytes > budget:
+                raise InputError(f"{path}: array {name!r} needs {_gib(data_bytes)}, more than "
+                                 f"the {_gib(budget)} of memory this reader may use")
+        with zf.open(info) as handle:
+            return np.lib.format.read_array(handle, allow_pickle=False)
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, SyntaxError, RuntimeError) as exc:
         raise InputError(f"{path}: array {name!r} is corrupt ({exc})") from None
 
 
-def _read_meta(npz: Any, path: Path) -> dict[str, Any]:
-    raw = _read_member(npz, "meta", path)
-    if raw.shape != () or raw.dtype.kind != "U":
+#: The JSON header of a block set grows with its block count (~200 bytes a block).
+_META_MAX_BYTES = 256 * 2**20
+
+
+def _read_meta(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    try:
+        size = zf.getinfo("meta.npy").file_size
+    except KeyError:
+        raise InputError(f"{path}: array 'meta' is missing (not a qcbo .npz file?)") from None
+    if size > _META_MAX_BYTES:
+        raise InputError(f"{path}: 'meta' declares {_gib(size)}; a header is never that large")
+    raw = _read_member(zf, "meta", path, ())
+    if raw.dtype.kind != "U":
         raise InputError(f"{path}: 'meta' is not a JSON string")
     try:
         meta = json.loads(str(raw))
@@ -156,6 +316,13 @@ def _read_meta(npz: Any, path: Path) -> dict[str, Any]:
             f"(this qcbo reads version {FORMAT_VERSION}); upgrade qcbo"
         )
     return meta
+
+
+def _header_n(head: Any, source: str) -> int:
+    n = head.get("n") if isinstance(head, dict) else None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"{source}: header lacks a valid n (got {n!r})")
+    return n
 
 
 def _write_member(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
@@ -179,15 +346,17 @@ def write_native(path: str | os.PathLike, problem: Problem) -> None:
 
 def read_native(path: str | os.PathLike) -> Problem:
     """Read a native .npz problem file."""
-    path = Path(path)
-    with _load_npz(path) as npz:
-        meta = _read_meta(npz, path)
+    path = resolve_path(path)
+    with _load_npz(path) as zf:
+        meta = _read_meta(zf, path)
         if meta["format"] != _NATIVE:
             raise InputError(f"{path}: is a {meta['format']} file, not a single problem")
-        q = _read_member(npz, "Q", path)
+        n = _header_n(meta, str(path))
+        check_dense_size(n, str(path))
+        q = _read_member(zf, "Q", path, (n, n))
         if q.dtype.kind not in "fiu":
             raise InputError(f"{path}: Q has dtype {q.dtype}, expected float64")
-        return _problem_from_header(q.astype(np.float64), meta, str(path))
+        return _problem_from_header(q.astype(np.float64, copy=False), meta, str(path))
 
 
 # --------------------------------------------------------------------------- block sets
@@ -297,7 +466,7 @@ class BlockSet:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = resolve_path(path)
         self._npz = _load_npz(self.path)
         try:
             meta = _read_meta(self._npz, self.path)
@@ -309,7 +478,11 @@ class BlockSet:
         except BaseException:
             self._npz.close()
             raise
-        self.metadata: dict[str, Any] = meta.get("metadata") or {}
+        metadata = meta.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            self._npz.close()
+            raise InputError(f"{self.path}: block set metadata is not a JSON object")
+        self.metadata: dict[str, Any] = metadata
         self._headers: list[dict[str, Any]] = problems
 
     def __len__(self) -> int:
@@ -320,12 +493,15 @@ class BlockSet:
             raise IndexError(f"block {index} out of range for {len(self)} blocks")
         head = self._headers[index]
         source = f"{self.path}[{index % len(self)}]"
-        if not isinstance(head, dict) or not isinstance(head.get("n"), int) or head["n"] < 1:
-            raise InputError(f"{source}: block header lacks a valid n")
-        packed = _read_member(self._npz, str(head.get("array")), self.path)
+        n = _header_n(head, source)
+        check_dense_size(n, source)
+        array = head.get("array")
+        if not isinstance(array, str):
+            raise InputError(f"{source}: block header lacks its array name")
+        packed = _read_member(self._npz, array, self.path, (n * (n + 1) // 2,))
         if packed.dtype.kind not in "fiu":
             raise InputError(f"{source}: Q has dtype {packed.dtype}, expected float64")
-        q = _unpack(packed.astype(np.float64), head["n"], source)
+        q = _unpack(packed.astype(np.float64, copy=False), n, source)
         return _problem_from_header(q, head, source)
 
     def __iter__(self) -> Iterator[Problem]:
@@ -383,16 +559,34 @@ def _data_lines(path: Path) -> list[tuple[int, list[str]]]:
 def _pairs_to_matrix(
     n: int, entries: list[tuple[int, int, float, int]], path: Path
 ) -> np.ndarray:
+    """Dense Q from 1-based ``(i, j, q, line)``; each unordered pair may appear once."""
+    check_dense_size(n, str(path))
     q = np.zeros((n, n))
+    first_line: dict[tuple[int, int], int] = {}
     for i, j, value, line_no in entries:
         if not (1 <= i <= n and 1 <= j <= n):
             raise InputError(f"{path}:{line_no}: index ({i}, {j}) out of range 1..{n}")
+        pair = (i, j) if i <= j else (j, i)
+        if pair in first_line:
+            raise InputError(
+                f"{path}:{line_no}: pair {pair} already given on line {first_line[pair]}; "
+                "the format lists each unordered pair once (add the values yourself)"
+            )
+        first_line[pair] = line_no
         if i == j:
-            q[i - 1, i - 1] += value
+            q[i - 1, i - 1] = value
         else:
-            q[i - 1, j - 1] += value
-            q[j - 1, i - 1] += value
+            q[i - 1, j - 1] = value
+            q[j - 1, i - 1] = value
     return q
+
+
+def _check_entry_count(n: int, m: int, path: Path, line_no: int) -> None:
+    if n < 1 or m < 0:
+        raise InputError(f"{path}:{line_no}: bad sizes n={n}, m={m}")
+    if m > n * (n + 1) // 2:
+        raise InputError(f"{path}:{line_no}: {m} entries cannot fit n={n} "
+                         f"(at most n (n + 1) / 2 = {n * (n + 1) // 2} pairs)")
 
 
 def _matrix_to_pairs(q: np.ndarray) -> list[str]:
@@ -402,14 +596,13 @@ def _matrix_to_pairs(q: np.ndarray) -> list[str]:
 
 def read_ubqp(path: str | os.PathLike, *, k: int | None = None) -> Problem:
     """Read the iCBS reference UBQP text format (minimisation)."""
-    path = Path(path)
+    path = resolve_path(path)
     lines = _data_lines(path)
     if not lines:
         raise InputError(f"{path}: empty file; expected a first line 'n m'")
     line_no, tokens = lines[0]
     n, m = _parse_numbers(tokens, path, line_no, "ii")
-    if n < 1 or m < 0:
-        raise InputError(f"{path}:{line_no}: bad sizes n={n}, m={m}")
+    _check_entry_count(n, m, path, line_no)
     body = lines[1:]
     if len(body) != m:
         raise InputError(f"{path}: header announces {m} entries, found {len(body)} (truncated?)")
@@ -445,7 +638,7 @@ def read_orlib(
     path: str | os.PathLike, *, instance: int | None = None, k: int | None = None
 ) -> list[Problem]:
     """Read an OR-Library bqp file as minimisation problems (all, or one 1-based instance)."""
-    path = Path(path)
+    path = resolve_path(path)
     lines = _data_lines(path)
     if not lines:
         raise InputError(f"{path}: empty file; expected the number of instances")
@@ -463,8 +656,7 @@ def read_orlib(
             raise InputError(f"{path}: file ends before instance {index} of {count} (truncated?)")
         line_no, tokens = lines[pos]
         n, nnz = _parse_numbers(tokens, path, line_no, "ii")
-        if n < 1 or nnz < 0:
-            raise InputError(f"{path}:{line_no}: bad sizes n={n}, nnz={nnz}")
+        _check_entry_count(n, nnz, path, line_no)
         body = lines[pos + 1 : pos + 1 + nnz]
         if len(body) != nnz:
             raise InputError(f"{path}: instance {index} announces {nnz} entries, file is truncated")
@@ -488,23 +680,64 @@ def read_orlib(
     return problems
 
 
-def write_orlib(path: str | os.PathLike, problems: Sequence[Problem]) -> None:
-    """Write problems as an OR-Library bqp file (maximisation of -Q; offsets and k dropped)."""
-    if not problems:
+def write_orlib(
+    path: str | os.PathLike, problems: Iterable[Problem], *, count: int | None = None
+) -> None:
+    """Write problems as an OR-Library bqp file (maximisation of -Q; offsets and k dropped).
+
+    ``problems`` may be a lazy iterable (a block set) when ``count`` says how many it
+    yields; they are then written one at a time.
+    """
+    if count is None:
+        problems = list(problems)
+        count = len(problems)
+    if count < 1:
         raise InputError(f"{path}: nothing to write")
-    out = [str(len(problems))]
-    for problem in problems:
-        pairs = _matrix_to_pairs(-problem.Q)
-        out.append(f"{problem.n} {len(pairs)}")
-        out.extend(pairs)
+    written = 0
     with atomic_write(path, "w") as handle:
-        handle.write("\n".join(out) + "\n")
+        handle.write(f"{count}\n")
+        for problem in problems:
+            pairs = _matrix_to_pairs(-problem.Q)
+            handle.write(f"{problem.n} {len(pairs)}\n")
+            handle.write("".join(line + "\n" for line in pairs))
+            written += 1
+        if written != count:
+            raise InputError(f"{path}: {written} problems written, {count} announced")
 
 
 # --------------------------------------------------------------------------- dispatch
+#: Small files shipped with qcbo, so that examples run from a fresh clone:
+#: ``sample:NAME`` works wherever a problem file is read.
+#: The files are generated by qcbo/data/make_samples.py (see its docstring).
+SAMPLES = {
+    "bqp50": "bqp50-like.txt",  # OR-Library format, one n = 50 instance like Beasley's bqp50
+    "block": "block.ubqp",      # UBQP text, one n = 24 pruning-like block (read with --k 12)
+    "blocks": "blocks.npz",     # block set: 8 blocks, n = 32, k = 16, with provenance
+}
+_SAMPLE_PREFIX = "sample:"
+
+
+def sample_path(name: str) -> Path:
+    """The installed path of a shipped sample file (see `SAMPLES`)."""
+    if name not in SAMPLES:
+        raise InputError(f"unknown sample {name!r}; the samples are: "
+                         + ", ".join(f"sample:{s}" for s in SAMPLES))
+    return Path(__file__).resolve().parent / "data" / SAMPLES[name]
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, with ``sample:NAME`` replaced by the shipped file."""
+    text = os.fspath(path)
+    if isinstance(text, str) and text.startswith(_SAMPLE_PREFIX):
+        return sample_path(text[len(_SAMPLE_PREFIX):])
+    return Path(text)
+
+
 def detect_format(path: str | os.PathLike) -> str:
     """'native', 'blockset', 'ubqp', 'orlib', 'dimod' (.json) or 'lp', from name and content."""
-    path = Path(path)
+    path = resolve_path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a problem file")
     suffix = path.suffix.lower()
     if suffix == ".npz":
         with _load_npz(path) as npz:
@@ -535,9 +768,9 @@ def iter_problems(
 
     ``k`` sets the cardinality of problems from formats that carry none (UBQP,
     OR-Library, dimod BQM); ``instance`` picks one (1-based) problem of a multi-problem
-    file.
+    file. ``path`` may name a shipped sample as ``sample:NAME``.
     """
-    path = Path(path)
+    path = resolve_path(path)
     fmt = detect_format(path)
     if fmt == "orlib":
         yield from read_orlib(path, instance=instance, k=k)
@@ -583,6 +816,21 @@ def read_problems(
 ) -> list[Problem]:
     """All problems of a file (see `iter_problems`)."""
     return list(iter_problems(path, k=k, instance=instance))
+
+
+def problem_count(path: str | os.PathLike, *, instance: int | None = None) -> int:
+    """How many problems `iter_problems` yields, read from headers only (cheap)."""
+    if instance is not None:
+        return 1
+    path = resolve_path(path)
+    fmt = detect_format(path)
+    if fmt == "blockset":
+        with read_blockset(path) as blocks:
+            return len(blocks)
+    if fmt == "orlib":
+        line_no, tokens = _data_lines(path)[0]
+        return int(_parse_numbers(tokens, path, line_no, "i")[0])
+    return 1
 
 
 def read_problem(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -143,11 +143,22 @@ class Problem:
             if not 0 <= k <= size:
                 raise InputError(f"{source}: k={k} is out of range; need 0 <= k <= n={size}")
         if labels is not None:
+            if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
+                raise InputError(f"{source}: labels must be a sequence, got {labels!r:.60}")
             labels = tuple(labels)
             if len(labels) != size:
                 raise InputError(f"{source}: {len(labels)} labels for {size} variables")
-            if len(set(labels)) != size:
+            try:
+                unique = len(set(labels)) == size
+            except TypeError:
+                raise InputError(f"{source}: variable labels must be hashable") from None
+            if not unique:
                 raise InputError(f"{source}: variable labels must be unique")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InputError(
+                f"{source}: metadata must be a JSON object (a mapping), got "
+                f"{type(metadata).__name__}"
+            )
         meta = dict(metadata or {})
         try:
             json.dumps(meta, allow_nan=False)

@@ -8,7 +8,7 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
-from .errors import InputError
+from .errors import SolverError
 from .problem import Problem
 
 __all__ = ["SolveResult", "Status"]
@@ -65,18 +65,29 @@ class SolveResult:
         samples: np.ndarray | None = None,
         info: Mapping[str, Any] | None = None,
     ) -> "SolveResult":
-        """Score ``x`` (and ``samples``) with ``problem`` and derive the status."""
+        """Score ``x`` (and ``samples``) with ``problem`` and derive the status.
+
+        An ``x`` or ``samples`` that is not binary of the problem's length is the
+        solver's fault: `SolverError`.
+        """
         info = dict(info or {})
         sample_energies = None
         if samples is not None:
-            samples = np.asarray(samples).astype(np.int8).reshape(-1, problem.n)
+            samples = np.asarray(samples)
+            if samples.size == 0:
+                samples = samples.reshape(0, problem.n)
+            if (samples.ndim != 2 or samples.shape[1] != problem.n
+                    or not np.all((samples == 0) | (samples == 1))):
+                raise SolverError(f"{backend}: returned samples of shape {samples.shape} that "
+                                  f"are not 0/1 rows of length {problem.n}")
+            samples = samples.astype(np.int8)
             sample_energies = problem.energies(samples) if len(samples) else np.empty(0)
         if x is None:
             return cls(None, math.nan, False, "failed", backend, wall_time_s, seed,
                        samples, sample_energies, info)
         x = np.asarray(x)
         if x.shape != (problem.n,) or not np.all((x == 0) | (x == 1)):
-            raise InputError(
+            raise SolverError(
                 f"{backend}: returned an assignment of shape {x.shape} that is not binary of "
                 f"length {problem.n}"
             )

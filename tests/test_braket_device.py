@@ -149,9 +149,23 @@ class RecordingDevice:
         self.runs += 1
         if self.fail_on == self.runs:
             raise KeyboardInterrupt
-        task = self.inner.run(circuit, shots=shots, **kwargs)
+        task = _ArnTask(self.inner.run(circuit, shots=shots, **kwargs))
         self.tasks[task.id] = task
         return task
+
+
+class _ArnTask:
+    """A local task under the ARN a real Braket task would have."""
+
+    def __init__(self, task):
+        self.inner = task
+        self.id = f"arn:aws:braket:us-east-1:123456789012:quantum-task/{task.id}"
+
+    def state(self):
+        return self.inner.state()
+
+    def result(self):
+        return self.inner.result()
 
 
 class QueuedTask:

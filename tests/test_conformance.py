@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from backends import BACKENDS, backend_class
-from backends.base import Backend
-from qcbo import Problem, UnsupportedProblemError
+from backends.base import Backend, Option
+from qcbo import InputError, Problem, UnsupportedProblemError
+from qcbo.errors import UnknownOptionError
 
 from .helpers import brute_force, random_problem
 
@@ -78,8 +79,36 @@ def test_time_limit_honoured(backend):
 
 
 def test_unknown_option_rejected(backend):
-    with pytest.raises(TypeError, match="unknown option"):
+    with pytest.raises(UnknownOptionError, match="unknown option"):
         backend.solve(random_problem(4, 2, seed=0), seed=0, no_such_option=1)
+
+
+def test_options_are_declared_with_a_type(backend):
+    problem = random_problem(4, 2, seed=0)
+    resolved = backend.resolve_options(problem, {})
+    assert set(resolved) == set(backend.options)
+    for name, option in backend.options.items():
+        assert isinstance(option, Option) and option.help
+        with pytest.raises(InputError, match=f"option {name} must be"):
+            backend.resolve_options(problem, {name: "not-a-valid-value"})
+
+
+def test_warm_start_is_checked_once(backend):
+    if not backend.supports_initial():
+        pytest.skip(f"{backend.name} takes no warm start")
+    problem = random_problem(6, 3, seed=2)
+    with pytest.raises(InputError, match="initial has 2 ones"):
+        backend.solve(problem, seed=0, initial=np.array([1, 1, 0, 0, 0, 0]))
+    with pytest.raises(InputError, match="option initial must be"):
+        backend.solve(problem, seed=0, initial=[1, 1])
+    x0 = np.array([1, 1, 1, 0, 0, 0])
+    result = backend.solve(problem, seed=0, initial=x0)
+    assert result.feasible and result.energy <= problem.energy(x0) + 1e-9
+
+
+def test_negative_seed_is_an_input_error(backend):
+    with pytest.raises(InputError, match="seed must be an integer >= 0"):
+        backend.solve(random_problem(4, 2, seed=0), seed=-3)
 
 
 def test_feasibility_flag_consistent(backend):

@@ -289,3 +289,118 @@ def test_unknown_extension(tmp_path):
         read_problem(path)
     with pytest.raises(InputError, match="no such file"):
         read_problem(tmp_path / "missing.npz")
+
+
+# --------------------------------------------------------------------------- .lp details
+def _lp_problem(n: int, k: int, seed: int, density: float = 1.0) -> Problem:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, n)) * (rng.random((n, n)) < density)
+    return Problem((a + a.T) / 2, 1.25, k, labels=[f"w_{i}" for i in range(n)],
+                   metadata={"layer": "fc1", "rows": [0, n]})
+
+
+@pytest.mark.parametrize("n,density", [(50, 1.0), (250, 1.0), (1000, 0.01)])
+def test_lp_round_trip_with_k_and_labels(tmp_path, n, density):
+    """docplex wraps Σx == k over many lines once n >= 13; it must read back whole."""
+    pytest.importorskip("docplex")
+    p = _lp_problem(n, n // 3, seed=n, density=density)
+    write_problem(tmp_path / "p.lp", p)
+    text = (tmp_path / "p.lp").read_text(encoding="latin-1")
+    assert text.count("cardinality:") == 1 and text.split("cardinality:")[1].count("\n") > 2
+    back = read_problem(tmp_path / "p.lp")
+    assert back.n == n and back.k == n // 3 and back.labels == p.labels
+    assert back.metadata == p.metadata
+    X = np.random.default_rng(0).integers(0, 2, size=(64, n))
+    scale = np.abs(p.energies(X)).max()
+    assert np.allclose(back.energies(X), p.energies(X), atol=1e-9 * n * n, rtol=1e-10), scale
+
+
+def test_lp_keeps_labels_that_are_not_lp_names(tmp_path):
+    pytest.importorskip("docplex")
+    p = random_problem(4, 2, seed=1).replace(labels=[7, "a b", 3, "c"])
+    write_problem(tmp_path / "p.lp", p)
+    back = read_problem(tmp_path / "p.lp")
+    assert back.labels == (7, "a b", 3, "c")
+    _same_energies(p, back, atol=1e-9)
+
+
+def test_quadratic_program_keeps_labels():
+    pytest.importorskip("qiskit_optimization")
+    p = random_problem(3, 1, seed=2).replace(labels=["a", "b", "c"])
+    qp = interop.to_quadratic_program(p)
+    assert [v.name for v in qp.variables] == ["a", "b", "c"]
+    assert interop.from_quadratic_program(qp).labels == ("a", "b", "c")
+
+
+_LP = """\\ hand written
+Minimize
+ obj: 1 x + 2 y - 3 z + [ 4 x*y + 2 y*z - 6 x^2 ]/2 + 0.5
+Subject To
+ card: x + y
+   + z = 2
+Bounds
+{bounds}
+Binaries
+ x y z
+End
+"""
+
+
+def test_lp_fixed_variable_is_folded(tmp_path):
+    """A bound x = 1 fixes x: the optimum over the rest matches enumeration with x = 1."""
+    free = tmp_path / "free.lp"
+    free.write_text(_LP.format(bounds=" 0 <= x <= 1"))
+    full = read_problem(free)
+    assert full.k == 2 and full.labels == ("x", "y", "z")
+    fixed_path = tmp_path / "fixed.lp"
+    fixed_path.write_text(_LP.format(bounds=" x = 1\n y <= 5"))
+    fixed = read_problem(fixed_path)
+    assert fixed.labels == ("y", "z") and fixed.k == 1
+    assert fixed.metadata["fixed"] == {"x": 1}
+    for y in (0, 1):
+        for z in (0, 1):
+            assert fixed.energy(np.array([y, z])) == pytest.approx(
+                full.energy(np.array([1, y, z])))
+    loose = tmp_path / "loose.lp"  # bounds that allow both 0 and 1 leave x binary
+    loose.write_text(_LP.format(bounds=" x free\n y >= -1\n -inf <= z <= 3"))
+    assert read_problem(loose).n == 3 and "fixed" not in read_problem(loose).metadata
+    lower = tmp_path / "lower.lp"
+    lower.write_text(_LP.format(bounds=" z >= 1"))
+    assert read_problem(lower).metadata["fixed"] == {"z": 1}
+
+
+@pytest.mark.parametrize("bounds,match", [
+    (" x >= 2", "leave no 0/1 value"),
+    (" 0.2 <= x <= 0.8", "leave no 0/1 value"),
+    (" q <= 1", "not declared binary"),
+    (" x <= y", "cannot parse bound"),
+])
+def test_lp_bounds_that_cannot_hold_are_refused(tmp_path, bounds, match):
+    path = tmp_path / "b.lp"
+    path.write_text(_LP.format(bounds=bounds))
+    with pytest.raises(InputError, match=match):
+        read_problem(path)
+
+
+def test_ubqp_duplicate_pairs_are_refused(tmp_path):
+    path = tmp_path / "d.ubqp"
+    path.write_text("2 2\n1 2 1.0\n2 1 2.0\n")
+    with pytest.raises(InputError, match=r"d.ubqp:3: pair \(1, 2\) already given on line 2"):
+        read_ubqp(path)
+
+
+def test_huge_declared_sizes_are_refused_before_allocating(tmp_path):
+    path = tmp_path / "h.ubqp"
+    path.write_text("1000000 1\n1 1 1\n")
+    with pytest.raises(InputError, match="n=1000000 needs .* GiB"):
+        read_ubqp(path)
+
+
+def test_samples_are_shipped_and_readable():
+    from qcbo.io import SAMPLES, sample_path
+
+    for name in SAMPLES:
+        assert sample_path(name).exists(), name
+        assert read_problems(f"sample:{name}", k=None)
+    assert read_problem("sample:block", k=12).n == 24
+    assert len(read_problems("sample:blocks")) == 8

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qcbo import InputError, Problem
+from qcbo import InputError, Problem, SolverError
 from qcbo.result import SolveResult
 
 from .helpers import all_states, brute_force, random_problem
@@ -138,7 +138,7 @@ def test_solve_result_recomputes_energy_and_flags_infeasible():
     assert bad.status == "infeasible" and not bad.feasible
     failed = SolveResult.from_solution(p, None, backend="t", wall_time_s=0.1)
     assert failed.status == "failed" and failed.to_dict()["energy"] is None
-    with pytest.raises(InputError):
+    with pytest.raises(SolverError, match="not binary"):
         SolveResult.from_solution(p, np.array([1, 2, 0, 0]), backend="t", wall_time_s=0.0)
 
 

@@ -1,5 +1,7 @@
 """The backend registry and the shared Backend.solve contract."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -31,11 +33,14 @@ def test_missing_package_says_what_to_install(monkeypatch):
 
 class _Crashing(Backend):
     name = "crashing"
-    options = {"mode": Option("crash", "crash or infeasible")}
+    options = {"mode": Option(str, "crash", "crash, infeasible, garbage or ok",
+                              choices=("crash", "infeasible", "garbage", "ok"))}
 
     def _solve(self, problem, *, seed, time_limit, mode):
         if mode == "crash":
             raise RuntimeError("segfault-ish")
+        if mode == "garbage":
+            return RawSolution(np.array([2, 0, 7]))
         x = np.ones(problem.n, dtype=np.int8)
         return RawSolution(x, proven_optimal=True)
 
@@ -69,3 +74,62 @@ def test_registry_lines_name_real_modules_when_available():
     for name in available_backends():
         cls = backends.backend_class(name)
         assert cls.name == name
+
+
+def test_malformed_answer_is_a_solver_error():
+    with pytest.raises(SolverError, match="crashing: returned an assignment"):
+        _Crashing().solve(random_problem(3, 1, seed=0), seed=0, mode="garbage")
+
+
+def test_option_values_are_checked_against_their_declaration():
+    with pytest.raises(InputError, match="option mode must be one of crash, infeasible"):
+        _Crashing().solve(random_problem(3, 1, seed=0), seed=0, mode="explode")
+
+
+@pytest.mark.parametrize("option,good,converted", [
+    (Option(int, 5, "h", minimum=1), 3.0, 3),
+    (Option(float, 0.5, "h", greater_than=0), 2, 2.0),
+    (Option(bool, False, "h"), True, True),
+    (Option(int, None, "h", minimum=0), None, None),
+    (Option(tuple, None, "h", length=2, greater_than=0), [0.1, 3], (0.1, 3.0)),
+])
+def test_option_conversion(option, good, converted):
+    assert option.validate(good, random_problem(3, None, seed=0)) == converted
+
+
+@pytest.mark.parametrize("option,bad", [
+    (Option(int, 5, "h", minimum=1), "abc"),
+    (Option(int, 5, "h", minimum=1), 0),
+    (Option(int, 5, "h", minimum=1), 2.5),
+    (Option(int, 5, "h", minimum=1), True),
+    (Option(int, 5, "h", minimum=1), None),
+    (Option(float, 0.5, "h", greater_than=0), 0.0),
+    (Option(float, 0.5, "h"), float("nan")),
+    (Option(bool, False, "h"), "yes"),
+    (Option(str, "a", "h", choices=("a", "b")), "c"),
+    (Option(tuple, None, "h", length=2), [1.0]),
+    (Option(dict, None, "h"), [1, 2]),
+])
+def test_option_rejects(option, bad):
+    with pytest.raises(ValueError):
+        option.validate(bad, random_problem(3, None, seed=0))
+
+
+def test_unknown_option_is_an_input_error_subclass():
+    from qcbo.errors import UnknownOptionError
+
+    with pytest.raises(UnknownOptionError, match="unknown option.*bogus.*known options: mode"):
+        _Crashing().solve(random_problem(3, 1, seed=0), seed=0, bogus=1)
+    assert issubclass(UnknownOptionError, InputError)
+
+
+def test_numba_cache_falls_back_to_a_temporary_folder(tmp_path):
+    pytest.importorskip("numba")
+    from backends._kernels import _cache_fallback
+
+    assert _cache_fallback([tmp_path]) is None
+    unwritable = [tmp_path / "file" / "sub", tmp_path / "file2" / "sub"]
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "file2").write_text("x")
+    folder = _cache_fallback(unwritable)
+    assert folder is not None and os.access(folder, os.W_OK)

@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
             cls = backend_class(name)
             row["summary"] = cls.summary
             row["max_variables"] = cls.max_variables
-            row["options"] = {k: {"default": repr(o.default), "help": o.help}
+            row["options"] = {k: {"default": json.dumps(o.default), "accepts": o.describe(),
+                                  "help": o.help}
                               for k, o in cls.options.items()}
         rows.append(row)
     if args.json:
@@ -38,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
         if row["summary"]:
             print(f"    {row['summary']}")
         for opt, d in row["options"].items():
-            print(f"    --option {opt}=...  default {d['default']}: {d['help']}")
+            print(f"    -o {opt}=...  {d['accepts']}, default {d['default']}: {d['help']}")
     return 0

@@ -27,9 +27,10 @@ def run(args: argparse.Namespace, *, load_task=None) -> int:
     """``load_task`` (tests): ARN -> task object, used instead of AwsQuantumTask."""
     from backends.braket_device import collect_results, load_manifest, require_aws_credentials
 
-    from ..io import read_problems
+    from ..io import check_output, read_problems
 
     manifest = load_manifest(args.manifest)
+    out = check_output(Path(args.out) if args.out else default_results(args.manifest), "--out")
     source = manifest["source"]
     problems = read_problems(source["path"], k=source.get("k"), instance=source.get("instance"))
     if load_task is None:
@@ -37,7 +38,6 @@ def run(args: argparse.Namespace, *, load_task=None) -> int:
         from braket.aws import AwsQuantumTask
 
         load_task = AwsQuantumTask
-    out = Path(args.out) if args.out else default_results(args.manifest)
     summary = collect_results(args.manifest, problems, load_task, out)
     for item in summary["results"]:
         print(f"block {item['problem']['block'] + 1}: energy {item['energy']:.10g}, feasible "

@@ -1,4 +1,7 @@
-"""`qcbo convert`: between native .npz, block sets, UBQP, OR-Library, dimod .json and .lp."""
+"""`qcbo convert`: between native .npz, block sets, UBQP, OR-Library, dimod .json and .lp.
+
+Block sets stream: one block is in memory at a time, whatever the size of the set.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,11 @@ from pathlib import Path
 
 NAME = "convert"
 HELP = "convert a problem file; formats from the extensions (.npz .ubqp .txt .json .lp)"
+
 log = logging.getLogger(__name__)
+
+_ORLIB = (".txt", ".bqp", ".orlib")
+_LOSSY = (".ubqp", *_ORLIB)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,27 +28,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..io import read_problems, write_blockset, write_orlib, write_problem
+    from ..io import (BlockSetWriter, check_output, detect_format, iter_problems,
+                      problem_count, read_blockset, write_orlib, write_problem)
+    from ..io import resolve_path
 
-    problems = read_problems(args.path, k=args.k, instance=args.instance)
-    out = Path(args.out)
+    source = resolve_path(args.path)
+    out = check_output(args.out)
     suffix = out.suffix.lower()
-    if out.resolve() == Path(args.path).resolve():
+    if out.resolve() == Path(source).resolve():
         raise InputError(f"{out}: output would overwrite the input; choose another name")
-    if len(problems) > 1:
+    count = problem_count(source, instance=args.instance)
+    problems = iter_problems(source, k=args.k, instance=args.instance)
+    if count > 1:
         if suffix == ".npz":
-            write_blockset(out, problems)
-        elif suffix in (".txt", ".bqp", ".orlib"):
-            write_orlib(out, problems)
+            metadata = None
+            if detect_format(source) == "blockset":
+                with read_blockset(source) as blocks:
+                    metadata = blocks.metadata
+            with BlockSetWriter(out, metadata=metadata) as writer:
+                for problem in problems:
+                    writer.add(problem)
+        elif suffix in _ORLIB:
+            write_orlib(out, problems, count=count)
         else:
-            raise InputError(f"{args.path} holds {len(problems)} problems; write them to a "
+            raise InputError(f"{args.path} holds {count} problems; write them to a "
                              ".npz block set or pick one with --instance")
     else:
-        problem = problems[0]
-        lossy = suffix in (".ubqp", ".txt", ".bqp", ".orlib") and (problem.offset or problem.k is not None)
-        if lossy:
+        problem = next(iter(problems))
+        if suffix in _LOSSY and (problem.offset or problem.k is not None):
             print(f"qcbo: note: {suffix} keeps neither offset nor k (offset={problem.offset:g}, "
                   f"k={problem.k}); give --k when reading it back")
         write_problem(out, problem)
-    print(f"wrote {len(problems)} problem(s) to {out}")
+    print(f"wrote {count} problem(s) to {out}")
     return 0

@@ -35,7 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def default_manifest(path: str) -> Path:
-    return Path(f"{Path(path).stem}.braket-manifest.json")
+    from ..io import resolve_path
+
+    return Path(f"{resolve_path(path).stem}.braket-manifest.json")
 
 
 def run(args: argparse.Namespace, *, device=None) -> int:
@@ -44,16 +46,18 @@ def run(args: argparse.Namespace, *, device=None) -> int:
                                         require_aws_credentials, submit_blocks)
 
     from ..errors import InputError
-    from ..io import read_problems
+    from ..io import check_output, read_problems, resolve_path
 
     if args.shots < 1:
         raise InputError("--shots must be >= 1")
+    manifest_path = check_output(Path(args.manifest) if args.manifest
+                                 else default_manifest(args.path), "--manifest")
     problems = read_problems(args.path, k=args.k, instance=args.instance)
     angles = None
     if args.angles:
         try:
             angles = json.loads(Path(args.angles).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{args.angles}: cannot read angles ({exc})") from None
     if device is None:
         require_aws_credentials()
@@ -62,7 +66,6 @@ def run(args: argparse.Namespace, *, device=None) -> int:
         device = AwsDevice(args.device)
     info = device_info(device.properties)
     plans = plan_blocks(problems, info, p=args.p, mixer=args.mixer, angles=angles, seed=args.seed)
-    manifest_path = Path(args.manifest) if args.manifest else default_manifest(args.path)
     if manifest_path.exists():
         from backends.braket_device import load_manifest
 
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace, *, device=None) -> int:
     from tqdm import tqdm
 
     todo = sum(1 for p in plans if not p.get("task_arn"))
-    source = {"path": str(Path(args.path).resolve()), "k": args.k, "instance": args.instance}
+    source = {"path": str(resolve_path(args.path).resolve()), "k": args.k, "instance": args.instance}
     with tqdm(total=todo, desc="submit", unit="task", file=sys.stderr, disable=todo == 0) as bar:
         manifest = submit_blocks(plans, device, manifest_path, device_arn=args.device,
                                  shots=args.shots, source=source, s3=args.s3, progress=bar.update)
