@@ -4,9 +4,14 @@
     >>> print(format_table(report))
 
 The reference energy of a problem is the lowest feasible energy that any backend found
-on it (any seed), or ``metadata["best_known"]`` when that is lower. It is marked
+on it (any seed), or ``metadata["best_known"]`` when that is lower and applies to the
+problem as posed (see `applicable_best_known`: an OR-Library best-known value is for the
+unconstrained instance and never the reference once a k is set). It is marked
 ``reference_proven`` when a backend proved it optimal (status "optimal") and nothing
 lower is known.
+
+With an ``executor`` (see `backends.executor`), the problems x seeds of each backend run
+as parallel tasks; the report is the same as a serial one (wall times aside).
 
 The relative gap of a feasible answer with energy E is
 
@@ -26,16 +31,21 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from qcbo.errors import InputError, SolverError, UnsupportedProblemError
 from qcbo.problem import Problem
+from qcbo.result import SolveResult
 
 from . import get_backend
 
-__all__ = ["compare", "relative_gap", "format_table", "plot_report", "GAP_FLOOR", "REACH_RTOL"]
+if TYPE_CHECKING:
+    from .executor import Executor
+
+__all__ = ["compare", "relative_gap", "applicable_best_known", "format_table", "plot_report",
+           "GAP_FLOOR", "REACH_RTOL"]
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +67,44 @@ def _reached(energy: float, reference: float) -> bool:
     return energy <= reference + REACH_RTOL * max(abs(reference), 1.0)
 
 
+def applicable_best_known(problem: Problem) -> float | None:
+    """``metadata["best_known"]`` when it holds for ``problem`` as posed, else None.
+
+    A value recorded with ``metadata["best_known_k"]`` holds only for that k. Without
+    one, an OR-Library value (``metadata["format"] == "orlib"``, kept through
+    conversions) is for the unconstrained instance, so it does not hold once a
+    cardinality k is set (``--k``); any other value is taken to hold.
+    """
+    meta = problem.metadata
+    value = meta.get("best_known")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    if "best_known_k" in meta:
+        return float(value) if meta["best_known_k"] == problem.k else None
+    if meta.get("format") == "orlib" and problem.k is not None:
+        return None
+    return float(value)
+
+
 def _run_one(backend: Any, problem: Problem, seed: int, time_limit: float | None,
              options: Mapping[str, Any]) -> dict[str, Any]:
     try:
         result = backend.solve(problem, seed=seed, time_limit=time_limit, **options)
-    except UnsupportedProblemError as exc:
-        return {"seed": seed, "status": "skipped", "reason": str(exc)}
-    except SolverError as exc:
-        log.warning("%s failed on a problem: %s", backend.name, exc)
-        return {"seed": seed, "status": "failed", "reason": str(exc), "energy": None,
+    except (UnsupportedProblemError, SolverError) as exc:
+        return _run_record(backend.name, seed, exc)
+    return _run_record(backend.name, seed, result)
+
+
+def _run_record(backend: str, seed: int, result: SolveResult | Exception) -> dict[str, Any]:
+    """One run of the report, from a result or the error a backend raised."""
+    if isinstance(result, UnsupportedProblemError):
+        return {"seed": seed, "status": "skipped", "reason": str(result)}
+    if isinstance(result, SolverError):
+        log.warning("%s failed on a problem: %s", backend, result)
+        return {"seed": seed, "status": "failed", "reason": str(result), "energy": None,
                 "feasible": False, "wall_time_s": None}
+    if isinstance(result, Exception):
+        raise result
     info = dict(result.info)
     run: dict[str, Any] = {
         "seed": seed,
@@ -91,6 +129,7 @@ def compare(
     names: Sequence[str] | None = None,
     progress: Progress | None = None,
     warm_up: bool = True,
+    executor: "Executor | None" = None,
 ) -> dict[str, Any]:
     """Run every backend on every problem (once per seed) and summarise.
 
@@ -105,7 +144,10 @@ def compare(
         progress: wraps the iteration over problems, e.g. ``lambda it, total: tqdm(it,
             total=total)``.
         warm_up: solve a 3-variable problem with each backend first (untimed), so that
-            imports and JIT compilation do not count against the first problem.
+            imports and JIT compilation do not count against the first problem (an
+            executor's workers warm themselves up).
+        executor: run the problems x seeds of each backend as parallel tasks on it;
+            ``progress`` then wraps the finished solves instead of the problems.
 
     Returns a JSON-ready dict: ``problems`` (reference, best known, every run with
     energy, gap, reached, status, wall time) and ``summary`` per backend (mean and worst
@@ -127,7 +169,10 @@ def compare(
     if names is not None and len(names) != len(problems):
         raise InputError(f"compare: {len(names)} names for {len(problems)} problems")
     instances = {name: get_backend(name) for name in backends}
-    if warm_up:
+    if executor is not None:
+        all_runs = _runs_on(executor, problems, backends, seed_list, time_limit, options,
+                            progress)
+    elif warm_up:
         # Imports and JIT compilation happen here, not inside the first timed solve.
         tiny = Problem(np.array([[1.0, -0.5, 0.2], [-0.5, -1.0, 0.3], [0.2, 0.3, 0.5]]), 0.0, 1)
         for name, backend in instances.items():
@@ -138,15 +183,18 @@ def compare(
 
     rows: list[dict[str, Any]] = []
     iterator: Iterable[int] = range(len(problems))
-    if progress is not None:
+    if progress is not None and executor is None:
         iterator = progress(iterator, len(problems))
     for index in iterator:
         problem = problems[index]
         meta = problem.metadata
         name = names[index] if names is not None else str(meta.get("name", f"problem{index}"))
-        runs = {b: [_run_one(instances[b], problem, s, time_limit, options.get(b, {}))
-                    for s in seed_list] for b in backends}
-        rows.append(_score_problem(name, problem, meta.get("best_known"), runs))
+        if executor is not None:
+            runs = {b: all_runs[b][index] for b in backends}
+        else:
+            runs = {b: [_run_one(instances[b], problem, s, time_limit, options.get(b, {}))
+                        for s in seed_list] for b in backends}
+        rows.append(_score_problem(name, problem, runs))
 
     return {
         "backends": list(backends),
@@ -158,15 +206,43 @@ def compare(
     }
 
 
-def _score_problem(name: str, problem: Problem, best_known: Any,
+def _runs_on(executor: "Executor", problems: Sequence[Problem], backends: Sequence[str],
+             seeds: list[int], time_limit: float | None,
+             options: Mapping[str, Mapping[str, Any]],
+             progress: Progress | None) -> dict[str, list[list[dict[str, Any]]]]:
+    """Every backend x problem x seed through ``executor``: runs[backend][problem][seed]."""
+    runs: dict[str, list[list[Any]]] = {
+        b: [[None] * len(seeds) for _ in problems] for b in backends}
+    pairs = [(p, s) for p in range(len(problems)) for s in range(len(seeds))]
+
+    def outcomes() -> Iterable[tuple[str, int, Any]]:
+        for backend in backends:
+            finished = executor.solve_iter(
+                (problems[p] for p, _ in pairs), backend, options.get(backend, {}),
+                time_limit=time_limit, seeds=[seeds[s] for _, s in pairs], errors="return")
+            for position, result, _info in finished:
+                yield backend, position, result
+
+    iterator: Iterable[tuple[str, int, Any]] = outcomes()
+    if progress is not None:
+        iterator = progress(iterator, len(pairs) * len(backends))
+    for backend, position, result in iterator:
+        p, s = pairs[position]
+        runs[backend][p][s] = _run_record(backend, seeds[s], result)
+    return runs
+
+
+def _score_problem(name: str, problem: Problem,
                    runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    recorded = problem.metadata.get("best_known")
+    best_known = applicable_best_known(problem)
     found = [(r["energy"], b, r["status"]) for b, rs in runs.items() for r in rs
              if r.get("feasible") and r.get("energy") is not None]
     reference, source, proven = None, None, False
     if found:
         reference, source, _ = min(found)
         proven = any(st == "optimal" and _reached(e, reference) for e, _, st in found)
-    if isinstance(best_known, (int, float)) and math.isfinite(best_known):
+    if best_known is not None:
         if reference is None or best_known < reference - REACH_RTOL * max(abs(reference), 1.0):
             reference, source, proven = float(best_known), "best_known", False
     for rs in runs.values():
@@ -176,7 +252,7 @@ def _score_problem(name: str, problem: Problem, best_known: Any,
                 r["reached"] = _reached(r["energy"], reference)
             elif r["status"] != "skipped":
                 r["gap"], r["reached"] = None, False
-    return {
+    row = {
         "name": name,
         "n": problem.n,
         "k": problem.k,
@@ -186,6 +262,12 @@ def _score_problem(name: str, problem: Problem, best_known: Any,
         "reference_proven": proven,
         "runs": runs,
     }
+    if best_known is None and recorded is not None:
+        row["best_known_ignored"] = {
+            "value": recorded,
+            "reason": f"recorded for k={problem.metadata.get('best_known_k')}, the problem "
+                      f"has k={problem.k}"}
+    return row
 
 
 def _summarise(backend: str, rows: list[dict[str, Any]]) -> dict[str, Any]:

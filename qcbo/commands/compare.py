@@ -45,6 +45,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", "-o", type=_backend_option, action="append", default=[],
                         metavar="BACKEND.KEY=VALUE",
                         help="backend option, repeatable (e.g. -o dwave-sa.num_reads=50)")
+    parser.add_argument("--executor", choices=("serial", "processes", "ray"), default="serial",
+                        help="where the solves run: this process, local worker processes or "
+                             "Ray (default serial); the report is the same")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="worker processes (processes) or CPUs of a local Ray (default: "
+                             "one per CPU)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="join this Ray cluster (default $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--out", default="compare-results", metavar="DIR",
                         help="folder for report.json and gap_vs_time.png (default "
                              "./compare-results; created if missing)")
@@ -54,12 +62,15 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from backends.compare import compare, format_table, plot_report
+    from backends.executor import make_executor
 
     from ..errors import InputError
     from ..io import atomic_write, read_problems
 
     if args.seeds < 1:
         raise InputError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
     options: dict[str, dict[str, Any]] = {}
     for backend, key, value in args.option:
         options.setdefault(backend, {})[key] = value
@@ -72,11 +83,20 @@ def run(args: argparse.Namespace) -> int:
             names.append(str(problem.metadata.get("name", default)))
     out = Path(args.out)
 
-    report = compare(
-        problems, args.backends, time_limit=args.time_limit, seeds=args.seeds,
-        options=options, names=names,
-        progress=lambda it, total: tqdm(it, total=total, desc="problems", unit="problem"),
-    )
+    if args.executor == "serial" and args.workers is None and args.ray_address is None:
+        report = compare(
+            problems, args.backends, time_limit=args.time_limit, seeds=args.seeds,
+            options=options, names=names,
+            progress=lambda it, total: tqdm(it, total=total, desc="problems", unit="problem"),
+        )
+    else:
+        with make_executor(args.executor, workers=args.workers,
+                           ray_address=args.ray_address) as executor:
+            report = compare(
+                problems, args.backends, time_limit=args.time_limit, seeds=args.seeds,
+                options=options, names=names, executor=executor,
+                progress=lambda it, total: tqdm(it, total=total, desc="solves", unit="solve"),
+            )
     report["paths"] = [str(p) for p in args.paths]
     out.mkdir(parents=True, exist_ok=True)
     # Everything is computed before anything is written; each file appears whole or not
