@@ -1,17 +1,20 @@
-"""iCBS: iterative combinatorial brain surgeon by block coordinate descent (ICBS.md).
+"""iCBS for classifiers: the driver that runs the engine (`pruning.engine`) on a model.
 
 `prune(model, loss_fn, train_loader, val_loader, ICBSConfig(...))` prunes the
-nn.Linear / nn.Conv2d weights of ``model`` in place to the target density and returns
-a JSON-ready report. Each step picks a layer and a block of free weights, builds the
-block QCBO of `pruning.block` from per-sample gradients (`pruning.fisher`) on a fresh
-batch, solves it with any registered backend, re-scores the answer on the exact block
-model and applies it only when it beats the current mask (energy 0 by construction).
+nn.Linear / nn.Conv2d weights of ``model`` in place to the target density and returns an
+`ICBSReport`. The start is a one-shot mask (``init="auto"``: every one-shot mask of
+`pruning.baselines.BASELINES` is scored on the calibration set and the lowest loss wins);
+then epochs of steps, each step a group of blocks posed by
+`pruning.objectives.ClassifierFisher` from one fresh batch, solved by any registered
+backend, accepted on the exact block model and kept only when the held-out calibration
+loss does not rise (``loss_check``). Validation loss and accuracy are measured after
+every epoch; progress goes to the ``on_step`` / ``on_epoch`` callbacks.
 
 Differences from the reference implementation, on purpose (ICBS.md lists its defects):
 no cutoff on Q (dense blocks), delta-L re-evaluated exactly, warm starts from the
-current mask, never a worse block answer applied, a tabu list that never starves a
-block (oldest entries are released when candidates run short), fresh shuffled batches
-every step, validation loss and accuracy both reported.
+current mask, never a worse block answer applied, steps confirmed on held-out data, a
+tabu list that never starves a block, fresh shuffled batches every group, validation
+loss and accuracy both reported.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
@@ -32,48 +34,47 @@ from qcbo.errors import InputError, UnsupportedProblemError
 from qcbo.problem import Problem
 
 from .baselines import BASELINES, masks_from_scores, prunable_weights, scores_for
-from .block import block_problem
-from .fisher import exact_hessian_block, fisher_block
+from .engine import BlockSolver, ICBSEngine, SelectionPolicy, StepRecord
+from .objectives import ClassifierFisher, calibration_loss
 
-__all__ = ["DEFAULT_BACKEND_OPTIONS", "ICBSConfig", "prune", "evaluate_loader", "resolve_block_size", "step_schedule"]
+__all__ = ["INITS", "ICBSConfig", "ICBSReport", "prune", "evaluate_loader",
+           "resolve_block_size", "step_schedule", "choose_start"]
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
 
-#: Default block sizes for backends without a fixed variable limit.
-_DEFAULT_BLOCK = {"exact": 16, "cpsat": 64}
-#: Backend options used when `ICBSConfig.backend_options` is None. iCBS blocks are easy
-#: for local search (on Fashion-MNIST blocks of 1024, SA with 50 sweeps x 1 restart
-#: reached the same energy as 1000 x 10 and as tabu; see the pruning benchmark notes),
-#: so the solver's generic defaults would spend 10-50x the time for nothing.
-DEFAULT_BACKEND_OPTIONS: dict[str, dict[str, Any]] = {
-    "sa": {"sweeps": 100, "restarts": 2},
-    "tabu": {"iterations": 4000},
-    "cpsat": {},
-}
+#: Starts iCBS accepts: "auto" (the best one-shot mask of `BASELINES` on the calibration
+#: set), a one-shot baseline, or "chita" (CHITA's mask and updated weights).
+INITS: tuple[str, ...] = ("auto", *BASELINES, "chita")
 
 
 @dataclass(frozen=True)
 class ICBSConfig:
-    """Options of an iCBS run; defaults follow ICBS.md (the reference's defaults).
+    """Options of an iCBS run on a classifier.
 
-    ``block_size`` None picks one the backend can take (its ``max_variables``, 16 for
-    exact, 64 for cpsat, else 1024); ``block_k`` None aims for half of the block pruned.
-    ``backend_options`` go to the backend's ``solve`` (None: `DEFAULT_BACKEND_OPTIONS`
-    for that backend); ``initial`` (the current mask) is added for backends that
-    declare it.
+    ``block_size`` None: the backend's ``block_size_hint``, else its ``max_variables``,
+    else 1024; ``block_k`` None aims for half of the block pruned. ``backend_options``
+    go to the backend's ``solve`` (None: the backend's ``icbs_options``); the current
+    mask is passed as ``initial`` to backends that take a warm start. ``group_size``
+    blocks are posed from one batch and checked together. ``loss_check``: keep a group
+    only when the mean loss on the calibration set does not rise by more than
+    ``loss_tol`` (loss units), else halve its answers up to ``shrink_steps`` times. ``calibration_samples``: size of that set when the caller
+    lets iCBS carve it (`pruning.run.prune_classifier`). γ, λ, fixing and tabu
+    fractions default to ICBS.md's; the step counts and block size to the values chosen
+    on the model zoo (benchmarks/README.md, "Choosing the defaults").
     """
 
     density: float
     backend: str = "sa"
     backend_options: Mapping[str, Any] | None = None
-    init: str = "magnitude"
+    init: str = "auto"
     block_size: int | None = None
     block_k: int | None = None
-    epochs: int = 10
-    steps_per_epoch: int = 300
+    epochs: int = 4
+    steps_per_epoch: int = 100
+    group_size: int = 1
     min_steps_per_layer: int = 1
     fisher_samples: int = 512
     hessian: Literal["fisher", "exact"] = "fisher"
@@ -83,6 +84,10 @@ class ICBSConfig:
     fix_frac_keep: float = 0.35
     tabu_frac: float = 0.40
     rescale: bool = True
+    loss_check: bool = True
+    loss_tol: float = 0.0
+    shrink_steps: int = 2
+    calibration_samples: int = 4096
     solver_time_limit: float | None = None
     keep_best: bool = False
     patterns: tuple[str, ...] | None = None
@@ -93,26 +98,40 @@ class ICBSConfig:
         """Raise InputError on out-of-range values (before any work is done)."""
         if not 0.0 < float(self.density) <= 1.0:
             raise InputError(f"density must be in (0, 1], got {self.density}")
-        if self.init not in BASELINES:
-            raise InputError(f"unknown init {self.init!r}; choose one of: {', '.join(BASELINES)}")
+        if self.init not in INITS:
+            raise InputError(f"unknown init {self.init!r}; choose one of: {', '.join(INITS)}")
         if self.block_size is not None and self.block_size < 2:
             raise InputError(f"block size must be at least 2, got {self.block_size}")
         if self.epochs < 0 or self.steps_per_epoch < 0:
             raise InputError("epochs and steps per epoch must be >= 0")
-        for name in ("fix_frac_prune", "fix_frac_keep", "tabu_frac"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise InputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.group_size < 1:
+            raise InputError(f"group size must be >= 1, got {self.group_size}")
+        self.policy.validate()
         if self.hessian not in ("fisher", "exact"):
             raise InputError(f"hessian must be fisher or exact, got {self.hessian!r}")
         if self.fisher_samples < 1:
             raise InputError("fisher_samples must be >= 1")
+        if self.calibration_samples < 1 or self.calibration_batches < 1:
+            raise InputError("calibration_samples and calibration_batches must be >= 1")
+        if self.shrink_steps < 0:
+            raise InputError(f"shrink_steps must be >= 0, got {self.shrink_steps}")
+        if not self.loss_tol >= 0.0:
+            raise InputError(f"loss_tol must be >= 0, got {self.loss_tol}")
+
+    @property
+    def policy(self) -> SelectionPolicy:
+        return SelectionPolicy(self.fix_frac_prune, self.fix_frac_keep, self.tabu_frac)
 
 
-def resolve_block_size(backend: Any, requested: int | None) -> int:
-    """The block size to use with ``backend``; refuses sizes over its ``max_variables``."""
+def resolve_block_size(backend: Any, requested: int | None, preferred: int = 1024) -> int:
+    """The block size to use with ``backend``: ``requested`` (refused over its
+    ``max_variables``), else its ``block_size_hint``, else ``preferred`` capped by
+    ``max_variables``."""
     limit = getattr(backend, "max_variables", None)
     if requested is None:
-        return int(limit) if limit is not None else _DEFAULT_BLOCK.get(backend.name, 1024)
+        hint = getattr(backend, "block_size_hint", None)
+        size = int(hint) if hint is not None else int(preferred)
+        return min(size, int(limit)) if limit is not None else size
     if limit is not None and requested > limit:
         raise UnsupportedProblemError(
             f"{backend.name} takes at most {limit} variables per block; use --block-size "
@@ -171,91 +190,104 @@ def _batches_forever(loader: Iterable[Batch]) -> Iterator[Batch]:
             raise InputError("training loader is empty")
 
 
-class _Layer:
-    """Mask, fixing and tabu state of one weight tensor (flat numpy views)."""
-
-    def __init__(self, name: str, param: nn.Parameter, keep: np.ndarray, score: np.ndarray,
-                 fix_prune: float, fix_keep: float, tabu_frac: float, block: int) -> None:
-        self.name = name
-        self.param = param
-        self.w0 = param.detach().reshape(-1).clone()
-        self.keep = keep.reshape(-1).copy()
-        self.score = score.reshape(-1).astype(np.float64)
-        self.fixed = np.zeros(self.keep.size, dtype=bool)
-        pruned = np.flatnonzero(~self.keep)
-        kept = np.flatnonzero(self.keep)
-        # Lowest-scoring pruned stay pruned, highest-scoring kept stay kept.
-        order_p = pruned[np.argsort(self.score[pruned], kind="stable")]
-        order_k = kept[np.argsort(-self.score[kept], kind="stable")]
-        self.fixed[order_p[: int(fix_prune * len(pruned))]] = True
-        self.fixed[order_k[: int(fix_keep * len(kept))]] = True
-        self.free = int((~self.fixed).sum())
-        self.tabu: deque[np.ndarray] = deque()
-        self.in_tabu = np.zeros(self.keep.size, dtype=bool)
-        self.tabu_capacity = max(0, min(int(tabu_frac * self.free), self.free - block))
-
-    def _candidates(self) -> tuple[np.ndarray, np.ndarray]:
-        cand = ~self.fixed & ~self.in_tabu
-        return np.flatnonzero(cand & ~self.keep), np.flatnonzero(cand & self.keep)
-
-    def select(self, n: int, k: int) -> np.ndarray | None:
-        """Flat indices of a block: up to k pruned (highest score first) and the rest kept
-        (lowest score first); releases the oldest tabu entries if candidates run short."""
-        free_pruned = int((~self.fixed & ~self.keep).sum())
-        free_kept = self.free - free_pruned
-        want_p = min(k, free_pruned)
-        want_k = min(n - want_p, free_kept)
-        want_p = min(n - want_k, free_pruned)
-        pruned, kept = self._candidates()
-        while self.tabu and (len(pruned) < want_p or len(kept) < want_k):
-            self.in_tabu[self.tabu.popleft()] = False
-            pruned, kept = self._candidates()
-        take_p, take_k = min(want_p, len(pruned)), min(want_k, len(kept))
-        if take_p == 0 or take_k == 0:
-            return None
-        top_p = pruned[np.argsort(-self.score[pruned], kind="stable")[:take_p]]
-        low_k = kept[np.argsort(self.score[kept], kind="stable")[:take_k]]
-        return np.sort(np.concatenate([top_p, low_k]))
-
-    def push_tabu(self, idx: np.ndarray) -> None:
-        self.tabu.append(idx)
-        self.in_tabu[idx] = True
-        while self.tabu and int(self.in_tabu.sum()) > self.tabu_capacity:
-            self.in_tabu[self.tabu.popleft()] = False
-
-    @torch.no_grad()
-    def set_keep(self, idx: np.ndarray, keep: np.ndarray) -> None:
-        self.keep[idx] = keep
-        t = torch.from_numpy(idx)
-        self.param.view(-1)[t] = self.w0[t] * torch.from_numpy(keep.astype(np.float32)).to(
-            self.w0.dtype)
-
-    @torch.no_grad()
-    def restore(self, keep: np.ndarray) -> None:
-        self.keep = keep.copy()
-        self.param.copy_((self.w0 * torch.from_numpy(keep).to(self.w0.dtype)).view_as(self.param))
-
-    @property
-    def density(self) -> float:
-        return float(self.keep.mean())
-
-
-def _take_samples(batches: Iterator[Batch], m: int) -> Batch:
-    xs, ys, count = [], [], 0
-    while count < m:
-        xb, yb = next(batches)
-        xs.append(xb)
-        ys.append(yb)
-        count += len(xb)
-    return torch.cat(xs)[:m], torch.cat(ys)[:m]
-
-
 def _metrics(model: nn.Module, loader: Iterable[Batch] | None, loss_fn: LossFn,
              prefix: str) -> dict[str, float | None]:
     if loader is None:
         return {}
     loss, acc = evaluate_loader(model, loader, loss_fn)
     return {f"{prefix}_loss": loss, f"{prefix}_accuracy": acc}
+
+
+def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Parameter],
+                 density: float, candidates: Sequence[str], score_batches: Sequence[Batch],
+                 calibration: Batch, seed: int = 0) -> tuple[str, dict[str, dict[str, Any]], dict]:
+    """Score every start of ``candidates`` (`BASELINES` names or "chita") on the
+    calibration set.
+
+    Returns (chosen name: lowest calibration loss, per-candidate {loss, accuracy, time},
+    {"masks", "scores", "values"} of the chosen one: masks True = kept, selection scores,
+    and the dense values iCBS keeps on kept weights, None for the original weights).
+    The model's weights are left dense.
+    """
+    dense = {n: p.detach().clone() for n, p in weights.items()}
+    table: dict[str, dict[str, Any]] = {}
+    best: tuple[float, str] | None = None
+    chosen: dict[str, Any] = {}
+    try:
+        for name in candidates:
+            t0 = time.perf_counter()
+            values = None
+            if name == "chita":
+                from .chita import ChitaConfig, chita_prune
+
+                result = chita_prune(model, loss_fn, score_batches,
+                                     ChitaConfig(density=density, seed=seed),
+                                     patterns=list(weights))
+                masks = {n: result.masks[n] for n in weights}
+                values = {n: torch.where(masks[n], weights[n].detach(), dense[n])
+                          for n in weights}
+                scores = {n: values[n].abs() for n in weights}
+            else:
+                score_method, granularity = BASELINES[name]
+                scores = scores_for(score_method, model, weights, loss_fn=loss_fn,
+                                    batches=score_batches)
+                masks = masks_from_scores(scores, density, granularity)
+            with torch.no_grad():
+                for n, p in weights.items():
+                    base = dense[n] if values is None else values[n]
+                    p.copy_(base * masks[n].to(p.dtype))
+            loss, acc = calibration_loss(model, *calibration, loss_fn)
+            with torch.no_grad():
+                for n, p in weights.items():
+                    p.copy_(dense[n])
+            table[name] = {"calibration_loss": loss, "calibration_accuracy": acc,
+                           "time_s": time.perf_counter() - t0}
+            if best is None or loss < best[0]:
+                best = (loss, name)
+                chosen = {"masks": masks, "scores": scores, "values": values}
+    finally:
+        with torch.no_grad():
+            for n, p in weights.items():
+                p.copy_(dense[n])
+    assert best is not None
+    return best[1], table, chosen
+
+
+@dataclass
+class ICBSReport:
+    """What an iCBS run did; `to_dict` gives the JSON form written to report.json.
+
+    ``steps``: one `StepRecord` per solved block; ``groups`` (in ``engine``): predicted
+    against measured held-out loss change per group.
+    """
+
+    config: dict[str, Any]
+    backend: str
+    block_size: int
+    block_k: int
+    warm_start: bool
+    dense: dict[str, Any]
+    initial: dict[str, Any]
+    layers: dict[str, dict[str, Any]]
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    engine: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int = 0
+    final_epoch: int = 0
+    final: dict[str, Any] = field(default_factory=dict)
+    density: float = 0.0
+    wall_time_s: float = 0.0
+    method: str = "icbs"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        stats = self.engine
+        out.update({k: stats.get(k, 0) for k in ("blocks_solved", "blocks_applied",
+                                                 "blocks_skipped", "blocks_reverted")})
+        out["hessian_time_s"] = stats.get("pose_time_s", 0.0)
+        out["solver_time_s"] = stats.get("solver_time_s", 0.0)
+        out["check_time_s"] = stats.get("check_time_s", 0.0)
+        return out
 
 
 def prune(
@@ -266,174 +298,137 @@ def prune(
     config: ICBSConfig,
     *,
     test_loader: Iterable[Batch] | None = None,
+    calibration: Batch | None = None,
     block_sink: Callable[[Problem], None] | None = None,
+    on_step: Callable[[StepRecord], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Prune ``model`` in place with iCBS; returns the report (JSON-ready dict).
+    executor: Any = None,
+) -> ICBSReport:
+    """Prune ``model`` in place with iCBS; returns the `ICBSReport`.
 
     ``train_loader`` yields (inputs, targets) batches; it is re-iterated whenever it
-    runs out, so a shuffling loader gives fresh batches every step. ``loss_fn(outputs,
-    targets)`` returns the batch mean. ``block_sink`` receives every solved block
-    problem with its provenance in ``metadata``; ``on_epoch`` each epoch's record.
+    runs out, so a shuffling loader gives fresh batches every group. ``loss_fn(outputs,
+    targets)`` returns the batch mean. ``calibration`` (x (N, ...), y (N,)): held-out
+    data for the automatic start and the loss check; None takes the first
+    ``calibration_batches`` training batches (which a shuffling loader may show again
+    later; `pruning.run.prune_classifier` keeps a disjoint set instead).
+    ``block_sink`` receives every solved block problem with its provenance;
+    ``on_step`` every step's record, ``on_epoch`` every epoch's; ``executor`` (see
+    `backends.executor`) solves a group's blocks in parallel.
     """
-    from backends import get_backend
-
     config.validate()
     start = time.perf_counter()
-    backend = get_backend(config.backend)
+    solver = BlockSolver(config.backend, config.backend_options, seed=config.seed,
+                         time_limit=config.solver_time_limit, executor=executor)
+    backend = solver.backend
     n_block = resolve_block_size(backend, config.block_size)
     k_block = n_block // 2 if config.block_k is None else int(config.block_k)
     if not 0 < k_block < n_block:
         raise InputError(f"block k must be in 1..{n_block - 1}, got {k_block}")
-    warm_start = "initial" in backend.options
     weights = prunable_weights(model, config.patterns)
     batches = _batches_forever(train_loader)
-    rng = np.random.default_rng(config.seed)
+    score_batches = [next(batches) for _ in range(config.calibration_batches)]
+    if calibration is None:
+        calibration = (torch.cat([b[0] for b in score_batches]),
+                       torch.cat([b[1] for b in score_batches]))
 
-    report: dict[str, Any] = {
-        "method": "icbs",
-        "config": {k: (list(v) if isinstance(v, tuple) else v)
-                   for k, v in dataclasses.asdict(config).items()},
-        "backend": backend.name,
-        "block_size": n_block,
-        "block_k": k_block,
-        "warm_start": warm_start,
+    dense = {**_metrics(model, val_loader, loss_fn, "val"),
+             **_metrics(model, test_loader, loss_fn, "test")}
+    dense["calibration_loss"], dense["calibration_accuracy"] = calibration_loss(
+        model, *calibration, loss_fn)
+    candidates = list(BASELINES) if config.init == "auto" else [config.init]
+    chosen, table, start_masks = choose_start(model, loss_fn, weights, config.density,
+                                              candidates, score_batches, calibration,
+                                              seed=config.seed)
+    if start_masks["values"] is not None:  # CHITA: its weights become iCBS's dense values
+        with torch.no_grad():
+            for n, p in weights.items():
+                p.copy_(start_masks["values"][n])
+    objective = ClassifierFisher(
+        model, loss_fn, weights, start_masks["masks"], start_masks["scores"], batches,
+        samples=config.fisher_samples, gamma=config.gamma, lam=config.lam,
+        hessian=config.hessian, rescale=config.rescale,
+        calibration=calibration if config.loss_check else None)
+    report = ICBSReport(
+        config={k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(config).items()},
+        backend=backend.name, block_size=n_block, block_k=k_block, warm_start=solver.warm,
+        dense=dense,
+        initial={"method": chosen, "candidates": table,
+                 **_metrics(model, val_loader, loss_fn, "val"),
+                 **_metrics(model, test_loader, loss_fn, "test")},
+        layers={})
+    report.config["backend_options"] = solver.options
+    engine = ICBSEngine(objective, solver, block_size=n_block, block_k=k_block,
+                        policy=config.policy, loss_check=config.loss_check,
+                        loss_tol=config.loss_tol, shrink_steps=config.shrink_steps,
+                        block_sink=block_sink,
+                        on_step=_chain(report.steps.append, on_step))
+    units = range(len(objective.names))
+    report.layers = {
+        name: {"numel": int(objective.keep(u).size), "free": engine.selector(u).free,
+               "tabu_capacity": engine.selector(u).tabu_capacity,
+               "initial_density": float(objective.keep(u).mean())}
+        for u, name in zip(units, objective.names)
     }
-    backend_options = dict(DEFAULT_BACKEND_OPTIONS.get(backend.name, {})
-                           if config.backend_options is None else config.backend_options)
-    unknown = sorted(set(backend_options) - set(backend.options) - {"initial"})
-    if unknown:
-        raise InputError(f"{backend.name}: unknown option(s) {unknown}; known options: "
-                         f"{', '.join(sorted(backend.options)) or 'none'}")
-    report["config"]["backend_options"] = backend_options
-    report["dense"] = {**_metrics(model, val_loader, loss_fn, "val"),
-                       **_metrics(model, test_loader, loss_fn, "test")}
-
-    score_method, granularity = BASELINES[config.init]
-    calib = [next(batches) for _ in range(max(1, config.calibration_batches))]
-    scores = scores_for(score_method, model, weights, loss_fn=loss_fn, batches=calib)
-    masks = masks_from_scores(scores, config.density, granularity)
-    layers = [
-        _Layer(name, p, masks[name].numpy(), scores[name].detach().double().numpy(),
-               config.fix_frac_prune, config.fix_frac_keep, config.tabu_frac, n_block)
-        for name, p in weights.items()
-    ]
-    for layer in layers:
-        layer.restore(layer.keep)
-    report["initial"] = {"method": config.init, **_metrics(model, val_loader, loss_fn, "val"),
-                         **_metrics(model, test_loader, loss_fn, "test")}
-    report["layers"] = {
-        layer.name: {"numel": int(layer.keep.size), "free": layer.free,
-                     "tabu_capacity": layer.tabu_capacity, "initial_density": layer.density}
-        for layer in layers
-    }
-    schedule = step_schedule([layer.keep.size for layer in layers], config.steps_per_epoch,
+    schedule = step_schedule([objective.keep(u).size for u in units], config.steps_per_epoch,
                              config.min_steps_per_layer)
-    log.info("iCBS: %d layers, %d steps per epoch, blocks of %d (k=%d), backend %s",
-             len(layers), len(schedule), n_block, k_block, backend.name)
+    log.info("iCBS: start %s, %d layers, %d steps per epoch, blocks of %d (k=%d), backend %s",
+             chosen, len(units), len(schedule), n_block, k_block, backend.name)
 
-    counters = {"blocks_solved": 0, "blocks_applied": 0, "blocks_skipped": 0}
-    solver_time = hessian_time = 0.0
-    epochs: list[dict[str, Any]] = []
-    best_key = (report["initial"].get("val_accuracy") or 0.0, -report["initial"]["val_loss"])
-    best = (0, [layer.keep.copy() for layer in layers])
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    best_key = (report.initial.get("val_accuracy") or 0.0, -report.initial["val_loss"])
+    best = (0, {n: objective.keep(u).copy() for u, n in enumerate(objective.names)})
+    for epoch in range(1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        before = engine.stats.to_dict(with_groups=False)
+        first_step = engine.step_count
+        engine.run(schedule, config.group_size)
+        after = engine.stats.to_dict(with_groups=False)
+        record = {"epoch": epoch,
+                  "blocks_solved": after["blocks_solved"] - before["blocks_solved"],
+                  "blocks_applied": after["blocks_applied"] - before["blocks_applied"],
+                  "blocks_reverted": after["blocks_reverted"] - before["blocks_reverted"],
+                  "predicted_delta_loss": sum(r.predicted for r in report.steps
+                                              if r.step > first_step and r.applied
+                                              and not r.reverted),
+                  "calibration_loss": engine.loss,
+                  **_metrics(model, val_loader, loss_fn, "val"),
+                  **_metrics(model, test_loader, loss_fn, "test"),
+                  "wall_time_s": time.perf_counter() - epoch_start,
+                  "elapsed_s": time.perf_counter() - start}
+        report.epochs.append(record)
+        key = (record.get("val_accuracy") or 0.0, -record["val_loss"])
+        if key > best_key:
+            best_key = key
+            best = (epoch, {n: objective.keep(u).copy() for u, n in enumerate(objective.names)})
+        log.info("epoch %d: val loss %.4f, val accuracy %s, %d/%d blocks applied", epoch,
+                 record["val_loss"], record.get("val_accuracy"), record["blocks_applied"],
+                 record["blocks_solved"])
+        if on_epoch is not None:
+            on_epoch(record)
 
-        bar = tqdm(total=config.epochs * len(schedule), desc="iCBS", unit="block", leave=False)
-    step = 0
-    try:
-        for epoch in range(1, config.epochs + 1):
-            epoch_start = time.perf_counter()
-            applied = solved = 0
-            predicted = 0.0
-            for layer_index in schedule:
-                step += 1
-                layer = layers[layer_index]
-                idx = layer.select(n_block, k_block)
-                if bar is not None:
-                    bar.update(1)
-                if idx is None:
-                    counters["blocks_skipped"] += 1
-                    continue
-                x_current = (~layer.keep[idx]).astype(np.int8)
-                xs, ys = _take_samples(batches, config.fisher_samples)
-                t0 = time.perf_counter()
-                block_fn = fisher_block if config.hessian == "fisher" else exact_hessian_block
-                g, H = block_fn(model, loss_fn, layer.name, torch.from_numpy(idx), xs, ys)
-                w0 = layer.w0[torch.from_numpy(idx)].double().numpy()
-                problem = block_problem(
-                    w0, x_current, g.numpy(), H.numpy(), gamma=config.gamma, lam=config.lam,
-                    rescale=config.rescale,
-                    metadata={"layer": layer.name, "indices": idx.tolist(), "step": step,
-                              "epoch": epoch, "initial": x_current.tolist()},
-                )
-                t1 = time.perf_counter()
-                options = dict(backend_options)
-                if warm_start:
-                    options["initial"] = x_current
-                result = backend.solve(problem, seed=int(rng.integers(2**31)),
-                                       time_limit=config.solver_time_limit, **options)
-                t2 = time.perf_counter()
-                hessian_time += t1 - t0
-                solver_time += t2 - t1
-                solved += 1
-                current = problem.energy(x_current)
-                scale = problem.metadata["scale"]
-                better = (result.x is not None and result.feasible
-                          and result.energy < current - 1e-12 * max(1.0, abs(current)))
-                if better:
-                    layer.set_keep(idx, result.x == 0)
-                    applied += 1
-                    predicted += (result.energy - current) * scale
-                layer.push_tabu(idx)
-                if block_sink is not None:
-                    meta = problem.metadata
-                    meta.update({"backend": backend.name, "energy_reached": result.energy,
-                                 "status": result.status, "applied": bool(better),
-                                 "solver_time_s": t2 - t1})
-                    block_sink(problem.replace(metadata=meta))
-                if bar is not None:
-                    bar.set_postfix(applied=f"{applied}/{solved}")
-            counters["blocks_solved"] += solved
-            counters["blocks_applied"] += applied
-            record = {"epoch": epoch, "blocks_solved": solved, "blocks_applied": applied,
-                      "predicted_delta_loss": predicted,
-                      **_metrics(model, val_loader, loss_fn, "val"),
-                      "wall_time_s": time.perf_counter() - epoch_start}
-            epochs.append(record)
-            key = (record.get("val_accuracy") or 0.0, -record["val_loss"])
-            if key > best_key:
-                best_key, best = key, (epoch, [layer.keep.copy() for layer in layers])
-            log.info("epoch %d: val loss %.4f, val accuracy %s, %d/%d blocks applied",
-                     epoch, record["val_loss"], record.get("val_accuracy"), applied, solved)
-            if on_epoch is not None:
-                if bar is not None:
-                    bar.clear()  # the caller's epoch line goes above the bar, not after it
-                on_epoch(record)
-                if bar is not None:
-                    bar.refresh()
-    finally:
-        if bar is not None:
-            bar.close()
-
-    report["epochs"] = epochs
-    report["best_epoch"] = best[0]
-    if config.keep_best and epochs and best[0] != epochs[-1]["epoch"]:
-        for layer, keep in zip(layers, best[1]):
-            layer.restore(keep)
-    report["final_epoch"] = best[0] if config.keep_best else (epochs[-1]["epoch"] if epochs else 0)
-    report["final"] = {**_metrics(model, val_loader, loss_fn, "val"),
-                       **_metrics(model, test_loader, loss_fn, "test")}
-    for layer in layers:
-        report["layers"][layer.name]["density"] = layer.density
-    total = sum(layer.keep.size for layer in layers)
-    report["density"] = sum(layer.keep.sum() for layer in layers) / total
-    report["density"] = float(report["density"])
-    report.update(counters)
-    report["hessian_time_s"] = hessian_time
-    report["solver_time_s"] = solver_time
-    report["wall_time_s"] = time.perf_counter() - start
+    report.best_epoch = best[0]
+    if config.keep_best and report.epochs and best[0] != report.epochs[-1]["epoch"]:
+        objective.set_masks(best[1])
+    report.final_epoch = best[0] if config.keep_best else (report.epochs[-1]["epoch"]
+                                                           if report.epochs else 0)
+    report.final = {**_metrics(model, val_loader, loss_fn, "val"),
+                    **_metrics(model, test_loader, loss_fn, "test")}
+    report.final["calibration_loss"], report.final["calibration_accuracy"] = calibration_loss(
+        model, *calibration, loss_fn)
+    for u, name in enumerate(objective.names):
+        report.layers[name]["density"] = float(objective.keep(u).mean())
+    total = sum(objective.keep(u).size for u in units)
+    report.density = float(sum(objective.keep(u).sum() for u in units) / total)
+    report.engine = engine.stats.to_dict()
+    report.wall_time_s = time.perf_counter() - start
     return report
+
+
+def _chain(*callbacks: Callable[[Any], None] | None) -> Callable[[Any], None]:
+    active = [c for c in callbacks if c is not None]
+
+    def call(value: Any) -> None:
+        for c in active:
+            c(value)
+    return call

@@ -205,7 +205,8 @@ def _mlp_from_state(state: dict[str, torch.Tensor], source: str) -> nn.Sequentia
 
 
 def load_model(spec: str, *, progress: bool = False) -> LoadedModel:
-    """``builtin:NAME`` or a path to an MLP state dict (.safetensors or .pt).
+    """``builtin:NAME``, ``zoo:NAME`` (`pruning.zoo`) or a path to an MLP state dict
+    (.safetensors or .pt).
 
     For a path the architecture is read off the weight shapes (``0.weight``,
     ``2.weight``, ... as `mlp` names them) and the dataset off the input width:
@@ -214,11 +215,16 @@ def load_model(spec: str, *, progress: bool = False) -> LoadedModel:
     """
     if spec.startswith("builtin:"):
         return load_builtin(spec[len("builtin:"):], progress=progress)
+    if spec.startswith("zoo:"):
+        from .zoo import load_zoo
+
+        return load_zoo(spec[len("zoo:"):])
     path = Path(spec)
     if not path.is_file():
         raise InputError(
-            f"{spec}: no such model file; use builtin:mlp-digits, builtin:mlp-fashion-mnist or "
-            "a path to an MLP state dict (.safetensors or .pt)"
+            f"{spec}: no such model file; use builtin:mlp-digits, builtin:mlp-fashion-mnist, "
+            "zoo:NAME (see `python -m pruning.zoo`) or a path to an MLP state dict "
+            "(.safetensors or .pt)"
         )
     try:
         if path.suffix == ".safetensors":

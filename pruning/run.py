@@ -23,25 +23,36 @@ from .data import make_loader
 from .icbs import ICBSConfig, _batches_forever, evaluate_loader, prune
 from .models import LoadedModel
 
-__all__ = ["MODEL_DEFAULTS", "preferred_block_size", "prune_classifier"]
+#: Methods other than iCBS: the one-shot masks and CHITA (which also moves kept weights).
+METHODS: tuple[str, ...] = (*BASELINES, "chita")
+
+__all__ = ["METHODS", "MODEL_DEFAULTS", "preferred_block_size", "prune_classifier", "split_calibration"]
 
 #: Per-model defaults for `qcbo prune` when the user gives none.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp-digits": {"density": 0.2, "epochs": 4, "steps_per_epoch": 25, "block_size": 256},
-    "mlp-fashion-mnist": {"density": 0.1, "epochs": 3, "steps_per_epoch": 100,
+    "mlp-fashion-mnist": {"density": 0.1, "epochs": 4, "steps_per_epoch": 100,
                           "block_size": 1024},
 }
-_FALLBACK = {"density": 0.2, "epochs": 3, "steps_per_epoch": 50, "block_size": 1024}
-_SMALL_BLOCK_BACKENDS = {"exact": 16, "cpsat": 64}
+_FALLBACK = {"density": 0.2, "epochs": 4, "steps_per_epoch": 100, "block_size": 1024}
 
 
 def preferred_block_size(backend: Any, preferred: int) -> int:
-    """The default block size for ``backend``: ``preferred``, capped by the backend's
-    ``max_variables`` (quantum backends), 16 for exact and 64 for cpsat."""
-    limit = getattr(backend, "max_variables", None)
-    if limit is not None:
-        return min(int(preferred), int(limit))
-    return _SMALL_BLOCK_BACKENDS.get(backend.name, int(preferred))
+    """The default block size for ``backend``: its ``block_size_hint`` or ``preferred``,
+    capped by its ``max_variables`` (quantum backends)."""
+    from .icbs import resolve_block_size
+
+    return resolve_block_size(backend, None, preferred)
+
+
+def split_calibration(x: torch.Tensor, y: torch.Tensor, size: int, seed: int = 0
+                      ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """((x, y) to train on, (x, y) calibration set): a seeded random ``size`` samples
+    (at most a quarter of the data) held apart from the training batches."""
+    size = max(1, min(int(size), len(x) // 4))
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed) + 7919))
+    cal, rest = order[:size], order[size:]
+    return (x[rest], y[rest]), (x[cal], y[cal])
 
 
 def _metrics(model: nn.Module, loaders: dict[str, Any], loss_fn) -> dict[str, float | None]:
@@ -57,27 +68,32 @@ def prune_classifier(
     *,
     method: str,
     config: ICBSConfig,
-    baselines: Sequence[str] = ("magnitude", "wanda"),
+    baselines: Sequence[str] = tuple(BASELINES),
     batch_size: int = 512,
     block_sink: Callable[[Problem], None] | None = None,
+    on_step: Callable[[Any], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    progress: bool = False,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Prune ``loaded.model`` in place with ``method`` ("icbs" or a `BASELINES` name).
 
-    The train loader reshuffles with ``config.seed``; calibration data for Wanda and the
-    gradient score are its first ``config.calibration_batches`` batches.
+    ``config.calibration_samples`` training samples (seeded) are held apart as the
+    calibration set of iCBS (automatic start, loss check); the rest feed the training
+    batches, reshuffled with ``config.seed``. Wanda and gradient scores use the first
+    ``config.calibration_batches`` of those batches, for the baselines as for iCBS.
     """
-    if method != "icbs" and method not in BASELINES:
-        raise InputError(f"unknown method {method!r}; choose icbs or one of: {', '.join(BASELINES)}")
+    if method != "icbs" and method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose icbs or one of: {', '.join(METHODS)}")
     config.validate()
     start = time.perf_counter()
     data, model = loaded.data, loaded.model
     loss_fn = nn.functional.cross_entropy
 
+    (x_fit, y_fit), calibration_set = split_calibration(data.x_train, data.y_train,
+                                                        config.calibration_samples, config.seed)
+
     def train_loader():
-        return make_loader(data.x_train, data.y_train, batch_size=batch_size, shuffle=True,
-                           seed=config.seed)
+        return make_loader(x_fit, y_fit, batch_size=batch_size, shuffle=True, seed=config.seed)
 
     loaders = {split: make_loader(*data.split(split), batch_size=4096, shuffle=False)
                for split in ("val", "test")}
@@ -92,17 +108,28 @@ def prune_classifier(
     for name in dict.fromkeys(list(baselines) + ([method] if method != "icbs" else [])):
         t0 = time.perf_counter()
         copy_ = copy.deepcopy(model)
-        masks = one_shot(copy_, name, config.density, loss_fn=loss_fn, batches=calibration(),
-                         patterns=config.patterns)
+        extra: dict[str, Any] = {}
+        if name == "chita":
+            from .chita import ChitaConfig, chita_prune
+
+            chita = chita_prune(copy_, loss_fn, calibration(),
+                                ChitaConfig(density=config.density, seed=config.seed),
+                                patterns=config.patterns)
+            masks = chita.masks
+            extra = {"objective": chita.objective, "iterations": chita.iterations}
+        else:
+            masks = one_shot(copy_, name, config.density, loss_fn=loss_fn, batches=calibration(),
+                             patterns=config.patterns)
         results[name] = {**_metrics(copy_, loaders, loss_fn), "wall_time_s": time.perf_counter() - t0,
-                         "layers": layer_densities(masks)}
+                         "layers": layer_densities(masks), **extra}
         if name == method:
             model.load_state_dict(copy_.state_dict())
 
     if method == "icbs":
         report = prune(model, loss_fn, train_loader(), loaders["val"], config,
-                       test_loader=loaders["test"], block_sink=block_sink, on_epoch=on_epoch,
-                       progress=progress)
+                       test_loader=loaders["test"], calibration=calibration_set,
+                       block_sink=block_sink, on_step=on_step, on_epoch=on_epoch,
+                       executor=executor).to_dict()
     else:
         chosen = results[method]
         kept = sum(d * p.numel() for d, p in zip(chosen["layers"].values(),

@@ -7,7 +7,8 @@ from torch import nn
 
 from pruning.baselines import prunable_weights
 from pruning.data import make_loader
-from pruning.icbs import ICBSConfig, _Layer, prune, resolve_block_size, step_schedule
+from pruning.engine import BlockSelector, SelectionPolicy
+from pruning.icbs import ICBSConfig, prune, resolve_block_size, step_schedule
 from qcbo.errors import InputError, UnsupportedProblemError
 
 CE = nn.functional.cross_entropy
@@ -57,8 +58,9 @@ def test_prune_keeps_density_and_never_applies_a_worse_block(trained):
     dense = {k: v.clone() for k, v in net.state_dict().items()}
     blocks = []
     cfg = ICBSConfig(density=0.25, backend="exact", block_size=10, epochs=2, steps_per_epoch=6,
-                     fisher_samples=200, seed=3)
-    report = prune(net, CE, train, val, cfg, test_loader=test, block_sink=blocks.append)
+                     fisher_samples=200, init="magnitude", loss_check=False, seed=3)
+    report = prune(net, CE, train, val, cfg, test_loader=test,
+                   block_sink=blocks.append).to_dict()
     weights = prunable_weights(net)
     for name, w in weights.items():
         kept = int((w != 0).sum())
@@ -86,8 +88,9 @@ def test_exact_hessian_option_predicts_a_decrease_for_every_applied_block(traine
     net = _net(state)
     blocks = []
     cfg = ICBSConfig(density=0.3, backend="exact", block_size=8, epochs=1, steps_per_epoch=4,
-                     fisher_samples=300, hessian="exact", seed=0)
-    report = prune(net, CE, train, val, cfg, block_sink=blocks.append)
+                     fisher_samples=300, hessian="exact", init="magnitude", loss_check=False,
+                     seed=0)
+    report = prune(net, CE, train, val, cfg, block_sink=blocks.append).to_dict()
     assert len(blocks) == 4 and all(p.metadata["scale"] > 0 for p in blocks)
     applied = [p for p in blocks if p.metadata["applied"]]
     assert report["epochs"][0]["blocks_applied"] == len(applied) > 0
@@ -102,7 +105,7 @@ def test_keep_best_restores_the_best_epoch(trained):
     net = _net(state)
     cfg = ICBSConfig(density=0.2, backend="exact", block_size=8, epochs=3, steps_per_epoch=3,
                      fisher_samples=100, keep_best=True, seed=5)
-    report = prune(net, CE, train, val, cfg)
+    report = prune(net, CE, train, val, cfg).to_dict()
     best = report["best_epoch"]
     accs = [report["initial"]["val_accuracy"]] + [e["val_accuracy"] for e in report["epochs"]]
     assert report["final"]["val_accuracy"] == pytest.approx(max(accs))
@@ -110,17 +113,94 @@ def test_keep_best_restores_the_best_epoch(trained):
 
 
 def test_tabu_never_starves_a_block():
-    torch.manual_seed(0)
-    param = nn.Parameter(torch.randn(40))
+    rng = np.random.default_rng(0)
     keep = np.zeros(40, dtype=bool)
     keep[:6] = True  # density 0.15: few kept weights, as at low density
-    layer = _Layer("w", param, keep, np.abs(param.detach().numpy()), 0.0, 0.0, 0.9, 10)
+    selector = BlockSelector(keep, np.abs(rng.normal(size=40)), SelectionPolicy(0.0, 0.0, 0.9), 10)
     for _ in range(20):
-        idx = layer.select(10, 5)
+        idx = selector.select(10, 5)
         assert idx is not None and len(idx) == 10
-        assert int(layer.keep[idx].sum()) == 5
-        layer.push_tabu(idx)
-        assert layer.in_tabu.sum() <= layer.tabu_capacity
+        assert int(keep[idx].sum()) == 5
+        selector.release(idx)
+        assert selector.in_tabu.sum() <= selector.tabu_capacity
+
+
+def test_blocks_of_one_group_are_disjoint():
+    keep = np.zeros(100, dtype=bool)
+    keep[::2] = True
+    selector = BlockSelector(keep, np.arange(100.0), SelectionPolicy(0.0, 0.0, 0.4), 10)
+    blocks = [selector.select(10, 5) for _ in range(5)]
+    flat = np.concatenate(blocks)
+    assert len(np.unique(flat)) == flat.size == 50
+
+
+def _digits_like(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(4, 12, generator=gen) * 1.2
+    y = torch.randint(0, 4, (1600,), generator=gen)
+    x = centres[y] + torch.randn(1600, 12, generator=gen)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 4))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(200):
+        opt.zero_grad()
+        CE(net(x[:1000]), y[:1000]).backward()
+        opt.step()
+    return net, x, y
+
+
+def test_calibration_loss_never_rises_across_steps_and_groups_are_reverted():
+    net, x, y = _digits_like()
+    train = make_loader(x[:1000], y[:1000], batch_size=100, shuffle=True, seed=1)
+    val = make_loader(x[1000:1300], y[1000:1300], batch_size=300, shuffle=False)
+    calibration = (x[1300:], y[1300:])
+    steps = []
+    cfg = ICBSConfig(density=0.2, backend="sa", block_size=16, epochs=3, steps_per_epoch=10,
+                     group_size=2, fisher_samples=50, lam=0.0, gamma=5.0, seed=0)
+    report = prune(net, CE, train, val, cfg, calibration=calibration,
+                   on_step=steps.append).to_dict()
+    losses = [e["calibration_loss"] for e in report["epochs"]]
+    start = report["initial"]["candidates"][report["initial"]["method"]]["calibration_loss"]
+    assert all(b <= a + 1e-12 for a, b in zip([start] + losses, losses))
+    assert report["final"]["calibration_loss"] == pytest.approx(losses[-1])
+    groups = report["engine"]["groups"]
+    measured = [g for g in groups if g["measured"] is not None]
+    assert measured and len(steps) == report["blocks_solved"]
+    # A large gradient multiplier makes the block model overconfident: some groups must
+    # have been reverted (or shrunk), and reverted blocks are not counted as applied.
+    assert report["blocks_reverted"] > 0
+    assert report["blocks_applied"] == sum(s.applied and not s.reverted for s in steps)
+
+
+def test_auto_start_picks_the_lowest_calibration_loss():
+    net, x, y = _digits_like(1)
+    train = make_loader(x[:1000], y[:1000], batch_size=100, shuffle=True, seed=1)
+    val = make_loader(x[1000:1300], y[1000:1300], batch_size=300, shuffle=False)
+    cfg = ICBSConfig(density=0.3, backend="sa", block_size=16, epochs=0, steps_per_epoch=0)
+    report = prune(net, CE, train, val, cfg, calibration=(x[1300:], y[1300:])).to_dict()
+    table = report["initial"]["candidates"]
+    assert set(table) >= {"magnitude", "wanda", "gradient", "magnitude-global"}
+    chosen = report["initial"]["method"]
+    assert table[chosen]["calibration_loss"] == min(v["calibration_loss"] for v in table.values())
+    assert report["final"]["calibration_loss"] == pytest.approx(table[chosen]["calibration_loss"])
+
+
+def test_answers_do_not_depend_on_the_executor():
+    from backends.executor import make_executor
+
+    outcomes = []
+    for kind in ("serial", "processes"):
+        net, x, y = _digits_like(2)
+        train = make_loader(x[:1000], y[:1000], batch_size=100, shuffle=True, seed=1)
+        val = make_loader(x[1000:1300], y[1000:1300], batch_size=300, shuffle=False)
+        cfg = ICBSConfig(density=0.3, backend="sa", block_size=16, epochs=1, steps_per_epoch=8,
+                         group_size=4, fisher_samples=50, seed=4)
+        with make_executor(kind, workers=2 if kind != "serial" else None) as executor:
+            prune(net, CE, train, val, cfg, calibration=(x[1300:], y[1300:]), executor=executor)
+        outcomes.append([p.detach().clone() for p in prunable_weights(net).values()])
+    for a, b in zip(*outcomes):
+        assert torch.equal(a, b)
 
 
 def test_schedule_and_block_size_rules():
@@ -130,7 +210,7 @@ def test_schedule_and_block_size_rules():
     assert step_schedule([100, 10], 1, min_steps=2).count(1) == 2
 
     class Small:
-        name, max_variables = "tiny-qpu", 12
+        name, max_variables, block_size_hint = "tiny-qpu", 12, None
 
     assert resolve_block_size(Small(), None) == 12
     with pytest.raises(UnsupportedProblemError, match="at most 12"):

@@ -15,7 +15,10 @@ from pathlib import Path
 NAME = "prune"
 HELP = "prune a network with iCBS (any backend) or a one-shot baseline; default: built-in digits MLP"
 
-_METHODS = ["icbs", "magnitude", "wanda", "sparsegpt"]
+_METHODS = ["icbs", "magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient",
+            "chita", "sparsegpt"]
+_INITS = ["auto", "magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient", "chita",
+          "sparsegpt"]
 
 
 def _density(text: str) -> float:
@@ -35,16 +38,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=["classifier", "lm"], default="classifier",
                         help="classifier (built-in MLPs; default) or lm (language models)")
     parser.add_argument("--model", default=None,
-                        help="builtin:mlp-digits (default), builtin:mlp-fashion-mnist, or a path "
-                             "to an MLP state dict (.safetensors/.pt); for --task lm see its help")
+                        help="builtin:mlp-digits (default), builtin:mlp-fashion-mnist, zoo:NAME "
+                             "(`python -m pruning.zoo` lists and builds them), or a path to an MLP "
+                             "state dict (.safetensors/.pt); for --task lm see its help")
     parser.add_argument("--density", type=_density, default=None,
                         help="fraction of weights kept, in (0, 1] (default: 0.2 digits, 0.1 "
                              "Fashion-MNIST)")
     parser.add_argument("--method", choices=_METHODS, default="icbs",
-                        help="icbs (default), one-shot magnitude or wanda; sparsegpt for --task lm")
-    parser.add_argument("--init", choices=["magnitude", "wanda", "sparsegpt"], default="wanda",
-                        help="initial mask of iCBS (default wanda); sparsegpt (mask and "
-                             "updated weights) for --task lm with --objective reconstruction")
+                        help="icbs (default), a one-shot mask (magnitude[-row|-global], wanda, "
+                             "gradient), chita (classifiers) or sparsegpt (--task lm)")
+    parser.add_argument("--init", choices=_INITS, default=None,
+                        help="start of iCBS. Classifiers: auto (default: every one-shot mask "
+                             "scored on the calibration set, lowest loss wins), one of them, or "
+                             "chita (its mask and updated weights). --task lm: wanda (default), "
+                             "magnitude or sparsegpt")
     parser.add_argument("--backend", default="sa",
                         help="block solver, any of `qcbo backends` (default sa)")
     parser.add_argument("--option", "-o", type=parse_option, action="append", default=[],
@@ -71,6 +78,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="output folder (default runs/prune-<model>)")
     parser.add_argument("--export-blocks", default=None, metavar="PATH",
                         help="write every solved block problem, with provenance, as a block set")
+    parser.add_argument("--group-size", type=int, default=1, metavar="G",
+                        help="blocks posed from one batch, solved together (in parallel with "
+                             "--executor) and checked together (default 1)")
+    parser.add_argument("--calibration-samples", type=int, default=4096, metavar="N",
+                        help="training samples held apart to choose the start and check every "
+                             "step on the real loss (default 4096, at most a quarter of the data)")
+    parser.add_argument("--executor", choices=["serial", "processes", "ray"], default="serial",
+                        help="how a group's blocks are solved (default serial)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="worker processes for --executor processes/ray")
+    parser.add_argument("--ray-address", default=None, metavar="A",
+                        help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--keep-best", action="store_true",
                         help="end with the mask of the epoch with the best validation accuracy")
     lm = parser.add_argument_group("language models (--task lm)")
@@ -84,9 +103,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="512-token calibration windows (default 32)")
     lm.add_argument("--lm-fisher-samples", type=int, default=8, metavar="M",
                     help="sequences per per-sample-gradient pass, fisher objective (default 8)")
-    lm.add_argument("--no-loss-check", action="store_true",
-                    help="fisher objective: keep every decoder block's new masks even when "
-                         "the held-out calibration perplexity rises (default: restore them)")
+    parser.add_argument("--no-loss-check", action="store_true",
+                        help="keep every step the block model accepts, even when the held-out "
+                             "calibration loss (perplexity for --task lm, fisher objective) "
+                             "rises (default: revert it)")
 
 
 def _run_lm(args: argparse.Namespace) -> int:
@@ -101,6 +121,19 @@ def _run_lm(args: argparse.Namespace) -> int:
             ) from None
         raise
     return int(module.run(args) or 0)
+
+
+def _check_writable_folder(out: Path) -> None:
+    """Refuse, before any work, an output folder that cannot be created or written."""
+    import os
+
+    from ..errors import InputError
+
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: {probe} is not a writable folder; choose another --out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,10 +154,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.method == "sparsegpt":
         raise InputError("--method sparsegpt re-fits weights and is for --task lm only; use "
-                         "icbs, magnitude or wanda for classifiers")
+                         "icbs, chita or a one-shot mask for classifiers")
     if args.init == "sparsegpt":
-        raise InputError("--init sparsegpt is for --task lm only; use --init wanda or "
-                         "magnitude for classifiers")
+        raise InputError("--init sparsegpt is for --task lm only; use --init auto, chita or a "
+                         "one-shot mask for classifiers")
+    if args.pattern is not None:
+        raise InputError("--pattern is for --task lm only; classifiers are pruned unstructured")
+    if args.group_size < 1:
+        raise InputError(f"--group-size must be >= 1, got {args.group_size}")
+    if args.calibration_samples < 1:
+        raise InputError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
     # Small dense models: one thread avoids pathological contention on shared machines.
     torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
     model_spec = args.model or "builtin:mlp-digits"
@@ -140,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         density=args.density if args.density is not None else defaults["density"],
         backend=args.backend,
         backend_options=dict(args.option) if args.option else None,
-        init=args.init,
+        init=args.init or "auto",
         block_size=block_size,
         block_k=args.block_k,
         epochs=args.epochs if args.epochs is not None else defaults["epochs"],
@@ -150,6 +189,9 @@ def run(args: argparse.Namespace) -> int:
         hessian=args.hessian,
         solver_time_limit=args.solver_time_limit,
         keep_best=args.keep_best,
+        group_size=args.group_size,
+        loss_check=not args.no_loss_check,
+        calibration_samples=args.calibration_samples,
         patterns=tuple(args.layers) if args.layers else None,
         seed=args.seed,
     )
@@ -159,6 +201,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/prune-{name}")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
+    _check_writable_folder(out)
+    if args.block_size is not None and args.block_size > 16384:
+        print(f"qcbo prune: warning: blocks of {args.block_size} make dense {args.block_size}^2 "
+              "block Hessians; each step will be slow", file=sys.stderr)
 
     loaded = load_model(model_spec, progress=True)
     print(f"qcbo prune: {loaded.name}, density {config.density:g}, method {args.method}"
@@ -175,18 +221,42 @@ def run(args: argparse.Namespace) -> int:
             "source": "qcbo prune", "model": loaded.name, "density": config.density,
             "backend": backend.name, "seed": config.seed})
 
+    from tqdm import tqdm
+
+    bar = tqdm(total=config.epochs * config.steps_per_epoch, desc="iCBS", unit="block",
+               leave=False, disable=args.method != "icbs")
+    counts = {"applied": 0, "solved": 0}
+
+    def on_step(record) -> None:
+        counts["solved"] += 1
+        counts["applied"] += int(record.applied and not record.reverted)
+        bar.update(1)
+        bar.set_postfix(applied=f"{counts['applied']}/{counts['solved']}", refresh=False)
+
     def on_epoch(record: dict) -> None:
         acc = record.get("val_accuracy")
+        bar.clear()  # the epoch line goes above the bar
         print(f"epoch {record['epoch']}/{config.epochs}: val loss {record['val_loss']:.4f}, "
               f"val accuracy {100 * acc:.2f} %, {record['blocks_applied']}/"
-              f"{record['blocks_solved']} blocks applied, {record['wall_time_s']:.1f} s",
-              file=sys.stderr)
+              f"{record['blocks_solved']} blocks applied ({record['blocks_reverted']} reverted "
+              f"by the calibration check), {record['wall_time_s']:.1f} s", file=sys.stderr)
+        bar.refresh()
 
+    executor = None
+    if args.method == "icbs" and args.executor != "serial":
+        from backends.executor import make_executor
+
+        executor = make_executor(args.executor, workers=args.workers,
+                                 ray_address=args.ray_address)
     # The writer's context drops the half-written block set if pruning fails.
-    with writer if writer is not None else contextlib.nullcontext():
-        report = prune_classifier(loaded, method=args.method, config=config,
-                                  block_sink=writer.add if writer is not None else None,
-                                  on_epoch=on_epoch, progress=True)
+    try:
+        with writer if writer is not None else contextlib.nullcontext(), \
+                executor if executor is not None else contextlib.nullcontext():
+            report = prune_classifier(loaded, method=args.method, config=config,
+                                      block_sink=writer.add if writer is not None else None,
+                                      on_step=on_step, on_epoch=on_epoch, executor=executor)
+    finally:
+        bar.close()
     if writer is not None:
         report["exported_blocks"] = {"path": str(args.export_blocks), "count": len(writer)}
     paths = write_outputs(loaded.model, report, out)

@@ -1,0 +1,169 @@
+"""iCBS on the model zoo (`pruning.zoo`): dense, every one-shot baseline, CHITA and iCBS
+with the library defaults, per model and density; the worst case decides the defaults.
+
+Each run is one `pruning.run.prune_classifier` call with ``epochs`` epochs (default 8);
+test accuracy is recorded after every epoch, so the 4-epoch figure is read off the same
+run (its first 4 epochs are exactly a 4-epoch run: same seeds, same steps). Recovered
+fraction R = (iCBS - best one-shot) / (dense - best one-shot), test accuracy, with the
+best one-shot taken over the mask-only baselines (magnitude, magnitude-row,
+magnitude-global, Wanda, gradient). Writes benchmarks/results/zoo.json and zoo.png.
+
+    nice -n 10 python benchmarks/zoo.py                                  # every model, 0.1 and 0.3
+    nice -n 10 python benchmarks/zoo.py --models digits-mlp --densities 0.1 0.2 0.3 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+MASK_BASELINES = ("magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from pruning.zoo import ZOO
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO))
+    p.add_argument("--densities", type=float, nargs="+", default=[0.1, 0.3])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="default: the library default (ICBSConfig)")
+    p.add_argument("--steps", action="append", default=[], metavar="MODEL=N",
+                   help="steps per epoch for one model (e.g. fmnist-cnn=25)")
+    p.add_argument("--no-chita", action="store_true", help="skip the CHITA baseline")
+    p.add_argument("--name", default="zoo")
+    p.add_argument("--resume", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from pruning.icbs import ICBSConfig
+    from pruning.run import prune_classifier
+    from pruning.zoo import HELD_OUT, load_zoo
+
+    torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{args.name}.json"
+    previous = json.loads(out.read_text()) if args.resume and out.is_file() else {}
+    rows: list[dict] = list(previous.get("runs", []))
+    done = {(r["model"], r["density"], r["seed"]) for r in rows}
+    per_model = dict(s.split("=", 1) for s in args.steps)
+    meta = {"command": " ".join(["benchmarks/zoo.py"] + (argv if argv is not None else sys.argv[1:])),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "load_avg_1m_start": os.getloadavg()[0], "held_out": list(HELD_OUT)}
+    baselines = MASK_BASELINES + (() if args.no_chita else ("chita",))
+    for model in args.models:
+        for density in args.densities:
+            for seed in args.seeds:
+                if (model, density, seed) in done:
+                    continue
+                loaded = load_zoo(model)
+                kwargs = {}
+                steps = per_model.get(model, args.steps_per_epoch)
+                if steps is not None:
+                    kwargs["steps_per_epoch"] = int(steps)
+                config = ICBSConfig(density=density, epochs=args.epochs, seed=seed, **kwargs)
+                r = prune_classifier(loaded, method="icbs", config=config, baselines=baselines)
+                dense = r["dense"]["test_accuracy"]
+                one_shot = {k: r["baselines"][k]["test_accuracy"] for k in MASK_BASELINES}
+                best = max(one_shot.values())
+                by_epoch = {e["epoch"]: e for e in r["epochs"]}
+
+                def recovered(acc: float) -> float:
+                    return (acc - best) / (dense - best) if dense > best else float("nan")
+
+                row = {"model": model, "density": density, "seed": seed, "dense": dense,
+                       "one_shot": one_shot, "best_one_shot": best,
+                       "chita": r["baselines"].get("chita", {}).get("test_accuracy"),
+                       "chita_time_s": r["baselines"].get("chita", {}).get("wall_time_s"),
+                       "start": r["initial"]["method"], "start_candidates": r["initial"]["candidates"],
+                       "steps_per_epoch": config.steps_per_epoch,
+                       "epochs": [{k: e.get(k) for k in ("epoch", "test_accuracy", "val_accuracy",
+                                                         "calibration_loss", "blocks_applied",
+                                                         "blocks_reverted", "elapsed_s")}
+                                  for e in r["epochs"]],
+                       "icbs": r["final"]["test_accuracy"], "R": recovered(r["final"]["test_accuracy"]),
+                       "wall_time_s": r["wall_time_s"],
+                       "predicted_vs_measured": [(g["predicted"], g["measured"])
+                                                 for g in r["engine"]["groups"]
+                                                 if g["measured"] is not None],
+                       "load_avg_1m": os.getloadavg()[0]}
+                if 4 in by_epoch:
+                    row["icbs_4"] = by_epoch[4]["test_accuracy"]
+                    row["R_4"] = recovered(row["icbs_4"])
+                    row["time_4_s"] = by_epoch[4]["elapsed_s"]
+                rows.append(row)
+                out.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")
+                print(f"{model} d={density} seed={seed}: dense {100 * dense:.2f}, best one-shot "
+                      f"{100 * best:.2f}, chita {100 * (row['chita'] or 0):.2f}, start {row['start']}, "
+                      f"iCBS@4 {100 * row.get('icbs_4', float('nan')):.2f} (R {row.get('R_4', float('nan')):.2f}, "
+                      f"{row.get('time_4_s', float('nan')):.0f} s), iCBS@{args.epochs} {100 * row['icbs']:.2f} "
+                      f"(R {row['R']:.2f}, {row['wall_time_s']:.0f} s)", flush=True)
+    _table(rows)
+    _plot(rows, RESULTS / f"{args.name}.png")
+    print(f"wrote {out} and {RESULTS / (args.name + '.png')}")
+    return 0
+
+
+def _table(rows: list[dict]) -> None:
+    print("\n| model | density | dense | best one-shot | CHITA | start | iCBS 4 ep (R, time) "
+          "| iCBS 8 ep (R) | 8 − 4 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        i4 = r.get("icbs_4", float("nan"))
+        chita = "—" if r["chita"] is None else f"{100 * r['chita']:.2f}"
+        print(f"| {r['model']} | {r['density']} | {100 * r['dense']:.2f} | {100 * r['best_one_shot']:.2f} "
+              f"| {chita} | {r['start']} | {100 * i4:.2f} ({r.get('R_4', float('nan')):.2f}, "
+              f"{r.get('time_4_s', float('nan')):.0f} s) | {100 * r['icbs']:.2f} ({r['R']:.2f}) "
+              f"| {100 * (r['icbs'] - i4):+.2f} |")
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    if not models:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for i, model in enumerate(models):
+        sel = sorted((r for r in rows if r["model"] == model), key=lambda r: r["density"])
+        d = [r["density"] for r in sel]
+        axes[0].plot(d, [100 * r["icbs"] for r in sel], "o-", color=f"C{i}", label=f"{model} iCBS")
+        axes[0].plot(d, [100 * r["best_one_shot"] for r in sel], "x:", color=f"C{i}")
+        pairs = [p for r in sel for p in r["predicted_vs_measured"]]
+        if pairs:
+            axes[1].scatter([p[0] for p in pairs], [p[1] for p in pairs], s=4, color=f"C{i}",
+                            label=model, alpha=0.5)
+    axes[0].set_xlabel("density")
+    axes[0].set_ylabel("test accuracy (%) — solid iCBS, dotted best one-shot")
+    axes[0].legend(fontsize=7)
+    axes[0].grid(alpha=0.3)
+    lim = axes[1].get_xlim()
+    axes[1].plot(lim, lim, "k--", lw=0.8)
+    axes[1].set_xlabel("predicted δL of a group (block model)")
+    axes[1].set_ylabel("measured δL on the calibration set")
+    axes[1].set_title("block model against the real loss")
+    axes[1].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
