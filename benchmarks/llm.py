@@ -90,7 +90,8 @@ def plot(results: list[dict], path: Path) -> None:
 
 def layer_errors(model, calibration, args, out: Path) -> int:
     """Per-Linear reconstruction errors of every method on the same (dense) inputs."""
-    from pruning.llm.icbs import BlockSolver, refine_rows, refit_rows, row_errors
+    from pruning.engine import BlockSolver
+    from pruning.llm.icbs import refine_rows, refit_rows, row_errors
     from pruning.llm.layerwise import run_layerwise
     from pruning.llm.prune import LMPruneConfig, _init_mask
     from pruning.llm.sparsegpt import damped_hessian

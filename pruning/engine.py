@@ -144,6 +144,7 @@ class Block:
     unit: int
     indices: np.ndarray
     x_current: np.ndarray
+    data: Any = None  # the objective's own (e.g. the block's values when posed)
 
 
 class Objective(abc.ABC):
@@ -329,7 +330,8 @@ class ICBSEngine:
 
     ``block_size`` n and ``block_k`` (None: n // 2) shape every block; ``loss_check``
     enables the held-out check when the objective has a loss, with tolerance
-    ``loss_tol`` (loss units: a group is reverted when the loss rises by more).
+    ``loss_tol`` (loss units: a group is reverted when the loss rises by more);
+    ``initial_loss``: the objective's loss now, when the caller already measured it.
     ``block_sink(problem)`` receives every solved problem, its metadata completed with
     the answer; ``on_step(record)`` every `StepRecord`.
     """
@@ -337,6 +339,7 @@ class ICBSEngine:
     def __init__(self, objective: Objective, solver: BlockSolver, *, block_size: int,
                  block_k: int | None = None, policy: SelectionPolicy = SelectionPolicy(),
                  loss_check: bool = True, loss_tol: float = 0.0, shrink_steps: int = 2,
+                 initial_loss: float | None = None,
                  block_sink: Callable[[Problem], None] | None = None,
                  on_step: Callable[[StepRecord], None] | None = None) -> None:
         policy.validate()
@@ -355,7 +358,9 @@ class ICBSEngine:
         self.stats = EngineStats()
         self.step_count = 0
         self._selectors: dict[int, Any] = {}
-        self.loss = objective.loss() if loss_check else None
+        self.loss = None
+        if loss_check:
+            self.loss = initial_loss if initial_loss is not None else objective.loss()
 
     def selector(self, unit: int) -> Any:
         if unit not in self._selectors:

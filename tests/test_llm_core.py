@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pruning.llm import baselines  # noqa: E402
-from pruning.llm.icbs import (_groups_ok, _with_group_penalty, fisher_refine_layer,  # noqa: E402
+from pruning.llm.icbs import (_groups_ok, _with_group_penalty, fisher_refine_block,  # noqa: E402
                               refine_rows, refit_rows, row_errors)
 from pruning.llm.sparsegpt import damped_hessian, sparsegpt  # noqa: E402
 
@@ -22,22 +22,11 @@ def _data(d_out=6, d_in=16, tokens=64, seed=0):
     return W, X
 
 
-class Exhaustive:
-    """A block solver that enumerates every feasible pattern (tests only)."""
+def Exhaustive():
+    """The engine's block solver with the exact backend (every feasible pattern)."""
+    from pruning.engine import BlockSolver
 
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, problem, x_current):
-        self.calls += 1
-        best, best_e = None, problem.energy(x_current.astype(np.int8))
-        for ones in itertools.combinations(range(problem.n), problem.k):
-            x = np.zeros(problem.n, dtype=np.int8)
-            x[list(ones)] = 1
-            e = problem.energy(x)
-            if e < best_e - 1e-12:
-                best, best_e = x, e
-        return best
+    return BlockSolver("exact", seed=0)
 
 
 def test_ties_are_broken_towards_lower_index():
@@ -100,7 +89,7 @@ def test_reconstruct_with_refit_equals_a_full_refit_of_the_final_mask():
     solver = Exhaustive()
     layers = {}
     Wf, kf = _reconstruct("l", W, W * keep, keep, stats, cfg, solver, layers)
-    assert solver.calls > 0 and bool((kf != keep).any())  # some row really changed
+    assert solver.count > 0 and bool((kf != keep).any())  # some row really changed
     H, _ = damped_hessian(stats.hessian)
     assert torch.allclose(Wf, refit_rows(W, kf, H), atol=1e-10)
     assert layers["l"]["error_final"] < layers["l"]["error_init"]
@@ -160,7 +149,7 @@ def test_refine_rows_never_worsens_and_keeps_counts(pattern):
     solver = Exhaustive()
     Wn, keep_n = refine_rows(W, W * keep, keep, H, solver, block_size=8, steps=8,
                              pattern=pattern)
-    assert solver.calls > 0
+    assert solver.count > 0
     assert keep_n.sum(dim=1).tolist() == keep.sum(dim=1).tolist()
     assert torch.all(Wn[~keep_n] == 0)
     assert torch.allclose(Wn[keep_n], W[keep_n])
@@ -173,13 +162,36 @@ def test_fisher_refine_keeps_density_and_weights():
     g = torch.Generator().manual_seed(3)
     w0 = torch.randn(4, 6, generator=g)
     keep = baselines.magnitude_mask(w0, 0.5)
-    weight = (w0 * keep).clone()
+    lin = torch.nn.Linear(6, 4, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w0 * keep)
     x = torch.randn(5, 7, 6, generator=g)
     delta = torch.randn(5, 7, 4, generator=g)
-    new_keep = fisher_refine_layer(weight, w0, keep, x, delta, Exhaustive(), block_size=6,
-                                   steps=3, gamma=0.75, lam=1e-3)
+    solver = Exhaustive()
+    keeps, stats = fisher_refine_block({"l": (lin, w0, keep)}, {"l": (x, delta)}, solver,
+                                       block_size=6, steps=3, gamma=0.75, lam=1e-3)
+    new_keep = keeps["l"]
+    assert solver.count == stats.blocks_solved > 0
     assert int(new_keep.sum()) == int(keep.sum())
-    assert torch.equal(weight, w0 * new_keep)
+    assert torch.equal(lin.weight.detach(), w0 * new_keep)
+
+
+def test_fisher_refine_reverts_a_group_that_raises_the_held_out_loss():
+    g = torch.Generator().manual_seed(4)
+    w0 = torch.randn(4, 6, generator=g)
+    keep = baselines.magnitude_mask(w0, 0.5)
+    lin = torch.nn.Linear(6, 4, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w0 * keep)
+    x = torch.randn(5, 7, 6, generator=g)
+    delta = torch.randn(5, 7, 4, generator=g)
+    before = lin.weight.detach().clone()
+    # A held-out loss that rises with any change: every group must be undone.
+    keeps, stats = fisher_refine_block(
+        {"l": (lin, w0, keep)}, {"l": (x, delta)}, Exhaustive(), block_size=6, steps=3,
+        gamma=0.75, lam=1e-3, held_out_loss=lambda: float((lin.weight - before).abs().sum()))
+    assert stats.blocks_solved > 0 and stats.blocks_applied == 0
+    assert torch.equal(keeps["l"], keep) and torch.equal(lin.weight.detach(), before)
 
 
 def test_icbs_config_rejects_contradictory_options():

@@ -158,8 +158,15 @@ def _run(args: argparse.Namespace, config: Any) -> int:
 
             writer = BlockSetWriter(export)
         # The writer's context drops the half-written block set if pruning fails.
-        with writer if writer is not None else contextlib.nullcontext():
-            report = prune_lm(model, calibration, config, writer=writer)
+        executor = None
+        if config.method == "icbs" and getattr(args, "executor", "serial") != "serial":
+            from backends.executor import make_executor
+
+            executor = make_executor(args.executor, workers=getattr(args, "workers", None),
+                                     ray_address=getattr(args, "ray_address", None))
+        with writer if writer is not None else contextlib.nullcontext(), \
+                executor if executor is not None else contextlib.nullcontext():
+            report = prune_lm(model, calibration, config, writer=writer, executor=executor)
         ppl = perplexity(model, evaluation, protocol.batch_size)
     densities = layer_densities(model)
     report.update({

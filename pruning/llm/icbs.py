@@ -20,11 +20,12 @@ Gradients are taken once per group of decoder blocks and epoch at the current (p
 weights; later changes in the same group are not reflected (a documented approximation).
 Far from the dense weights (density 0.3) the Taylor model can mislead badly, so by default
 (``loss_check``) a decoder block's new masks are kept only when the perplexity of held-out
-calibration windows does not rise.
+calibration windows does not rise (the engine's check: reverted, or answers halved).
 
-Every answer is re-scored on the exact block model (the `Problem`'s energy) and applied
-only when it is strictly better than the current pattern (energy 0 in the block's
-units); solvers are warm-started from the current pattern when they accept ``initial``.
+Both objectives (`pruning.llm.objectives`) run on the iCBS engine (`pruning.engine`): one
+selection and tabu policy, one acceptance rule (re-scored on the exact block model,
+strictly better than the current pattern), warm starts, one export hook, and groups of
+blocks solved in parallel when the solver has an executor.
 """
 
 from __future__ import annotations
@@ -38,14 +39,10 @@ import torch
 
 from qcbo.problem import Problem
 
-__all__ = ["LMICBSConfig", "BlockSolver", "refit_rows", "row_errors", "refine_rows",
-           "fisher_refine_layer", "capture_fisher_inputs"]
+__all__ = ["LMICBSConfig", "refit_rows", "row_errors", "refine_rows", "fisher_refine_block",
+           "capture_fisher_inputs"]
 
 log = logging.getLogger(__name__)
-
-#: Tolerance (block units) below which an answer counts as an improvement.
-IMPROVE_TOL = 1e-9
-
 
 @dataclass(frozen=True)
 class LMICBSConfig:
@@ -89,42 +86,6 @@ class LMICBSConfig:
                              "discard SparseGPT's updates; use init wanda or magnitude")
 
 
-class BlockSolver:
-    """Solves block problems with a registered backend; counts, exports, never worsens."""
-
-    def __init__(self, backend: str, options: Mapping[str, Any] | None = None, seed: int = 0,
-                 writer: Any = None) -> None:
-        from backends import get_backend
-
-        self.backend = get_backend(backend)
-        self.options = dict(options or {})
-        self.warm = "initial" in self.backend.options
-        self.rng = np.random.default_rng(seed)
-        self.writer = writer
-        self.solved = 0
-        self.applied = 0
-        self.gain = 0.0
-
-    def __call__(self, problem: Problem, x_current: np.ndarray) -> np.ndarray | None:
-        """The new pattern (int8, (n,)) when strictly better than x_current, else None."""
-        if self.writer is not None:
-            self.writer.add(problem)
-        options = dict(self.options)
-        if self.warm:
-            options["initial"] = x_current.astype(np.int8)
-        result = self.backend.solve(problem, seed=int(self.rng.integers(2**31)), **options)
-        self.solved += 1
-        if result.x is None or not problem.is_feasible(result.x):
-            return None
-        current = problem.energy(x_current.astype(np.int8))
-        change = (problem.energy(result.x) - current) * problem.metadata.get("scale", 1.0)
-        if change < -IMPROVE_TOL * max(1.0, abs(current)):
-            self.applied += 1
-            self.gain += -change
-            return np.asarray(result.x, dtype=np.int8)
-        return None
-
-
 # ---------------------------------------------------------------- reconstruction objective
 def row_errors(W0: torch.Tensor, W: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
     """E_r = (ŵ_r − w_r)ᵀ H (ŵ_r − w_r) for every row, (d_out,) float64."""
@@ -161,66 +122,33 @@ def refit_rows(W0: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
 
 
 def refine_rows(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
-                solver: Callable[[Problem, np.ndarray], np.ndarray | None], *,
-                block_size: int, steps: int, name: str = "",
-                pattern: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """iCBS block steps on the rows of one Linear (reconstruction objective).
+                solver: Any, *, block_size: int, steps: int, name: str = "",
+                pattern: tuple[int, int] | None = None,
+                block_sink: Callable[[Problem], None] | None = None,
+                on_step: Callable[[Any], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """iCBS block steps on the rows of one Linear (reconstruction objective), on the engine.
 
-    W0 dense (d_out, d_in), W current weights (zero where ~keep), H damped XᵀX/N float64.
-    Returns the new (W float64, keep). Row pruned counts never change. With
+    W0 dense (d_out, d_in), W current weights (zero where ~keep), H damped XᵀX/N float64;
+    ``solver`` a `pruning.engine.BlockSolver`. Rows are visited in decreasing order of
+    error, one block per step; all ``steps`` blocks are posed from the same weights
+    (rows are independent) and solved as one group, in parallel when the solver has an
+    executor. Returns the new (W float64, keep); row pruned counts never change. With
     ``pattern=(n, m)`` a block is ``block_size // m`` whole groups of m inputs and each
     group's count is kept by the penalty P Σ_groups (Σ_group x − (m − n))², P from
     `Problem.default_penalty` (so a violating answer never beats a feasible one); answers
     are checked per group before they are applied.
     """
-    from pruning.block import block_problem
+    from pruning.engine import ICBSEngine
 
-    W0 = W0.to(torch.float64)
-    W = W.to(torch.float64).clone()
-    keep = keep.clone()
-    diagH = torch.diagonal(H)
-    errors = row_errors(W0, W, H)
-    order = torch.argsort(errors, descending=True, stable=True).tolist()
-    used: dict[int, set[int]] = {}
-    half = block_size // 2
-    for step in range(steps):
-        r = order[step % len(order)]
-        v = torch.where(keep[r], W[r], W0[r])
-        sal = v * v * diagH
-        tabu = used.setdefault(r, set())
-        pruned = [j for j in torch.argsort(sal.masked_fill(keep[r], -1.0), descending=True,
-                                           stable=True).tolist()[: int((~keep[r]).sum())]
-                  if j not in tabu]
-        kept = [j for j in torch.argsort(sal.masked_fill(~keep[r], float("inf")),
-                                         stable=True).tolist()[: int(keep[r].sum())]
-                if j not in tabu]
-        if pattern is not None:
-            idx = _group_block(sal, keep[r], pattern, max(1, block_size // pattern[1]), tabu)
-            if idx is None:
-                continue
-        else:
-            m = min(half, len(pruned), len(kept))
-            if m == 0:
-                continue
-            idx = torch.tensor(pruned[:m] + kept[:m])
-        tabu.update(idx.tolist())
-        x_cur = (~keep[r, idx]).to(torch.int8).numpy()
-        g = 2.0 * (H[idx] @ (W[r] - W0[r]))
-        Hb = 2.0 * H[idx][:, idx]
-        problem = block_problem(v[idx].numpy(), x_cur, g.numpy(), Hb.numpy(), gamma=1.0,
-                                lam=0.0, metadata={"layer": name, "row": int(r), "step": step,
-                                                   "objective": "reconstruction",
-                                                   "indices": idx.tolist()})
-        if pattern is not None:
-            problem = _with_group_penalty(problem, pattern)
-        x_new = solver(problem, x_cur)
-        if x_new is not None and pattern is not None and not _groups_ok(x_new, pattern):
-            x_new = None
-        if x_new is not None:
-            xt = torch.from_numpy(x_new.astype(np.bool_))
-            W[r, idx] = torch.where(xt, torch.zeros_like(v[idx]), v[idx])
-            keep[r, idx] = ~xt
-    return W, keep
+    from .objectives import LM_POLICY, RowReconstruction
+
+    objective = RowReconstruction(W0, W, keep, H, name=name, pattern=pattern)
+    order = objective.row_order()
+    schedule = [order[s % len(order)] for s in range(steps)]
+    engine = ICBSEngine(objective, solver, block_size=block_size, policy=LM_POLICY,
+                        loss_check=False, block_sink=block_sink, on_step=on_step)
+    engine.run(schedule, group_size=max(1, len(schedule)))
+    return objective.W, objective.keep_t
 
 
 def _group_block(sal: torch.Tensor, keep_row: torch.Tensor, pattern: tuple[int, int],
@@ -320,61 +248,30 @@ def capture_fisher_inputs(model: torch.nn.Module, windows: torch.Tensor,
     return {name: (torch.cat(xs[name]), torch.cat(deltas[name])) for name in linears}
 
 
-def fisher_refine_layer(weight: torch.Tensor, w0: torch.Tensor, keep: torch.Tensor,
-                        x: torch.Tensor, delta: torch.Tensor,
-                        solver: Callable[[Problem, np.ndarray], np.ndarray | None], *,
+def fisher_refine_block(linears: Mapping[str, tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]],
+                        captured: Mapping[str, tuple[torch.Tensor, torch.Tensor]], solver: Any, *,
                         block_size: int, steps: int, gamma: float, lam: float,
-                        name: str = "") -> torch.Tensor:
-    """iCBS steps on one Linear with the empirical Fisher; returns the new keep mask.
+                        held_out_loss: Callable[[], float] | None = None,
+                        initial_loss: float | None = None,
+                        block_sink: Callable[[Problem], None] | None = None,
+                        on_step: Callable[[Any], None] | None = None) -> tuple[dict[str, torch.Tensor], Any]:
+    """iCBS steps on the Linears of one decoder block with the empirical Fisher.
 
-    ``weight`` is updated in place (w0 where kept, 0 where pruned). X (m, T, d_in),
-    δ (m, T, d_out). Blocks: the free pruned weights with the highest OBD saliency
-    w0² F_ii and the free kept ones with the lowest (k_b = n/2); a FIFO tabu list of at
-    most half of the smaller side keeps blocks fillable.
+    ``linears``: name -> (module, W0 dense, keep); weights are updated in place (w0 where
+    kept, 0 where pruned). ``steps`` blocks per Linear, all posed from the captured
+    gradients and solved as one group; with ``held_out_loss`` the group is checked on it
+    (reverted, or its answers halved, when it rises). Returns ({name: new keep}, the
+    engine's `EngineStats`) and leaves the engine's final loss in ``stats.final_loss``.
     """
-    from pruning.block import block_problem
+    from pruning.engine import ICBSEngine
 
-    m = x.shape[0]
-    G = torch.einsum("std,ste->sde", delta.double(), x.double()).reshape(m, -1)  # (m, P)
-    g = G.mean(dim=0)
-    fdiag = (G * G).mean(dim=0)
-    w = w0.reshape(-1).double()
-    flat_keep = keep.reshape(-1).clone()
-    sal = w * w * fdiag
-    by_desc = torch.argsort(sal, descending=True, stable=True)
-    by_asc = torch.argsort(sal, stable=True)
-    half = block_size // 2
-    tabu: list[int] = []
-    tabu_set: set[int] = set()
-    for step in range(steps):
-        n_pruned, n_kept = int((~flat_keep).sum()), int(flat_keep.sum())
-        limit = max(0, min(n_pruned, n_kept) // 2)
-        while len(tabu) > limit:
-            tabu_set.discard(tabu.pop(0))
-        blocked = torch.zeros_like(flat_keep)
-        if tabu:
-            blocked[torch.tensor(tabu)] = True
-        top = by_desc[torch.nonzero((~flat_keep & ~blocked)[by_desc]).flatten()[:half]]
-        low = by_asc[torch.nonzero((flat_keep & ~blocked)[by_asc]).flatten()[:half]]
-        mm = min(top.numel(), low.numel())
-        if mm == 0:
-            break
-        top, low = top[:mm], low[:mm]
-        idx = torch.cat([top, low])
-        x_cur = (~flat_keep[idx]).to(torch.int8).numpy()
-        Gb = G[:, idx]
-        problem = block_problem(w[idx].numpy(), x_cur, g[idx].numpy(), (Gb.T @ Gb / m).numpy(),
-                                gamma=gamma, lam=lam,
-                                metadata={"layer": name, "step": step, "objective": "fisher",
-                                          "indices": idx.tolist()})
-        x_new = solver(problem, x_cur)
-        if x_new is not None:
-            flat_keep[idx] = torch.from_numpy(x_new == 0)
-        for j in idx.tolist():
-            if j not in tabu_set:
-                tabu.append(j)
-                tabu_set.add(j)
-    new_keep = flat_keep.view_as(keep)
-    with torch.no_grad():
-        weight.copy_(torch.where(new_keep, w0, torch.zeros_like(w0)))
-    return new_keep
+    from .objectives import LM_POLICY, DecoderFisher
+
+    objective = DecoderFisher(linears, captured, gamma=gamma, lam=lam, held_out_loss=held_out_loss)
+    engine = ICBSEngine(objective, solver, block_size=block_size, policy=LM_POLICY,
+                        loss_check=held_out_loss is not None, initial_loss=initial_loss,
+                        block_sink=block_sink, on_step=on_step)
+    schedule = [u for u in range(len(objective.names)) for _ in range(steps)]
+    engine.run(schedule, group_size=max(1, len(schedule)))
+    engine.stats.final_loss = engine.loss  # type: ignore[attr-defined]
+    return {n: objective.keep_tensor(u) for u, n in enumerate(objective.names)}, engine.stats

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from . import baselines
-from .icbs import (BlockSolver, LMICBSConfig, capture_fisher_inputs, fisher_refine_layer,
-                   refine_rows, refit_rows, row_errors)
+from ..engine import BlockSolver, StepRecord
+from .icbs import (LMICBSConfig, capture_fisher_inputs, fisher_refine_block, refine_rows,
+                   refit_rows, row_errors)
 from .layerwise import LinearStats, decoder_layers, prunable_linears, run_layerwise
 from .sparsegpt import damped_hessian, sparsegpt
 
@@ -82,11 +83,23 @@ def _init_mask(kind: str, W0: torch.Tensor, stats: LinearStats, cfg: LMPruneConf
     return W0 * keep, keep
 
 
+class _Counts:
+    """Solved and applied blocks over a whole run (the engine's ``on_step``)."""
+
+    def __init__(self) -> None:
+        self.solved = self.applied = 0
+
+    def __call__(self, record: StepRecord) -> None:
+        self.solved += 1
+        self.applied += int(record.applied and not record.reverted)
+
+
 def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig, *,
-             writer: Any = None) -> dict[str, Any]:
+             writer: Any = None, executor: Any = None) -> dict[str, Any]:
     """Prune ``model`` in place with calibration windows (m, T) int64; returns a report.
 
-    ``writer``: an optional `qcbo.io.BlockSetWriter` receiving every iCBS block problem.
+    ``writer``: an optional `qcbo.io.BlockSetWriter` receiving every iCBS block problem;
+    ``executor`` (`backends.executor`): solves each Linear's blocks in parallel.
     """
     config.validate()
     started = time.perf_counter()
@@ -95,8 +108,11 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
                               f"{config.pattern[0]}:{config.pattern[1]}", "layers": {}}
     icfg = config.icbs
     solver = None
+    counts = _Counts()
+    sink = writer.add if writer is not None else None
     if config.method == "icbs":
-        solver = BlockSolver(icfg.backend, icfg.backend_options, seed=icfg.seed, writer=writer)
+        solver = BlockSolver(icfg.backend, icfg.backend_options, seed=icfg.seed,
+                             executor=executor)
     fisher_state: dict[str, tuple[nn.Linear, torch.Tensor, torch.Tensor]] = {}
 
     if config.method == "magnitude":
@@ -115,7 +131,7 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
                 W, keep = _init_mask(kind, W0, stats[name], config)
                 if config.method == "icbs" and icfg.objective == "reconstruction":
                     W, keep = _reconstruct(full, W0, W, keep, stats[name], config, solver,
-                                           report["layers"])
+                                           report["layers"], block_sink=sink, on_step=counts)
                 elif config.method == "icbs":
                     fisher_state[full] = (lin, W0, keep)
                 with torch.no_grad():
@@ -125,9 +141,10 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
                                             batch_size=config.batch_size)
 
     if config.method == "icbs" and icfg.objective == "fisher":
-        report["fisher"] = _fisher(model, calibration, fisher_state, config, solver)
+        report["fisher"] = _fisher(model, calibration, fisher_state, config, solver,
+                                   block_sink=sink, on_step=counts)
     if solver is not None:
-        report["blocks"] = {"solved": solver.solved, "applied": solver.applied,
+        report["blocks"] = {"solved": counts.solved, "applied": counts.applied,
                             "backend": icfg.backend, "block_size": icfg.block_size,
                             "steps_per_layer": icfg.steps_per_layer,
                             "objective": icfg.objective, "refit": icfg.refit,
@@ -138,7 +155,8 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
 
 def _reconstruct(name: str, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor,
                  stats: LinearStats, config: LMPruneConfig, solver: BlockSolver,
-                 layers: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+                 layers: dict[str, Any], *, block_sink: Any = None,
+                 on_step: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     icfg = config.icbs
     H, _dead = damped_hessian(stats.hessian, config.damp)
     W = W.to(torch.float64)
@@ -147,7 +165,8 @@ def _reconstruct(name: str, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tenso
     before = float(row_errors(W0, W, H).sum())
     keep_before = keep
     W, keep = refine_rows(W0, W, keep, H, solver, block_size=icfg.block_size,
-                          steps=icfg.steps_per_layer, name=name, pattern=config.pattern)
+                          steps=icfg.steps_per_layer, name=name, pattern=config.pattern,
+                          block_sink=block_sink, on_step=on_step)
     if icfg.refit:
         # Rows whose mask did not change are already at their least-squares optimum.
         changed = torch.nonzero((keep != keep_before).any(dim=1)).flatten()
@@ -160,14 +179,15 @@ def _reconstruct(name: str, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tenso
 
 def _fisher(model: nn.Module, calibration: torch.Tensor,
             state: dict[str, tuple[nn.Linear, torch.Tensor, torch.Tensor]],
-            config: LMPruneConfig, solver: BlockSolver) -> dict[str, Any]:
+            config: LMPruneConfig, solver: BlockSolver, *, block_sink: Any = None,
+            on_step: Any = None) -> dict[str, Any]:
     """Fisher-objective iCBS over the decoder blocks (after the one-shot initial masks).
 
     Per pass over ``blocks_per_pass`` decoder blocks: per-sample gradients on
-    ``fisher_samples`` random calibration windows, then block steps on every Linear of the
-    group. With ``loss_check``, each decoder block's new masks are kept only if the
-    perplexity of held-out calibration windows (other rows than the gradient's, when
-    there are enough) does not rise; otherwise that block's masks are restored.
+    ``fisher_samples`` random calibration windows, then, per decoder block, one engine
+    group of block steps on every Linear (`fisher_refine_block`). With ``loss_check`` the
+    group is checked on the perplexity of held-out calibration windows (other rows than
+    the gradient's, when there are enough): reverted, or its answers halved, when it rises.
     """
     from .perplexity import perplexity
 
@@ -178,7 +198,7 @@ def _fisher(model: nn.Module, calibration: torch.Tensor,
         by_block.setdefault(int(name.split(".")[0]), []).append(name)
     n_blocks = len(decoder_layers(model))
     started = time.perf_counter()
-    checked = restored = 0
+    checked = restored = shrunk = 0
     for epoch in range(icfg.epochs):
         for first in range(0, n_blocks, icfg.blocks_per_pass):
             indices = [b for b in sorted(by_block) if first <= b < first + icfg.blocks_per_pass]
@@ -189,32 +209,24 @@ def _fisher(model: nn.Module, calibration: torch.Tensor,
             held_out = calibration[others if others.size else rows, : icfg.fisher_window]
             captured = capture_fisher_inputs(
                 model, windows, {n: state[n][0] for b in indices for n in by_block[b]})
-            reference = perplexity(model, held_out) if icfg.loss_check else None
+            check = (lambda: perplexity(model, held_out)) if icfg.loss_check else None
+            reference = check() if check is not None else None
             for index in indices:
-                before = {n: state[n][2] for n in by_block[index]}
-                for n in by_block[index]:
-                    lin, W0, keep = state[n]
-                    x, delta = captured.pop(n)
-                    state[n] = (lin, W0, fisher_refine_layer(
-                        lin.weight.data, W0, keep, x, delta, solver,
-                        block_size=icfg.block_size, steps=icfg.steps_per_layer,
-                        gamma=icfg.gamma, lam=icfg.lam, name=n))
-                if reference is None:
-                    continue
-                checked += 1
-                value = perplexity(model, held_out)
-                if value <= reference:
-                    reference = value
-                    continue
-                restored += 1
-                log.info("fisher: block %d raised held-out perplexity %.3f -> %.3f; restored",
-                         index, reference, value)
-                with torch.no_grad():  # fisher weights are W0 where kept, 0 where pruned
-                    for n, keep in before.items():
-                        lin, W0, _ = state[n]
-                        lin.weight.copy_(torch.where(keep, W0, torch.zeros_like(W0)))
-                        state[n] = (lin, W0, keep)
+                names = by_block[index]
+                keeps, stats = fisher_refine_block(
+                    {n: state[n] for n in names}, {n: captured.pop(n) for n in names}, solver,
+                    block_size=icfg.block_size, steps=icfg.steps_per_layer, gamma=icfg.gamma,
+                    lam=icfg.lam, held_out_loss=check, initial_loss=reference,
+                    block_sink=block_sink, on_step=on_step)
+                for n in names:
+                    lin, W0, _ = state[n]
+                    state[n] = (lin, W0, keeps[n])
+                if check is not None and stats.groups:
+                    checked += 1
+                    restored += int(stats.groups_reverted)
+                    shrunk += int(stats.groups_shrunk)
+                    reference = stats.final_loss
             log.info("fisher epoch %d, blocks %d-%d done (%.1f s)", epoch, first,
                      first + icfg.blocks_per_pass - 1, time.perf_counter() - started)
     return {"fisher_s": time.perf_counter() - started, "epochs": icfg.epochs,
-            "blocks_checked": checked, "blocks_restored": restored}
+            "blocks_checked": checked, "blocks_restored": restored, "blocks_shrunk": shrunk}
