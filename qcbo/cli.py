@@ -72,6 +72,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"qcbo: error: {message} (see {self.prog} --help)\n")
 
 
+def add_executor_arguments(parser: "argparse._ActionsContainer", what: str) -> None:
+    """--executor, --workers, --ray-address (see `backends.executor`); ``what`` names the
+    work spread ("the blocks", "the solves", ...)."""
+    parser.add_argument("--executor", choices=("serial", "processes", "ray"), default="serial",
+                        help=f"where {what} run: this process, local worker processes or Ray "
+                             "(default serial); answers do not depend on it")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="worker processes (processes) or CPUs of a local Ray (default: "
+                             "one per CPU)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="join this Ray cluster (default $RAY_ADDRESS, else a local Ray)")
+
+
 def _command_modules() -> list:
     names = [m.name for m in pkgutil.iter_modules(_commands_pkg.__path__) if not m.name.startswith("_")]
     names.sort(key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))

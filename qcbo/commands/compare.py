@@ -33,7 +33,7 @@ def _backend_option(text: str) -> tuple[str, str, Any]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_problem_arguments, positive_float
+    from ..cli import add_executor_arguments, add_problem_arguments, positive_float
 
     add_problem_arguments(parser, many=True)
     parser.add_argument("--backends", type=_backend_list, required=True, metavar="A,B,C",
@@ -45,14 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", "-o", type=_backend_option, action="append", default=[],
                         metavar="BACKEND.KEY=VALUE",
                         help="backend option, repeatable (e.g. -o dwave-sa.num_reads=50)")
-    parser.add_argument("--executor", choices=("serial", "processes", "ray"), default="serial",
-                        help="where the solves run: this process, local worker processes or "
-                             "Ray (default serial); the report is the same")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes (processes) or CPUs of a local Ray (default: "
-                             "one per CPU)")
-    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
-                        help="join this Ray cluster (default $RAY_ADDRESS, else a local Ray)")
+    add_executor_arguments(parser, "the solves")
     parser.add_argument("--out", default="compare-results", metavar="DIR",
                         help="folder for report.json and gap_vs_time.png (default "
                              "./compare-results; created if missing)")

@@ -32,7 +32,7 @@ def _density(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ..cli import non_negative_int, positive_float
+    from ..cli import add_executor_arguments, non_negative_int, positive_float
     from .solve import parse_option
 
     parser.add_argument("--task", choices=["classifier", "lm"], default="classifier",
@@ -84,12 +84,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-samples", type=int, default=4096, metavar="N",
                         help="training samples held apart to choose the start and check every "
                              "step on the real loss (default 4096, at most a quarter of the data)")
-    parser.add_argument("--executor", choices=["serial", "processes", "ray"], default="serial",
-                        help="how a group's blocks are solved (default serial)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes for --executor processes/ray")
-    parser.add_argument("--ray-address", default=None, metavar="A",
-                        help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    add_executor_arguments(parser, "a group's blocks")
     parser.add_argument("--keep-best", action="store_true",
                         help="end with the mask of the epoch with the best validation accuracy")
     lm = parser.add_argument_group("language models (--task lm)")

@@ -29,7 +29,7 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_problem_arguments, positive_float
+    from ..cli import add_executor_arguments, add_problem_arguments, positive_float
 
     add_problem_arguments(parser)
     parser.add_argument("--backend", default="sa", help="backend name (see `qcbo backends`); default sa")
@@ -50,14 +50,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--all", action="store_true",
                        help="solve every block of the block set PATH; one JSON line per block "
                             "goes to --out as blocks finish; blocks already there are skipped")
-    group.add_argument("--executor", choices=("serial", "processes", "ray"), default="serial",
-                       help="where the blocks run: this process, local worker processes, or "
-                            "Ray (default serial)")
-    group.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="worker processes (processes) or CPUs of a local Ray (default: "
-                            "one per CPU)")
-    group.add_argument("--ray-address", default=None, metavar="ADDRESS",
-                       help="join this Ray cluster (default $RAY_ADDRESS, else a local Ray)")
+    add_executor_arguments(group, "the blocks")
 
 
 def run(args: argparse.Namespace) -> int:
