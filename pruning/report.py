@@ -55,7 +55,8 @@ def write_json(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
 
 def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """PNG: validation accuracy and loss per epoch (0 = initial mask) against the dense
-    model and the one-shot baselines (horizontal lines)."""
+    model and the one-shot baselines (horizontal lines); for a checked iCBS run, each
+    group's predicted against measured change of the calibration loss."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,7 +70,8 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None
         + [e.get("val_accuracy") for e in report.get("epochs", [])],
         "val_loss": [initial.get("val_loss")] + [e.get("val_loss") for e in report.get("epochs", [])],
     }
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    groups = [g for g in report.get("engine", {}).get("groups", []) if g.get("measured") is not None]
+    fig, axes = plt.subplots(1, 3 if groups else 2, figsize=(16 if groups else 11, 4))
     titles = {"val_accuracy": "validation accuracy", "val_loss": "validation loss"}
     for ax, key in zip(axes, ("val_accuracy", "val_loss")):
         values = series[key]
@@ -87,6 +89,21 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None
         ax.set_title(titles[key])
         ax.grid(alpha=0.3)
     axes[0].legend(loc="best", fontsize=8)
+    if groups:
+        ax = axes[2]
+        kept = [g for g in groups if not g["reverted"]]
+        undone = [g for g in groups if g["reverted"]]
+        for sel, colour, label in ((kept, "C2", "kept"), (undone, "C3", "reverted")):
+            ax.scatter([g["predicted"] for g in sel], [g["measured"] for g in sel], s=8,
+                       color=colour, label=f"{label} ({len(sel)})", alpha=0.6)
+        lo = min(min(g["predicted"] for g in groups), min(g["measured"] for g in groups))
+        ax.plot([lo, 0], [lo, 0], "k--", lw=0.8)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xlabel("predicted δL (block model)")
+        ax.set_ylabel("measured δL (calibration loss)")
+        ax.set_title("each step's group: model against real loss")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     density = report.get("density")
     fig.suptitle(f"{report.get('model', 'model')} at density "
                  f"{density:.3g}" if isinstance(density, float) else str(report.get("model", "")))
