@@ -2,7 +2,8 @@
 
 For each density and seed: test accuracy and wall time of the dense model, one-shot
 magnitude (per layer) and Wanda (per output row), and iCBS (backend sa, blocks of 1024,
-k = 512, ICBS.md's gamma, lambda, fixing and tabu fractions, Wanda initial mask).
+k = 512, ICBS.md's gamma, lambda, fixing and tabu fractions, automatic start
+(--init), calibration-loss check).
 Optionally (--backends) one iCBS run per extra backend at the first density, each
 with a block size it can take. Writes a table to stdout, JSON and a PNG of test accuracy
 against density under benchmarks/results/.
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--steps-per-epoch", type=int, default=100)
     p.add_argument("--block-size", type=int, default=1024)
-    p.add_argument("--init", default="wanda")
+    p.add_argument("--init", default="auto")
     p.add_argument("--backends", nargs="*", default=[], metavar="NAME[:BLOCK]",
                    help="extra iCBS runs at the first density and seed, e.g. tabu cpsat:64 "
                         "braket-local:12")
