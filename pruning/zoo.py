@@ -199,9 +199,17 @@ def _train(model: nn.Module, spec: ZooSpec, data: ClassificationData) -> None:
 
 
 def load_zoo(name: str) -> LoadedModel:
-    """A zoo model by name (without ``zoo:``), trained and cached on first use."""
+    """A zoo model by name (without ``zoo:``), trained and cached on first use.
+
+    ``NAME@PATH`` builds the architecture of NAME and loads the state dict at PATH
+    (.safetensors, or .pt read with ``weights_only=True``), e.g. a model that
+    ``qcbo prune --model zoo:NAME`` wrote, to prune it further.
+    """
     from safetensors.torch import load_file, save_file
 
+    name, _, path = name.partition("@")
+    if path:
+        return _load_state(name, Path(path))
     spec = ZOO.get(name)
     if spec is None:
         raise InputError(f"unknown zoo model {name!r}; choose one of: "
@@ -236,6 +244,32 @@ def load_zoo(name: str) -> LoadedModel:
     _atomic_write(weights, lambda p: save_file(state, p))
     _atomic_write(info_path, lambda p: Path(p).write_text(json.dumps(info, indent=2)))
     return LoadedModel(name, model, data, acc)
+
+
+def _load_state(name: str, path: Path) -> LoadedModel:
+    spec = ZOO.get(name)
+    if spec is None:
+        raise InputError(f"unknown zoo model {name!r}; choose one of: " + ", ".join(ZOO))
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
+        raise InputError(f"{path}: cannot read model file ({type(exc).__name__})") from None
+    data = load_dataset(spec.dataset)
+    model = build_model(spec, data)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a state dict of zoo:{name} ({first})") from None
+    model.eval()
+    return LoadedModel(f"{name}@{path.stem}", model, data, None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,3 +37,24 @@ def test_load_model_from_state_dict_paths(tmp_path):
         load_model(str(tmp_path / "absent.pt"))
     with pytest.raises(InputError, match="unknown builtin model"):
         load_builtin("resnet-9000")
+
+
+def test_zoo_architectures_build_and_load_a_saved_state(tmp_path):
+    from safetensors.torch import save_file
+
+    from pruning.data import load_digits
+    from pruning.zoo import ZOO, build_model, load_zoo
+    from qcbo.errors import InputError
+
+    data = load_digits()
+    spec = ZOO["digits-mlp-deep-sgd"]
+    model = build_model(spec, data)
+    assert model(data.x_test[:5]).shape == (5, 10)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "m.safetensors"))
+    loaded = load_zoo(f"digits-mlp-deep-sgd@{tmp_path / 'm.safetensors'}")
+    assert torch.equal(loaded.model(data.x_test[:5]), model(data.x_test[:5]))
+    with pytest.raises(InputError, match="not a state dict of zoo:digits-mlp"):
+        load_zoo(f"digits-mlp@{tmp_path / 'm.safetensors'}")
+    with pytest.raises(InputError, match="unknown zoo model"):
+        load_zoo("resnet")

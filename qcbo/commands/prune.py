@@ -38,7 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=["classifier", "lm"], default="classifier",
                         help="classifier (built-in MLPs; default) or lm (language models)")
     parser.add_argument("--model", default=None,
-                        help="builtin:mlp-digits (default), builtin:mlp-fashion-mnist, zoo:NAME "
+                        help="builtin:mlp-digits (default), builtin:mlp-fashion-mnist, zoo:NAME or "
+                             "zoo:NAME@STATE.safetensors "
                              "(`python -m pruning.zoo` lists and builds them), or a path to an MLP "
                              "state dict (.safetensors/.pt); for --task lm see its help")
     parser.add_argument("--density", type=_density, default=None,
