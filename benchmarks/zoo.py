@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", action="append", default=[], metavar="MODEL=N",
                    help="steps per epoch for one model (e.g. fmnist-cnn=25)")
     p.add_argument("--no-chita", action="store_true", help="skip the CHITA baseline")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an ICBSConfig field for every run (value read as JSON), e.g. "
+                        "--set loss_check=false --set shrink_steps=0")
     p.add_argument("--name", default="zoo")
     p.add_argument("--resume", action="store_true")
     return p.parse_args(argv)
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = list(previous.get("runs", []))
     done = {(r["model"], r["density"], r["seed"]) for r in rows}
     per_model = dict(s.split("=", 1) for s in args.steps)
-    meta = {"command": " ".join(["benchmarks/zoo.py"] + (argv if argv is not None else sys.argv[1:])),
+    meta = {"settings": args.set, "command": " ".join(["benchmarks/zoo.py"] + (argv if argv is not None else sys.argv[1:])),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "load_avg_1m_start": os.getloadavg()[0], "held_out": list(HELD_OUT)}
     baselines = MASK_BASELINES + (() if args.no_chita else ("chita",))
@@ -75,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                 steps = per_model.get(model, args.steps_per_epoch)
                 if steps is not None:
                     kwargs["steps_per_epoch"] = int(steps)
+                for item in args.set:
+                    key, _, value = item.partition("=")
+                    try:
+                        kwargs[key] = json.loads(value)
+                    except json.JSONDecodeError:
+                        kwargs[key] = value
                 config = ICBSConfig(density=density, epochs=args.epochs, seed=seed, **kwargs)
                 r = prune_classifier(loaded, method="icbs", config=config, baselines=baselines)
                 dense = r["dense"]["test_accuracy"]
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                        "one_shot": one_shot, "best_one_shot": best,
                        "chita": r["baselines"].get("chita", {}).get("test_accuracy"),
                        "chita_time_s": r["baselines"].get("chita", {}).get("wall_time_s"),
-                       "start": r["initial"]["method"], "start_candidates": r["initial"]["candidates"],
+                       "settings": args.set, "start": r["initial"]["method"], "start_candidates": r["initial"]["candidates"],
                        "steps_per_epoch": config.steps_per_epoch,
                        "epochs": [{k: e.get(k) for k in ("epoch", "test_accuracy", "val_accuracy",
                                                          "calibration_loss", "blocks_applied",
