@@ -152,6 +152,8 @@ def merge(paths: list[str], out: Path) -> int:
     results = list(rows.values())
     out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
     plot(results, out.with_suffix(".png"))
+    if executor is not None:
+        executor.close()
     return 0
 
 
@@ -164,6 +166,9 @@ def main() -> int:
     parser.add_argument("--block-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "llm.json"))
+    parser.add_argument("--executor", choices=("serial", "processes", "ray"), default="serial",
+                        help="how iCBS solves a Linear's blocks (answers do not depend on it)")
+    parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--skip-dense", action="store_true",
                         help="do not measure the dense model (another run did)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -198,6 +203,12 @@ def main() -> int:
              "icbs_steps_per_layer": args.steps, "block_size": args.block_size,
              "backend": "sa", "backend_options": {"sweeps": 200, "restarts": 4},
              "torch_threads": torch.get_num_threads()}
+    setup["executor"], setup["workers"] = args.executor, args.workers
+    executor = None
+    if args.executor != "serial":
+        from backends.executor import make_executor
+
+        executor = make_executor(args.executor, workers=args.workers)
     results: list[dict] = []
     if not args.skip_dense:
         t = time.perf_counter()
@@ -212,11 +223,12 @@ def main() -> int:
         config = config_for(name, args.steps, args.block_size, args.seed)
         t = time.perf_counter()
         with PeakMemory() as mem:
-            report = prune_lm(model, calibration, config)
+            report = prune_lm(model, calibration, config, executor=executor)
             prune_s = time.perf_counter() - t
             ppl = perplexity(model, evaluation)
         dens = layer_densities(model)
-        row = {"name": name, "perplexity": ppl, "wall_s": time.perf_counter() - t,
+        row = {"name": name, "executor": args.executor, "workers": args.workers,
+               "perplexity": ppl, "wall_s": time.perf_counter() - t,
                "prune_s": prune_s, "peak_rss_gib": mem.peak_bytes / 2**30,
                "mean_layer_density": sum(dens.values()) / len(dens),
                "blocks": report.get("blocks")}
@@ -231,6 +243,8 @@ def main() -> int:
         plot(results, out.with_suffix(".png"))
     out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
     plot(results, out.with_suffix(".png"))
+    if executor is not None:
+        executor.close()
     return 0
 
 
