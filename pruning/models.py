@@ -204,6 +204,23 @@ def _mlp_from_state(state: dict[str, torch.Tensor], source: str) -> nn.Sequentia
     return model
 
 
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, or from a .pt file read with ``weights_only=True``
+    (no code runs); any reader failure is an InputError."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
+        raise InputError(f"{path}: cannot read model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: expected a state dict (name -> tensor)")
+    return state
+
+
 def load_model(spec: str, *, progress: bool = False) -> LoadedModel:
     """``builtin:NAME``, ``zoo:NAME`` (`pruning.zoo`) or a path to an MLP state dict
     (.safetensors or .pt).
@@ -226,18 +243,7 @@ def load_model(spec: str, *, progress: bool = False) -> LoadedModel:
             "zoo:NAME (see `python -m pruning.zoo`) or a path to an MLP state dict "
             "(.safetensors or .pt)"
         )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
-        raise InputError(f"{spec}: cannot read model file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict):
-        raise InputError(f"{spec}: expected a state dict (name -> tensor)")
-    model = _mlp_from_state(state, spec)
+    model = _mlp_from_state(read_state_dict(path), spec)
     width = model[0].in_features
     dataset = {784: "fashion-mnist", 64: "digits"}.get(width)
     if dataset is None:

@@ -29,7 +29,7 @@ from torch import nn
 from qcbo.errors import InputError
 
 from .data import ClassificationData, load_dataset, make_loader
-from .models import LoadedModel, _atomic_write, cache_dir, evaluate
+from .models import LoadedModel, _atomic_write, cache_dir, evaluate, read_state_dict
 
 __all__ = ["ZooSpec", "ZOO", "TUNING", "HELD_OUT", "build_model", "load_zoo"]
 
@@ -252,15 +252,7 @@ def _load_state(name: str, path: Path) -> LoadedModel:
         raise InputError(f"unknown zoo model {name!r}; choose one of: " + ", ".join(ZOO))
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
-        raise InputError(f"{path}: cannot read model file ({type(exc).__name__})") from None
+    state = read_state_dict(path)
     data = load_dataset(spec.dataset)
     model = build_model(spec, data)
     try:

@@ -158,15 +158,19 @@ def test_refine_rows_never_worsens_and_keeps_counts(pattern):
         assert (keep_n.view(4, -1, 4).sum(-1) == 2).all()
 
 
-def test_fisher_refine_keeps_density_and_weights():
-    g = torch.Generator().manual_seed(3)
+def _fisher_case(seed):
+    """A 6 -> 4 Linear at density 0.5 with captured inputs and output gradients."""
+    g = torch.Generator().manual_seed(seed)
     w0 = torch.randn(4, 6, generator=g)
     keep = baselines.magnitude_mask(w0, 0.5)
     lin = torch.nn.Linear(6, 4, bias=False)
     with torch.no_grad():
         lin.weight.copy_(w0 * keep)
-    x = torch.randn(5, 7, 6, generator=g)
-    delta = torch.randn(5, 7, 4, generator=g)
+    return lin, w0, keep, torch.randn(5, 7, 6, generator=g), torch.randn(5, 7, 4, generator=g)
+
+
+def test_fisher_refine_keeps_density_and_weights():
+    lin, w0, keep, x, delta = _fisher_case(3)
     solver = Exhaustive()
     keeps, stats = fisher_refine_block({"l": (lin, w0, keep)}, {"l": (x, delta)}, solver,
                                        block_size=6, steps=3, gamma=0.75, lam=1e-3)
@@ -177,14 +181,7 @@ def test_fisher_refine_keeps_density_and_weights():
 
 
 def test_fisher_refine_reverts_a_group_that_raises_the_held_out_loss():
-    g = torch.Generator().manual_seed(4)
-    w0 = torch.randn(4, 6, generator=g)
-    keep = baselines.magnitude_mask(w0, 0.5)
-    lin = torch.nn.Linear(6, 4, bias=False)
-    with torch.no_grad():
-        lin.weight.copy_(w0 * keep)
-    x = torch.randn(5, 7, 6, generator=g)
-    delta = torch.randn(5, 7, 4, generator=g)
+    lin, w0, keep, x, delta = _fisher_case(4)
     before = lin.weight.detach().clone()
     # A held-out loss that rises with any change: every group must be undone.
     keeps, stats = fisher_refine_block(
