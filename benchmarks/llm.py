@@ -152,8 +152,6 @@ def merge(paths: list[str], out: Path) -> int:
     results = list(rows.values())
     out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
     plot(results, out.with_suffix(".png"))
-    if executor is not None:
-        executor.close()
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,22 +137,23 @@ def train_classifier(
     return evaluate(model, data.x_test, data.y_test)[1]
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def save_cached(state: dict[str, torch.Tensor], info: dict, weights: Path) -> None:
+    """``weights`` (.safetensors) and its ``.json`` info beside it, each written atomically
+    (`qcbo.io.atomic_write`), so concurrent first uses are safe."""
+    from safetensors.torch import save
+
+    from qcbo.io import atomic_write
+
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(weights) as handle:
+        handle.write(save(state))
+    with atomic_write(weights.with_suffix(".json"), "w") as handle:
+        handle.write(json.dumps(info, indent=2))
 
 
 def load_builtin(name: str, *, progress: bool = False) -> LoadedModel:
     """A built-in model by name (without the ``builtin:`` prefix), trained on first use."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     spec = BUILTIN_MODELS.get(name)
     if spec is None:
@@ -181,9 +181,7 @@ def load_builtin(name: str, *, progress: bool = False) -> LoadedModel:
     info = {"name": name, "dataset": spec.dataset, "sizes": list(spec.sizes), "seed": spec.seed,
             "epochs": spec.epochs, "test_accuracy": acc,
             "train_seconds": time.perf_counter() - start}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(weights, lambda p: save_file(state, p))
-    _atomic_write(info_path, lambda p: Path(p).write_text(json.dumps(info, indent=2)))
+    save_cached({k: v.detach().contiguous() for k, v in model.state_dict().items()}, info, weights)
     return LoadedModel(name, model, data, acc)
 
 

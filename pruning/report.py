@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from qcbo.io import atomic_write
+
 __all__ = ["save_state_dict", "write_json", "plot_report", "write_outputs"]
 
 
@@ -29,28 +31,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _replace_into(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_state_dict(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """The model's state dict (masks already folded into the weights) as safetensors."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    _replace_into(Path(path), lambda p: save_file(state, str(p)))
+    with atomic_write(path) as handle:
+        handle.write(save(state))
 
 
 def write_json(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """The report as indented JSON (NaN/inf as null)."""
     text = json.dumps(_jsonable(dict(report)), indent=2)
-    _replace_into(Path(path), lambda p: Path(p).write_text(text + "\n"))
+    with atomic_write(path, "w") as handle:
+        handle.write(text + "\n")
 
 
 def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
@@ -109,11 +103,11 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None
                  f"{density:.3g}" if isinstance(density, float) else str(report.get("model", "")))
     fig.tight_layout()
 
-    def save(p: Path) -> None:
-        fig.savefig(p, dpi=110, format="png")
-
-    _replace_into(Path(path), save)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as handle:
+            fig.savefig(handle, dpi=110, format="png")
+    finally:
+        plt.close(fig)
 
 
 def write_outputs(model: nn.Module, report: Mapping[str, Any],

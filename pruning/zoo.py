@@ -29,7 +29,7 @@ from torch import nn
 from qcbo.errors import InputError
 
 from .data import ClassificationData, load_dataset, make_loader
-from .models import LoadedModel, _atomic_write, cache_dir, evaluate, read_state_dict
+from .models import LoadedModel, cache_dir, evaluate, read_state_dict, save_cached
 
 __all__ = ["ZooSpec", "ZOO", "TUNING", "HELD_OUT", "build_model", "load_zoo"]
 
@@ -205,7 +205,7 @@ def load_zoo(name: str) -> LoadedModel:
     (.safetensors, or .pt read with ``weights_only=True``), e.g. a model that
     ``qcbo prune --model zoo:NAME`` wrote, to prune it further.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     name, _, path = name.partition("@")
     if path:
@@ -240,9 +240,7 @@ def load_zoo(name: str) -> LoadedModel:
     info = {"name": name, "spec": asdict(spec), "test_accuracy": acc,
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": time.perf_counter() - start}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(weights, lambda p: save_file(state, p))
-    _atomic_write(info_path, lambda p: Path(p).write_text(json.dumps(info, indent=2)))
+    save_cached({k: v.detach().contiguous() for k, v in model.state_dict().items()}, info, weights)
     return LoadedModel(name, model, data, acc)
 
 

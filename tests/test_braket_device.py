@@ -2,14 +2,12 @@
 rewrites checked by unitaries, and submit -> manifest -> collect on LocalSimulator."""
 
 import json
-import math
 
 import numpy as np
 import pytest
 
 pytest.importorskip("braket.circuits")
 
-from braket.circuits import Circuit  # noqa: E402
 from braket.device_schema.ionq.ionq_device_capabilities_v1 import IonqDeviceCapabilities  # noqa: E402
 from braket.device_schema.iqm.iqm_device_capabilities_v1 import IqmDeviceCapabilities  # noqa: E402
 from braket.devices import LocalSimulator  # noqa: E402

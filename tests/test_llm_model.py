@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import math
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
