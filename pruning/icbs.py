@@ -104,6 +104,8 @@ class ICBSConfig:
             raise InputError(f"block size must be at least 2, got {self.block_size}")
         if self.epochs < 0 or self.steps_per_epoch < 0:
             raise InputError("epochs and steps per epoch must be >= 0")
+        if self.seed < 0:
+            raise InputError(f"seed must be >= 0, got {self.seed}")
         if self.group_size < 1:
             raise InputError(f"group size must be >= 1, got {self.group_size}")
         self.policy.validate()

@@ -77,6 +77,8 @@ class LMICBSConfig:
             raise ValueError(f"objective must be reconstruction or fisher, got {self.objective!r}")
         if self.init not in ("wanda", "magnitude", "sparsegpt"):
             raise ValueError(f"init must be wanda, magnitude or sparsegpt, got {self.init!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.block_size < 2 or self.steps_per_layer < 0 or self.epochs < 1:
             raise ValueError("need block_size >= 2, steps_per_layer >= 0, epochs >= 1")
         if self.objective == "fisher" and self.refit:
