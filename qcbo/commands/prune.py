@@ -120,16 +120,22 @@ def _run_lm(args: argparse.Namespace) -> int:
 
 
 def _check_writable_folder(out: Path) -> None:
-    """Refuse, before any work, an output folder that cannot be created or written."""
-    import os
+    """Refuse, before any work, an output folder that cannot be created or written: a
+    probe file is made (and removed) in its nearest existing ancestor."""
+    import tempfile
 
     from ..errors import InputError
 
     probe = out
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: {probe} is not a writable folder; choose another --out")
+    try:
+        if not probe.is_dir():
+            raise OSError(f"{probe} is not a folder")
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".qcbo-probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write there ({exc}); choose another --out") from None
 
 
 def run(args: argparse.Namespace) -> int:
