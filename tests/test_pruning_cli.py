@@ -131,3 +131,16 @@ def test_task_lm_delegates_to_pruning_llm_cli(monkeypatch, tmp_path):
     assert args.block_size == 128 and args.export_blocks == str(tmp_path / "b.npz")
     for name in ("epochs", "steps_per_epoch", "seed", "out"):
         assert hasattr(args, name)
+
+
+def test_prune_refuses_bad_input_before_any_work(tmp_path, capsys):
+    for argv, text in [(["--out", "/proc/qcbo-out"], "cannot write there"),
+                       (["--seed", "-3"], "seed must be >= 0"),
+                       (["--group-size", "0"], "--group-size"),
+                       (["--pattern", "2:4"], "--task lm only"),
+                       (["--model", "zoo:nope"], "unknown zoo model")]:
+        code = main(["prune", *argv, "--epochs", "0"] + ([] if "--out" in argv else
+                                                         ["--out", str(tmp_path / "o")]))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and text in err[0], (argv, err)
+        assert not (tmp_path / "o").exists()
