@@ -100,29 +100,41 @@ class BlockSelector:
         self.busy = np.zeros(size, dtype=bool)  # in a block of the current group
         self.tabu_capacity = max(0, min(int(policy.tabu_frac * self.free),
                                         self.free - block_size))
+        self._orders: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        """All indices by decreasing and by increasing score (ties: lower index first),
+        sorted once per score: a selection then filters them in O(m), with no sort."""
+        if self._orders is None:
+            self._orders = (np.argsort(-self.score, kind="stable"),
+                            np.argsort(self.score, kind="stable"))
+        return self._orders
 
     def select(self, n: int, k: int, score: np.ndarray | None = None) -> np.ndarray | None:
         """Sorted flat indices of a block: up to k pruned (highest score first), the rest
         kept (lowest score first); None when no block with both kinds can be formed."""
         if score is not None:
             self.score = np.asarray(score, dtype=np.float64).reshape(-1)
+            self._orders = None
         open_ = ~self.fixed & ~self.busy
-        free_pruned = int((open_ & ~self.keep).sum())
-        free_kept = int((open_ & self.keep).sum())
+        free_pruned = int(np.count_nonzero(open_ & ~self.keep))
+        free_kept = int(np.count_nonzero(open_ & self.keep))
         want_p = min(k, free_pruned)
         want_k = min(n - want_p, free_kept)
         want_p = min(n - want_k, free_pruned)
-        cand = open_ & ~self.in_tabu
-        pruned, kept = np.flatnonzero(cand & ~self.keep), np.flatnonzero(cand & self.keep)
-        while self.tabu and (len(pruned) < want_p or len(kept) < want_k):
+        while True:
+            cand_pruned = open_ & ~self.in_tabu & ~self.keep
+            cand_kept = open_ & ~self.in_tabu & self.keep
+            n_p, n_k = int(np.count_nonzero(cand_pruned)), int(np.count_nonzero(cand_kept))
+            if not self.tabu or (n_p >= want_p and n_k >= want_k):
+                break
             self.in_tabu[self.tabu.popleft()] = False
-            cand = open_ & ~self.in_tabu
-            pruned, kept = np.flatnonzero(cand & ~self.keep), np.flatnonzero(cand & self.keep)
-        take_p, take_k = min(want_p, len(pruned)), min(want_k, len(kept))
+        take_p, take_k = min(want_p, n_p), min(want_k, n_k)
         if take_p == 0 or take_k == 0:
             return None
-        top_p = pruned[np.argsort(-self.score[pruned], kind="stable")[:take_p]]
-        low_k = kept[np.argsort(self.score[kept], kind="stable")[:take_k]]
+        descending, ascending = self._sorted()
+        top_p = _first(descending, cand_pruned, take_p)
+        low_k = _first(ascending, cand_kept, take_k)
         idx = np.sort(np.concatenate([top_p, low_k]))
         self.busy[idx] = True
         return idx
@@ -134,6 +146,21 @@ class BlockSelector:
         self.in_tabu[idx] = True
         while self.tabu and int(self.in_tabu.sum()) > self.tabu_capacity:
             self.in_tabu[self.tabu.popleft()] = False
+
+
+def _first(order: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
+    """The first ``count`` entries of ``order`` whose ``mask`` is set, scanning growing
+    chunks so that a selection costs what it uses, not the unit's size."""
+    found: list[np.ndarray] = []
+    start, size, need = 0, max(4 * count, 1024), count
+    while need > 0 and start < order.size:
+        chunk = order[start:start + size]
+        hit = chunk[mask[chunk]][:need]
+        found.append(hit)
+        need -= hit.size
+        start += size
+        size *= 4
+    return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
 
 @dataclass

@@ -40,3 +40,45 @@ def test_accepts_only_strictly_better_feasible_answers():
     assert accepts(p, x_cur, SolveResult.from_solution(p, worse, backend="t", wall_time_s=0.0)) is None
     infeasible = np.ones(p.n, dtype=np.int8)
     assert accepts(p, x_cur, SolveResult.from_solution(p, infeasible, backend="t", wall_time_s=0.0)) is None
+
+
+def _reference_select(sel, n, k):
+    """The selection rule written plainly: sort the candidates at every call."""
+    open_ = ~sel.fixed & ~sel.busy
+    free_p, free_k = int((open_ & ~sel.keep).sum()), int((open_ & sel.keep).sum())
+    want_p = min(k, free_p)
+    want_k = min(n - want_p, free_k)
+    want_p = min(n - want_k, free_p)
+    in_tabu, tabu = sel.in_tabu.copy(), list(sel.tabu)
+    while True:
+        cand = open_ & ~in_tabu
+        pruned, kept = np.flatnonzero(cand & ~sel.keep), np.flatnonzero(cand & sel.keep)
+        if not tabu or (len(pruned) >= want_p and len(kept) >= want_k):
+            break
+        in_tabu[tabu.pop(0)] = False
+    take_p, take_k = min(want_p, len(pruned)), min(want_k, len(kept))
+    if take_p == 0 or take_k == 0:
+        return None
+    top = pruned[np.argsort(-sel.score[pruned], kind="stable")[:take_p]]
+    low = kept[np.argsort(sel.score[kept], kind="stable")[:take_k]]
+    return np.sort(np.concatenate([top, low]))
+
+
+def test_selection_equals_the_plain_rule():
+    from pruning.engine import BlockSelector, SelectionPolicy
+
+    rng = np.random.default_rng(1)
+    for trial in range(20):
+        m = int(rng.integers(50, 3000))
+        keep = rng.random(m) < rng.uniform(0.1, 0.9)
+        score = rng.integers(0, 20, m).astype(float)  # many ties
+        sel = BlockSelector(keep, score, SelectionPolicy(0.2, 0.2, 0.5), 16)
+        for _ in range(40):
+            expected = _reference_select(sel, 16, 8)
+            got = sel.select(16, 8)
+            if expected is None:
+                assert got is None
+                break
+            assert np.array_equal(got, expected)
+            keep[got[: len(got) // 2]] ^= True  # the block's answer changes some weights
+            sel.release(got)
