@@ -26,7 +26,7 @@ from .models import LoadedModel
 #: Methods other than iCBS: the one-shot masks and CHITA (which also moves kept weights).
 METHODS: tuple[str, ...] = (*BASELINES, "chita")
 
-__all__ = ["METHODS", "MODEL_DEFAULTS", "preferred_block_size", "prune_classifier", "split_calibration"]
+__all__ = ["METHODS", "MODEL_DEFAULTS", "prune_classifier", "split_calibration"]
 
 #: Per-model defaults for `qcbo prune` when the user gives none.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -35,14 +35,6 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
                           "block_size": 1024},
 }
 _FALLBACK = {"density": 0.2, "epochs": 4, "steps_per_epoch": 100, "block_size": 1024}
-
-
-def preferred_block_size(backend: Any, preferred: int) -> int:
-    """The default block size for ``backend``: its ``block_size_hint`` or ``preferred``,
-    capped by its ``max_variables`` (quantum backends)."""
-    from .icbs import resolve_block_size
-
-    return resolve_block_size(backend, None, preferred)
 
 
 def split_calibration(x: torch.Tensor, y: torch.Tensor, size: int, seed: int = 0

@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from pruning.icbs import ICBSConfig, resolve_block_size
     from pruning.models import load_model
     from pruning.report import write_outputs
-    from pruning.run import _FALLBACK, MODEL_DEFAULTS, preferred_block_size, prune_classifier
+    from pruning.run import _FALLBACK, MODEL_DEFAULTS, prune_classifier
 
     from ..errors import InputError
 
@@ -170,13 +170,12 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
     model_spec = args.model or "builtin:mlp-digits"
     backend = get_backend(args.backend)
-    name = (model_spec.split(":", 1)[1] if model_spec.startswith("builtin:")
-            else Path(model_spec).stem)
-    defaults = MODEL_DEFAULTS.get(name, _FALLBACK)
-    if args.block_size is None:
-        block_size = preferred_block_size(backend, defaults["block_size"])
+    if model_spec.startswith(("builtin:", "zoo:")):
+        name = model_spec.split(":", 1)[1].split("@", 1)[0]
     else:
-        block_size = resolve_block_size(backend, args.block_size)
+        name = Path(model_spec).stem
+    defaults = MODEL_DEFAULTS.get(name, _FALLBACK)
+    block_size = resolve_block_size(backend, args.block_size, defaults["block_size"])
     config = ICBSConfig(
         density=args.density if args.density is not None else defaults["density"],
         backend=args.backend,
