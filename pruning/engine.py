@@ -313,6 +313,7 @@ class StepRecord:
     shrunk: int = 0
     status: str = ""
     solver_time_s: float = 0.0
+    source: str = ""
 
 
 @dataclass
@@ -343,7 +344,15 @@ class EngineStats:
     pose_time_s: float = 0.0
     solver_time_s: float = 0.0
     check_time_s: float = 0.0
+    #: blocks left applied, by where the backend says the answer came from
+    #: (``result.info["source"]``: e.g. "qaoa", "polish", "initial"; "" when not said)
+    applied_by_source: dict[str, int] = field(default_factory=dict)
     groups: list[GroupRecord] = field(default_factory=list)
+
+    def fraction_from(self, source: str) -> float | None:
+        """Fraction of the applied blocks whose answer came from ``source`` (None: none)."""
+        total = sum(self.applied_by_source.values())
+        return self.applied_by_source.get(source, 0) / total if total else None
 
     def to_dict(self, with_groups: bool = True) -> dict[str, Any]:
         out = asdict(self)
@@ -434,7 +443,8 @@ class ICBSEngine:
                                       int(block.x_current.sum()),
                                       -drop * scale if drop is not None else 0.0,
                                       drop is not None, status=result.status,
-                                      solver_time_s=result.wall_time_s))
+                                      solver_time_s=result.wall_time_s,
+                                      source=str(result.info.get("source", ""))))
         predicted = sum(r.predicted for r in records)
         # 5. check on the held-out loss; revert, then try halved answers
         measured, reverted = None, False
@@ -464,6 +474,10 @@ class ICBSEngine:
         for block in blocks:
             self.selector(block.unit).release(block.indices)
         self.stats.blocks_applied += len(applied)
+        for block, record in zip(blocks, records):
+            if record.applied and not record.reverted:
+                by = self.stats.applied_by_source
+                by[record.source] = by.get(record.source, 0) + 1
         # 6. record and export
         for block, problem, result, record in zip(blocks, problems, results, records):
             if self.block_sink is not None:
@@ -471,7 +485,7 @@ class ICBSEngine:
                 meta.update({"backend": self.solver.backend.name, "energy_reached": result.energy,
                              "status": result.status, "applied": record.applied and not record.reverted,
                              "reverted": record.reverted, "shrunk": record.shrunk,
-                             "solver_time_s": result.wall_time_s,
+                             "solver_time_s": result.wall_time_s, "source": record.source,
                              "answer": None if result.x is None else np.asarray(result.x).tolist(),
                              "initial": block.x_current.tolist(), "indices": block.indices.tolist(),
                              "step": record.step})

@@ -289,6 +289,11 @@ class ICBSReport:
         out["hessian_time_s"] = stats.get("pose_time_s", 0.0)
         out["solver_time_s"] = stats.get("solver_time_s", 0.0)
         out["check_time_s"] = stats.get("check_time_s", 0.0)
+        by_source = stats.get("applied_by_source", {}) or {}
+        total = sum(by_source.values())
+        out["applied_by_source"] = dict(by_source)
+        # quantum attribution: how many applied answers were a QAOA sample as such
+        out["qaoa_answer_fraction"] = by_source.get("qaoa", 0) / total if total else None
         return out
 
 

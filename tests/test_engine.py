@@ -82,3 +82,85 @@ def test_selection_equals_the_plain_rule():
             assert np.array_equal(got, expected)
             keep[got[: len(got) // 2]] ^= True  # the block's answer changes some weights
             sel.release(got)
+
+
+class _ToyObjective:
+    """A quadratic surrogate on one unit of m weights: loss(x) = x' A x (x = pruned)."""
+
+    def __init__(self, m=24, seed=0):
+        from pruning.engine import Objective  # noqa: F401  (duck-typed below)
+        rng = np.random.default_rng(seed)
+        a = rng.normal(size=(m, m))
+        self.A = (a + a.T) / 2
+        self.names = ["toy"]
+        self.pruned = np.zeros(m, dtype=bool)
+        self.pruned[: m // 2] = True
+        self.rng = rng
+
+    def keep(self, unit):
+        return ~self.pruned
+
+    def score(self, unit):
+        return np.arange(len(self.pruned), dtype=np.float64)
+
+    def refresh(self):
+        pass
+
+    def problem(self, block, step):
+        idx = block.indices
+        x0 = block.x_current.astype(np.float64)
+        full = self.pruned.astype(np.float64)
+        rest = full.copy()
+        rest[idx] = 0
+        q = self.A[np.ix_(idx, idx)].copy()
+        q[np.diag_indices_from(q)] += 2 * (self.A[idx] @ rest)
+        return Problem(q, -float(x0 @ q @ x0), int(x0.sum()), metadata={"scale": 1.0})
+
+    def apply(self, block, x):
+        self.pruned[block.indices] = np.asarray(x, dtype=bool)
+
+    def admissible(self, block, x):
+        return True
+
+    def loss(self):
+        return None
+
+    def selector(self, unit, policy, block_size):
+        from pruning.engine import BlockSelector
+        return BlockSelector(self.keep(unit), self.score(unit), policy, block_size)
+
+
+def test_engine_counts_applied_answers_by_source():
+    """The engine reads result.info["source"] and counts the answers it kept by it."""
+    from types import SimpleNamespace
+
+    from pruning.engine import ICBSEngine
+
+    class LabellingSolver:
+        backend = SimpleNamespace(name="fake")
+
+        def __init__(self):
+            self.calls = 0
+
+        def solve(self, problems, initials):
+            out = []
+            for p in problems:
+                states = [np.array(s, dtype=np.int8) for s in itertools.product((0, 1), repeat=p.n)
+                          if sum(s) == p.k]
+                best = min(states, key=p.energy)
+                self.calls += 1
+                source = "qaoa" if self.calls % 2 else "polish"
+                out.append(SolveResult.from_solution(p, best, backend="fake", wall_time_s=0.0,
+                                                     info={"source": source}))
+            return out
+
+    obj = _ToyObjective()
+    engine = ICBSEngine(obj, LabellingSolver(), block_size=8, loss_check=False)
+    for _ in range(6):
+        engine.step([0])
+    applied = engine.stats.blocks_applied
+    assert applied >= 1
+    assert sum(engine.stats.applied_by_source.values()) == applied
+    assert set(engine.stats.applied_by_source) <= {"qaoa", "polish"}
+    frac = engine.stats.fraction_from("qaoa")
+    assert frac == engine.stats.applied_by_source.get("qaoa", 0) / applied
