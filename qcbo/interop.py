@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BackendUnavailableError, InputError
+from .files import atomic_write
 from .problem import Problem
 
 __all__ = [
@@ -142,8 +143,6 @@ def from_cqm(cqm: Any, *, metadata: dict | None = None) -> Problem:
 
 def write_dimod_json(path: str | os.PathLike, problem: Problem) -> None:
     """A dimod serialisable BQM of the objective, plus {"qcbo": {k, metadata}}."""
-    from .io import atomic_write
-
     data = to_bqm(problem.replace(k=None)).to_serializable(use_bytes=False)
     data["qcbo"] = {"version": 1, "k": problem.k, "metadata": problem.metadata}
     with atomic_write(path, "w") as handle:
@@ -269,8 +268,6 @@ def write_lp(path: str | os.PathLike, problem: Problem) -> None:
     Labels that are valid LP names name the variables; any other labels (ints, say) are
     kept, with the metadata, in a ``\\ qcbo: {json}`` comment line that `read_lp` reads.
     """
-    from .io import atomic_write
-
     labels = problem.labels
     plain = labels is None or all(isinstance(v, str) and _LP_NAME.match(v) for v in labels)
     qp = to_quadratic_program(problem if plain else problem.replace(labels=None))

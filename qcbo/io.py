@@ -37,15 +37,17 @@ import functools
 import json
 import math
 import os
-import tempfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from . import interop
 from .errors import InputError
+from .files import atomic_write, available_memory, check_output
 from .problem import Problem
 
 __all__ = [
@@ -69,6 +71,9 @@ __all__ = [
     "check_dense_size",
     "available_memory",
     "detect_format",
+    "output_format",
+    "Format",
+    "FORMATS",
     "problem_count",
     "resolve_path",
     "sample_path",
@@ -78,105 +83,9 @@ __all__ = [
 FORMAT_VERSION = 1
 _NATIVE = "qcbo.problem"
 _BLOCKSET = "qcbo.blockset"
-_TEXT_SUFFIXES = {".txt", ".bqp", ".orlib"}
 
 
 # --------------------------------------------------------------------------- helpers
-def _umask() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # the only portable way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-def check_output(path: str | os.PathLike, what: str = "output") -> Path:
-    """Refuse, before any work starts, an output path that cannot be written.
-
-    Raises InputError when the folder is missing or not writable, or ``path`` is a folder.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise InputError(f"{what} {path}: is a folder, not a file")
-    if not folder.is_dir():
-        raise InputError(f"{what} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{what} {path}: folder {folder} is not writable")
-    return path
-
-
-@contextlib.contextmanager
-def atomic_write(
-    path: str | os.PathLike, mode: str = "wb", *, encoding: str | None = None
-) -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; rename it into place only on success.
-
-    The file gets the mode a plain ``open`` would give it (0666 less the umask, or the
-    mode of the file it replaces), not mkstemp's 0600. Any failure, KeyboardInterrupt
-    or SystemExit (the CLI turns SIGTERM into one) removes the temporary file.
-    """
-    path = check_output(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    try:
-        try:
-            target_mode = os.stat(path).st_mode & 0o7777
-        except OSError:
-            target_mode = 0o666 & ~_umask()
-        os.chmod(tmp, target_mode)
-        if "b" in mode:
-            handle = os.fdopen(fd, mode)
-        else:
-            handle = os.fdopen(fd, mode, encoding=encoding or "utf-8")
-        with handle:
-            yield handle
-        try:
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def available_memory() -> int:
-    """Bytes this process may still allocate: MemAvailable, capped by a cgroup limit."""
-    limits = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                limits.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        cgroup = Path("/sys/fs/cgroup")
-        cap = (cgroup / "memory.max").read_text().strip()
-        if cap != "max":
-            used = int((cgroup / "memory.current").read_text())
-            # The page cache counts as used but is given back on demand.
-            for line in (cgroup / "memory.stat").read_text().splitlines():
-                if line.startswith("inactive_file "):
-                    used -= int(line.split()[1])
-            limits.append(int(cap) - used)
-    except (OSError, ValueError, IndexError):
-        pass
-    if not limits:
-        try:
-            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError, AttributeError):
-            return 1 << 62
-    return max(min(limits), 0)
-
-
 def _gib(size: float) -> str:
     return f"{size / 2**30:.3g} GiB" if size >= 2**30 else f"{size / 2**20:.3g} MiB"
 
@@ -733,32 +642,129 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return Path(text)
 
 
+@dataclass(frozen=True)
+class Format:
+    """One file format of the table `FORMATS`.
+
+    ``suffixes``: the file name endings it uses (a suffix shared by two formats is told
+    apart by `detect_format` from the content); ``read(path, k, instance)`` yields its
+    problems; ``write(path, problem)`` writes one (None: read only; several problems
+    go through `write_many`); ``keeps``: what a written file keeps of a Problem besides
+    Q (from "offset", "k", "labels", "metadata"); the rest is lost, so ``lossy``.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    description: str
+    read: Callable[[Path, "int | None", "int | None"], Iterator[Problem]]
+    write: Callable[[Path, Problem], None] | None
+    keeps: frozenset[str]
+
+    @property
+    def lossy(self) -> bool:
+        return bool(_KEPT_FIELDS - self.keeps)
+
+    def lost(self, problem: Problem) -> list[str]:
+        """What writing ``problem`` in this format would lose (non-default fields only)."""
+        present = {"offset": problem.offset != 0, "k": problem.k is not None,
+                   "labels": problem.labels is not None, "metadata": bool(problem.metadata)}
+        return [f for f in ("offset", "k", "labels", "metadata") if present[f] and f not in self.keeps]
+
+
+_KEPT_FIELDS = frozenset({"offset", "k", "labels", "metadata"})
+
+
+def _one(read: Callable[..., Problem], takes_k: bool = True):
+    """A reader of one-problem files as a `Format.read` (instance 1 only)."""
+
+    def iterate(path: Path, k: int | None, instance: int | None) -> Iterator[Problem]:
+        if instance not in (None, 1):
+            raise InputError(f"{path}: holds one problem; instance {instance} does not exist")
+        yield read(path, k=k) if takes_k else _with_k(read(path), k, path)
+
+    return iterate
+
+
+def _iter_blockset(path: Path, k: int | None, instance: int | None) -> Iterator[Problem]:
+    with read_blockset(path) as blocks:
+        if instance is not None and not 1 <= instance <= len(blocks):
+            raise InputError(f"{path}: instance {instance} out of range; the set has 1..{len(blocks)}")
+        indices = range(len(blocks)) if instance is None else [instance - 1]
+        for i in indices:
+            yield _with_k(blocks[i], k, path)
+
+
+def _iter_orlib(path: Path, k: int | None, instance: int | None) -> Iterator[Problem]:
+    yield from read_orlib(path, instance=instance, k=k)
+
+
+def _write_blockset_one(path: Path, problem: Problem) -> None:
+    write_blockset(path, [problem])
+
+
+#: Every supported format, by name. A new format is one entry here (and its reader and
+#: writer); `detect_format`, `iter_problems`, `write_problem` and `convert` use the table.
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("native", (".npz",), "one problem, qcbo's own .npz (exact)",
+           _one(read_native, takes_k=False), write_native, _KEPT_FIELDS),
+    Format("blockset", (".npz",), "many problems in one .npz, read lazily (exact)",
+           _iter_blockset, _write_blockset_one, _KEPT_FIELDS),
+    Format("ubqp", (".ubqp", ".txt", ".bqp", ".orlib"), "iCBS UBQP text: n, pairs i j value",
+           _one(read_ubqp), write_ubqp, frozenset()),
+    Format("orlib", (".txt", ".bqp", ".orlib"), "OR-Library bqp (maximisation, many instances)",
+           _iter_orlib, lambda path, problem: write_orlib(path, [problem]), frozenset()),
+    Format("dimod", (".json",), "dimod BinaryQuadraticModel JSON (labels as variables; qcbo entry: k, metadata)",
+           _one(interop.read_dimod_json), interop.write_dimod_json, _KEPT_FIELDS),
+    Format("lp", (".lp",), "LP file (docplex / qiskit-optimization subset)",
+           _one(interop.read_lp), interop.write_lp, _KEPT_FIELDS),
+)}
+
+#: Where a suffix is shared, the format a written file gets.
+_WRITE_DEFAULT = {".npz": "native", ".txt": "orlib", ".bqp": "orlib", ".orlib": "orlib"}
+
+
+def _suffix_list() -> str:
+    names = sorted({x for f in FORMATS.values() for x in f.suffixes})
+    return ", ".join(names)
+
+
 def detect_format(path: str | os.PathLike) -> str:
-    """'native', 'blockset', 'ubqp', 'orlib', 'dimod' (.json) or 'lp', from name and content."""
+    """The `FORMATS` name of a file: from its suffix, and where two formats share one,
+    from its content (the .npz header; the first line of a text file)."""
     path = resolve_path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a problem file")
     suffix = path.suffix.lower()
+    candidates = [f.name for f in FORMATS.values() if suffix in f.suffixes]
+    if not candidates:
+        raise InputError(f"{path}: unknown file type {suffix or '(none)'}; use one of "
+                         f"{_suffix_list()} (see `qcbo convert --help`)")
+    if len(candidates) == 1:
+        return candidates[0]
     if suffix == ".npz":
         with _load_npz(path) as npz:
             return "native" if _read_meta(npz, path)["format"] == _NATIVE else "blockset"
-    if suffix == ".ubqp":
+    lines = _data_lines(path)
+    if lines and len(lines[0][1]) == 1:
+        return "orlib"
+    if lines and len(lines[0][1]) == 2:
         return "ubqp"
-    if suffix == ".json":
-        return "dimod"
-    if suffix == ".lp":
-        return "lp"
-    if suffix in _TEXT_SUFFIXES:
-        lines = _data_lines(path)
-        if lines and len(lines[0][1]) == 1:
-            return "orlib"
-        if lines and len(lines[0][1]) == 2:
-            return "ubqp"
-        raise InputError(f"{path}: cannot tell the text format from its first line")
-    raise InputError(
-        f"{path}: unknown file type {suffix or '(none)'}; use .npz (native or block set), "
-        ".ubqp, .txt/.bqp (OR-Library), .json (dimod) or .lp"
-    )
+    raise InputError(f"{path}: cannot tell the text format from its first line")
+
+
+def output_format(path: str | os.PathLike) -> Format:
+    """The format a file written to ``path`` gets, from its suffix."""
+    suffix = Path(path).suffix.lower()
+    name = _WRITE_DEFAULT.get(suffix)
+    if name is None:
+        names = [f.name for f in FORMATS.values() if suffix in f.suffixes and f.write]
+        name = names[0] if names else None
+    if name is None:
+        raise InputError(f"{path}: unknown output type {suffix or '(none)'}; use one of "
+                         f"{_suffix_list()}")
+    return FORMATS[name]
 
 
 def iter_problems(
@@ -771,33 +777,7 @@ def iter_problems(
     file. ``path`` may name a shipped sample as ``sample:NAME``.
     """
     path = resolve_path(path)
-    fmt = detect_format(path)
-    if fmt == "orlib":
-        yield from read_orlib(path, instance=instance, k=k)
-        return
-    if fmt == "blockset":
-        with read_blockset(path) as blocks:
-            if instance is not None and not 1 <= instance <= len(blocks):
-                raise InputError(f"{path}: instance {instance} out of range; the set has 1..{len(blocks)}")
-            indices = range(len(blocks)) if instance is None else [instance - 1]
-            for i in indices:
-                problem = blocks[i]
-                yield _with_k(problem, k, path)
-        return
-    if instance not in (None, 1):
-        raise InputError(f"{path}: holds one problem; instance {instance} does not exist")
-    if fmt == "native":
-        yield _with_k(read_native(path), k, path)
-    elif fmt == "ubqp":
-        yield read_ubqp(path, k=k)
-    elif fmt == "dimod":
-        from .interop import read_dimod_json
-
-        yield read_dimod_json(path, k=k)
-    else:
-        from .interop import read_lp
-
-        yield read_lp(path, k=k)
+    yield from FORMATS[detect_format(path)].read(path, k, instance)
 
 
 def _with_k(problem: Problem, k: int | None, path: Path) -> Problem:
@@ -846,23 +826,7 @@ def read_problem(
 
 
 def write_problem(path: str | os.PathLike, problem: Problem) -> None:
-    """Write one problem in the format named by the extension (.npz, .ubqp, .txt, .json, .lp)."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".npz":
-        write_native(path, problem)
-    elif suffix == ".ubqp":
-        write_ubqp(path, problem)
-    elif suffix in _TEXT_SUFFIXES:
-        write_orlib(path, [problem])
-    elif suffix == ".json":
-        from .interop import write_dimod_json
-
-        write_dimod_json(path, problem)
-    elif suffix == ".lp":
-        from .interop import write_lp
-
-        write_lp(path, problem)
-    else:
-        raise InputError(
-            f"{path}: unknown output type {suffix or '(none)'}; use .npz, .ubqp, .txt, .json or .lp"
-        )
+    """Write one problem in the format its suffix names (see `output_format`)."""
+    fmt = output_format(path)
+    assert fmt.write is not None
+    fmt.write(Path(path), problem)

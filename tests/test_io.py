@@ -404,3 +404,38 @@ def test_samples_are_shipped_and_readable():
         assert read_problems(f"sample:{name}", k=None)
     assert read_problem("sample:block", k=12).n == 24
     assert len(read_problems("sample:blocks")) == 8
+
+
+@pytest.mark.parametrize("name", ["native", "blockset", "ubqp", "orlib", "dimod", "lp"])
+def test_format_table_keeps_what_it_says(tmp_path, name):
+    """Every writable format round-trips Q and exactly the fields its table entry keeps."""
+    pytest.importorskip("dimod") if name == "dimod" else None
+    if name == "lp":
+        pytest.importorskip("qiskit_optimization")
+    from qcbo.io import FORMATS, read_problem
+
+    fmt = FORMATS[name]
+    rng = np.random.default_rng(3)
+    a = rng.integers(-5, 6, size=(6, 6)).astype(float)
+    p = Problem(a + a.T, offset=1.5, k=2, labels=[f"v{i}" for i in range(6)],
+                metadata={"layer": "fc1"})
+    path = tmp_path / f"p{fmt.suffixes[0]}"
+    fmt.write(path, p)
+    from qcbo.io import detect_format
+
+    assert detect_format(path) in (name, "ubqp" if name == "orlib" else name)
+    back = read_problem(path)
+    np.testing.assert_allclose(back.Q, p.Q)
+    assert ("offset" in fmt.keeps) == (back.offset == p.offset)
+    assert ("k" in fmt.keeps) == (back.k == p.k)
+    assert ("labels" in fmt.keeps) == (back.labels == p.labels)
+    if "metadata" in fmt.keeps:
+        assert back.metadata.get("layer") == "fc1"
+    assert fmt.lossy == bool({"offset", "k", "labels", "metadata"} - fmt.keeps)
+
+
+def test_unknown_suffix_lists_the_table(tmp_path):
+    from qcbo.io import output_format
+
+    with pytest.raises(InputError, match=r"\.lp.*\.ubqp|\.npz"):
+        output_format(tmp_path / "x.xyz")

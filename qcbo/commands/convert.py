@@ -14,9 +14,6 @@ HELP = "convert a problem file; formats from the extensions (.npz .ubqp .txt .js
 
 log = logging.getLogger(__name__)
 
-_ORLIB = (".txt", ".bqp", ".orlib")
-_LOSSY = (".ubqp", *_ORLIB)
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from ..cli import add_problem_arguments
@@ -29,18 +26,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..io import (BlockSetWriter, check_output, detect_format, iter_problems,
-                      problem_count, read_blockset, write_orlib, write_problem)
+                      output_format, problem_count, read_blockset, write_orlib)
     from ..io import resolve_path
 
     source = resolve_path(args.path)
     out = check_output(args.out)
-    suffix = out.suffix.lower()
+    fmt = output_format(out)
     if out.resolve() == Path(source).resolve():
         raise InputError(f"{out}: output would overwrite the input; choose another name")
     count = problem_count(source, instance=args.instance)
     problems = iter_problems(source, k=args.k, instance=args.instance)
     if count > 1:
-        if suffix == ".npz":
+        if fmt.name in ("native", "blockset"):
             metadata = None
             if detect_format(source) == "blockset":
                 with read_blockset(source) as blocks:
@@ -48,16 +45,19 @@ def run(args: argparse.Namespace) -> int:
             with BlockSetWriter(out, metadata=metadata) as writer:
                 for problem in problems:
                     writer.add(problem)
-        elif suffix in _ORLIB:
+        elif fmt.name == "orlib":
             write_orlib(out, problems, count=count)
         else:
             raise InputError(f"{args.path} holds {count} problems; write them to a "
                              ".npz block set or pick one with --instance")
     else:
         problem = next(iter(problems))
-        if suffix in _LOSSY and (problem.offset or problem.k is not None):
-            print(f"qcbo: note: {suffix} keeps neither offset nor k (offset={problem.offset:g}, "
-                  f"k={problem.k}); give --k when reading it back")
-        write_problem(out, problem)
+        lost = fmt.lost(problem)
+        if lost:
+            extra = "; give --k when reading it back" if "k" in lost else ""
+            print(f"qcbo: note: the {fmt.name} format ({out.suffix}) does not keep "
+                  f"{', '.join(lost)} (offset={problem.offset:g}, k={problem.k}){extra}")
+        assert fmt.write is not None
+        fmt.write(out, problem)
     print(f"wrote {count} problem(s) to {out}")
     return 0

@@ -1,0 +1,112 @@
+"""Writing files safely: outputs checked before work starts, atomic writes, memory.
+
+No imports from the rest of qcbo but its errors, so that every module that writes
+(io, interop, the backends, pruning) can use it without import cycles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from .errors import InputError
+
+__all__ = ["atomic_write", "check_output", "available_memory"]
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def check_output(path: str | os.PathLike, what: str = "output") -> Path:
+    """Refuse, before any work starts, an output path that cannot be written.
+
+    Raises InputError when the folder is missing or not writable, or ``path`` is a folder.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a folder, not a file")
+    if not folder.is_dir():
+        raise InputError(f"{what} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {path}: folder {folder} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", *, encoding: str | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; rename it into place only on success.
+
+    The file gets the mode a plain ``open`` would give it (0666 less the umask, or the
+    mode of the file it replaces), not mkstemp's 0600. Any failure, KeyboardInterrupt
+    or SystemExit (the CLI turns SIGTERM into one) removes the temporary file.
+    """
+    path = check_output(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        try:
+            target_mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            target_mode = 0o666 & ~_umask()
+        os.chmod(tmp, target_mode)
+        if "b" in mode:
+            handle = os.fdopen(fd, mode)
+        else:
+            handle = os.fdopen(fd, mode, encoding=encoding or "utf-8")
+        with handle:
+            yield handle
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: MemAvailable, capped by a cgroup limit."""
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        cap = (cgroup / "memory.max").read_text().strip()
+        if cap != "max":
+            used = int((cgroup / "memory.current").read_text())
+            # The page cache counts as used but is given back on demand.
+            for line in (cgroup / "memory.stat").read_text().splitlines():
+                if line.startswith("inactive_file "):
+                    used -= int(line.split()[1])
+            limits.append(int(cap) - used)
+    except (OSError, ValueError, IndexError):
+        pass
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return 1 << 62
+    return max(min(limits), 0)
