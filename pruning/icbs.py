@@ -3,7 +3,8 @@
 `prune(model, loss_fn, train_loader, val_loader, ICBSConfig(...))` prunes the
 nn.Linear / nn.Conv2d weights of ``model`` in place to the target density and returns an
 `ICBSReport`. The start is a one-shot mask (``init="auto"``: every one-shot mask of
-`pruning.baselines.BASELINES` is scored on the calibration set and the lowest loss wins);
+`pruning.baselines.BASELINES` and CHITA's mask with its updated weights are scored on the
+calibration set and the lowest loss wins);
 then epochs of steps, each step a group of blocks posed by
 `pruning.objectives.ClassifierFisher` from one fresh batch, solved by any registered
 backend, accepted on the exact block model and kept only when the held-out calibration
@@ -45,9 +46,11 @@ log = logging.getLogger(__name__)
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
 
-#: Starts iCBS accepts: "auto" (the best one-shot mask of `BASELINES` on the calibration
-#: set), a one-shot baseline, or "chita" (CHITA's mask and updated weights).
+#: Starts iCBS accepts: "auto" (the best of `AUTO_CANDIDATES` on the calibration set), a
+#: one-shot baseline, or "chita" (CHITA's mask and updated weights).
 INITS: tuple[str, ...] = ("auto", *BASELINES, "chita")
+#: What ``init="auto"`` scores: every one-shot mask and CHITA.
+AUTO_CANDIDATES: tuple[str, ...] = (*BASELINES, "chita")
 
 
 @dataclass(frozen=True)
@@ -343,7 +346,7 @@ def prune(
              **_metrics(model, test_loader, loss_fn, "test")}
     dense["calibration_loss"], dense["calibration_accuracy"] = calibration_loss(
         model, *calibration, loss_fn)
-    candidates = list(BASELINES) if config.init == "auto" else [config.init]
+    candidates = list(AUTO_CANDIDATES) if config.init == "auto" else [config.init]
     chosen, table, start_masks = choose_start(model, loss_fn, weights, config.density,
                                               candidates, score_batches, calibration,
                                               seed=config.seed)

@@ -121,7 +121,8 @@ def test_objective_beats_magnitude_on_the_same_model():
     names = [n for n, _ in net.named_parameters() if n.endswith("weight")]
     G = per_sample_gradients(dense, LOSS, names, x[:64], y[:64])
     lam, density = 1e-3, 0.3
-    res = chita_prune(net, LOSS, [(x, y)], ChitaConfig(density, samples=64, lam=lam))
+    res = chita_prune(net, LOSS, [(x, y)], ChitaConfig(density, samples=64, lam=lam,
+                                                      budget="layer"))
     params = dict(net.named_parameters())
     w_bars = {n: p.detach() for n, p in dense.named_parameters() if n in names}
     magnitude = masks_from_scores(magnitude_scores(w_bars), density, "layer")
@@ -212,7 +213,8 @@ def test_factored_linear_gradients_match_vmap_and_stacking():
 def test_conv2d_model():
     net, x, y = _cnn()
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
-    res = chita_prune(net, LOSS, [(x, y)], ChitaConfig(0.3, samples=32, iterations=20))
+    res = chita_prune(net, LOSS, [(x, y)], ChitaConfig(0.3, samples=32, iterations=20,
+                                                      budget="layer"))
     assert list(res.masks) == ["0.weight", "3.weight", "6.weight"]
     for name, mask in res.masks.items():
         assert int(mask.sum()) == round(0.3 * mask.numel())
@@ -225,6 +227,11 @@ def test_conv2d_model():
     only = chita_prune(_cnn()[0], LOSS, [(x, y)], ChitaConfig(0.5, samples=16),
                        patterns=["3.*"])
     assert list(only.masks) == ["3.weight"]
+    # the default budget is global: the total is exact, layers may differ
+    net, x, y = _cnn()
+    res = chita_prune(net, LOSS, [(x, y)], ChitaConfig(0.3, samples=32, iterations=20))
+    total = sum(m.numel() for m in res.masks.values())
+    assert sum(int(m.sum()) for m in res.masks.values()) == round(0.3 * total)
 
 
 def test_chita_plus_plus_stages():
@@ -232,7 +239,8 @@ def test_chita_plus_plus_stages():
     sched = stage_densities(0.1, 4)
     assert sched[-1] == 0.1 and all(a > b for a, b in zip([1.0] + sched, sched))
     net, x, y = _mlp()
-    res = chita_prune(net, LOSS, [(x, y)], ChitaConfig(0.2, samples=64, stages=3))
+    res = chita_prune(net, LOSS, [(x, y)], ChitaConfig(0.2, samples=64, stages=3,
+                                                      budget="layer"))
     assert [s["density"] for s in res.stages] == pytest.approx(stage_densities(0.2, 3))
     assert res.iterations == sum(s["iterations"] for s in res.stages)
     for mask in res.masks.values():
