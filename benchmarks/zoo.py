@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="default: the library default (ICBSConfig)")
     p.add_argument("--steps", action="append", default=[], metavar="MODEL=N",
                    help="steps per epoch for one model (e.g. fmnist-cnn=25)")
-    p.add_argument("--no-chita", action="store_true", help="skip the CHITA baseline")
+    p.add_argument("--no-chita", action="store_true", help="skip the CHITA and CHITA++ baselines")
+    p.add_argument("--inits", nargs="+", default=["auto"], metavar="INIT",
+                   help="iCBS starts, one run each (auto, a one-shot mask name or chita)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an ICBSConfig field for every run (value read as JSON), e.g. "
                         "--set loss_check=false --set shrink_steps=0")
@@ -61,16 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / f"{args.name}.json"
     previous = json.loads(out.read_text()) if args.resume and out.is_file() else {}
     rows: list[dict] = list(previous.get("runs", []))
-    done = {(r["model"], r["density"], r["seed"]) for r in rows}
+    done = {(r["model"], r["density"], r["seed"], r.get("init", "auto")) for r in rows}
     per_model = dict(s.split("=", 1) for s in args.steps)
     meta = {"settings": args.set, "command": " ".join(["benchmarks/zoo.py"] + (argv if argv is not None else sys.argv[1:])),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "load_avg_1m_start": os.getloadavg()[0], "held_out": list(HELD_OUT)}
-    baselines = MASK_BASELINES + (() if args.no_chita else ("chita",))
-    for model in args.models:
-        for density in args.densities:
-            for seed in args.seeds:
-                if (model, density, seed) in done:
+    baselines = MASK_BASELINES + (() if args.no_chita else ("chita", "chita++"))
+    runs = [(m, d, s, i) for m in args.models for d in args.densities for s in args.seeds
+            for i in args.inits]
+    for model, density, seed, init in runs:
+                if (model, density, seed, init) in done:
                     continue
                 loaded = load_zoo(model)
                 kwargs = {}
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                         kwargs[key] = json.loads(value)
                     except json.JSONDecodeError:
                         kwargs[key] = value
-                config = ICBSConfig(density=density, epochs=args.epochs, seed=seed, **kwargs)
+                config = ICBSConfig(density=density, epochs=args.epochs, seed=seed, init=init,
+                                    **kwargs)
                 r = prune_classifier(loaded, method="icbs", config=config, baselines=baselines)
                 dense = r["dense"]["test_accuracy"]
                 one_shot = {k: r["baselines"][k]["test_accuracy"] for k in MASK_BASELINES}
@@ -93,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                 def recovered(acc: float) -> float:
                     return (acc - best) / (dense - best) if dense > best else float("nan")
 
-                row = {"model": model, "density": density, "seed": seed, "dense": dense,
+                row = {"model": model, "density": density, "seed": seed, "init": init, "dense": dense,
                        "one_shot": one_shot, "best_one_shot": best,
                        "chita": r["baselines"].get("chita", {}).get("test_accuracy"),
                        "chita_time_s": r["baselines"].get("chita", {}).get("wall_time_s"),
+                       "chita++": r["baselines"].get("chita++", {}).get("test_accuracy"),
+                       "chita++_time_s": r["baselines"].get("chita++", {}).get("wall_time_s"),
                        "settings": args.set, "start": r["initial"]["method"], "start_candidates": r["initial"]["candidates"],
                        "steps_per_epoch": config.steps_per_epoch,
                        "epochs": [{k: e.get(k) for k in ("epoch", "test_accuracy", "val_accuracy",
@@ -115,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                     row["time_4_s"] = by_epoch[4]["elapsed_s"]
                 rows.append(row)
                 out.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")
-                print(f"{model} d={density} seed={seed}: dense {100 * dense:.2f}, best one-shot "
-                      f"{100 * best:.2f}, chita {100 * (row['chita'] or 0):.2f}, start {row['start']}, "
+                print(f"{model} d={density} seed={seed} init={init}: dense {100 * dense:.2f}, best "
+                      f"one-shot {100 * best:.2f}, chita {100 * (row['chita'] or 0):.2f}, chita++ "
+                      f"{100 * (row['chita++'] or 0):.2f}, start {row['start']}, "
                       f"iCBS@4 {100 * row.get('icbs_4', float('nan')):.2f} (R {row.get('R_4', float('nan')):.2f}, "
                       f"{row.get('time_4_s', float('nan')):.0f} s), iCBS@{args.epochs} {100 * row['icbs']:.2f} "
                       f"(R {row['R']:.2f}, {row['wall_time_s']:.0f} s)", flush=True)
@@ -127,14 +133,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _table(rows: list[dict]) -> None:
-    print("\n| model | density | dense | best one-shot | CHITA | start | iCBS 4 ep (R, time) "
-          "| iCBS 8 ep (R) | 8 − 4 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| model | density | init | dense | best one-shot | CHITA | CHITA++ | start "
+          "| iCBS 4 ep (R, time) | iCBS final (R) | final − 4 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         i4 = r.get("icbs_4", float("nan"))
         chita = "—" if r["chita"] is None else f"{100 * r['chita']:.2f}"
-        print(f"| {r['model']} | {r['density']} | {100 * r['dense']:.2f} | {100 * r['best_one_shot']:.2f} "
-              f"| {chita} | {r['start']} | {100 * i4:.2f} ({r.get('R_4', float('nan')):.2f}, "
+        plus = "—" if r.get("chita++") is None else f"{100 * r['chita++']:.2f}"
+        print(f"| {r['model']} | {r['density']} | {r.get('init', 'auto')} | {100 * r['dense']:.2f} "
+              f"| {100 * r['best_one_shot']:.2f} "
+              f"| {chita} | {plus} | {r['start']} | {100 * i4:.2f} ({r.get('R_4', float('nan')):.2f}, "
               f"{r.get('time_4_s', float('nan')):.0f} s) | {100 * r['icbs']:.2f} ({r['R']:.2f}) "
               f"| {100 * (r['icbs'] - i4):+.2f} |")
 
@@ -150,16 +158,21 @@ def _plot(rows: list[dict], path: Path) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for i, model in enumerate(models):
-        sel = sorted((r for r in rows if r["model"] == model), key=lambda r: r["density"])
+        sel = sorted((r for r in rows if r["model"] == model and r.get("init", "auto") == "auto"),
+                     key=lambda r: r["density"])
+        if not sel:
+            continue
         d = [r["density"] for r in sel]
         axes[0].plot(d, [100 * r["icbs"] for r in sel], "o-", color=f"C{i}", label=f"{model} iCBS")
         axes[0].plot(d, [100 * r["best_one_shot"] for r in sel], "x:", color=f"C{i}")
+        if all(r.get("chita++") is not None for r in sel):
+            axes[0].plot(d, [100 * r["chita++"] for r in sel], "s--", color=f"C{i}", ms=3)
         pairs = [p for r in sel for p in r["predicted_vs_measured"]]
         if pairs:
             axes[1].scatter([p[0] for p in pairs], [p[1] for p in pairs], s=4, color=f"C{i}",
                             label=model, alpha=0.5)
     axes[0].set_xlabel("density")
-    axes[0].set_ylabel("test accuracy (%) — solid iCBS, dotted best one-shot")
+    axes[0].set_ylabel("test accuracy (%): solid iCBS, dotted best one-shot, dashed CHITA++")
     axes[0].legend(fontsize=7)
     axes[0].grid(alpha=0.3)
     lim = axes[1].get_xlim()

@@ -24,7 +24,9 @@ from .icbs import ICBSConfig, _batches_forever, evaluate_loader, prune
 from .models import LoadedModel
 
 #: Methods other than iCBS: the one-shot masks and CHITA (which also moves kept weights).
-METHODS: tuple[str, ...] = (*BASELINES, "chita")
+METHODS: tuple[str, ...] = (*BASELINES, "chita", "chita++")
+#: CHITA++: stages of CHITA toward the target density (the paper's multi-stage variant).
+CHITA_PLUS_STAGES = 4
 
 __all__ = ["METHODS", "MODEL_DEFAULTS", "prune_classifier", "split_calibration"]
 
@@ -101,14 +103,17 @@ def prune_classifier(
         t0 = time.perf_counter()
         copy_ = copy.deepcopy(model)
         extra: dict[str, Any] = {}
-        if name == "chita":
+        if name in ("chita", "chita++"):
             from .chita import ChitaConfig, chita_prune
 
+            stages = CHITA_PLUS_STAGES if name == "chita++" else 1
             chita = chita_prune(copy_, loss_fn, calibration(),
-                                ChitaConfig(density=config.density, seed=config.seed),
+                                ChitaConfig(density=config.density, seed=config.seed,
+                                            stages=stages),
                                 patterns=config.patterns)
             masks = chita.masks
-            extra = {"objective": chita.objective, "iterations": chita.iterations}
+            extra = {"objective": chita.objective, "iterations": chita.iterations,
+                     "stages": stages}
         else:
             masks = one_shot(copy_, name, config.density, loss_fn=loss_fn, batches=calibration(),
                              patterns=config.patterns)
