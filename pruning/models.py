@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -202,26 +202,82 @@ def _mlp_from_state(state: dict[str, torch.Tensor], source: str) -> nn.Sequentia
     return model
 
 
+#: The torch.nn classes a full-module file (``torch.save(model)``) may be built from.
+#: It is read with ``weights_only=True`` and exactly these classes allowed, so no code
+#: from the file runs; a module of any other class is refused in one line.
+SAFE_MODULE_CLASSES: tuple[type, ...] = (
+    nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Linear, nn.Conv1d, nn.Conv2d,
+    nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.Softmax,
+    nn.LogSoftmax, nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout2d,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d,
+    nn.LayerNorm, nn.GroupNorm,
+)
+
+
+def _read_torch_file(path: Path) -> Any:
+    import re
+
+    try:
+        with torch.serialization.safe_globals(list(SAFE_MODULE_CLASSES)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
+        text = str(exc)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:
+            raise InputError(
+                f"{path}: the file needs {found.group(1)}, which qcbo will not load (that would "
+                "run code from the file); save model.state_dict() instead, or build the model "
+                "from torch.nn layers only") from None
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        raise InputError(f"{path}: cannot read model file ({type(exc).__name__}: {first})") from None
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors, or from a .pt file read with ``weights_only=True``
     (no code runs); any reader failure is an InputError."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
-        raise InputError(f"{path}: cannot read model file ({type(exc).__name__}: {exc})") from None
+    state = read_model_file(path)
     if not isinstance(state, dict):
         raise InputError(f"{path}: expected a state dict (name -> tensor)")
     return state
 
 
+def read_model_file(path: Path) -> dict[str, torch.Tensor] | nn.Module:
+    """A state dict (.safetensors or .pt) or a full module (.pt of `SAFE_MODULE_CLASSES`)."""
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{path}: cannot read model file ({type(exc).__name__}: {exc})") from None
+    obj = _read_torch_file(path)
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    raise InputError(f"{path}: expected a state dict (name -> tensor) or a torch.nn module, "
+                     f"got {type(obj).__name__}")
+
+
+def _dataset_of(model: nn.Module, source: str) -> str:
+    """The dataset a module takes: the first of Fashion-MNIST (784 inputs) and digits (64)
+    on which a forward pass gives 10 class scores."""
+    for width, name in ((784, "fashion-mnist"), (64, "digits")):
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros(2, width))
+        except Exception:  # noqa: BLE001 - a shape mismatch: try the next dataset
+            continue
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, 10):
+            return name
+    raise InputError(f"{source}: the module takes neither 784 (Fashion-MNIST) nor 64 (digits) "
+                     "flat inputs to 10 class scores")
+
+
 def load_model(spec: str, *, progress: bool = False) -> LoadedModel:
-    """``builtin:NAME``, ``zoo:NAME`` (`pruning.zoo`) or a path to an MLP state dict
-    (.safetensors or .pt).
+    """``builtin:NAME``, ``zoo:NAME`` (`pruning.zoo`), a path to an MLP state dict
+    (.safetensors or .pt), or a full module saved with ``torch.save(model)`` whose classes
+    are all in `SAFE_MODULE_CLASSES` (loaded without running code from the file).
 
     For a path the architecture is read off the weight shapes (``0.weight``,
     ``2.weight``, ... as `mlp` names them) and the dataset off the input width:
@@ -238,13 +294,21 @@ def load_model(spec: str, *, progress: bool = False) -> LoadedModel:
     if not path.is_file():
         raise InputError(
             f"{spec}: no such model file; use builtin:mlp-digits, builtin:mlp-fashion-mnist, "
-            "zoo:NAME (see `python -m pruning.zoo`) or a path to an MLP state dict "
-            "(.safetensors or .pt)"
+            "zoo:NAME (see `python -m pruning.zoo`), a path to an MLP state dict "
+            "(.safetensors or .pt) or a torch.save'd module of torch.nn layers (.pt)"
         )
-    model = _mlp_from_state(read_state_dict(path), spec)
-    width = model[0].in_features
-    dataset = {784: "fashion-mnist", 64: "digits"}.get(width)
-    if dataset is None:
-        raise InputError(f"{spec}: input width {width} matches no known dataset (784 or 64)")
+    loaded = read_model_file(path)
+    if isinstance(loaded, nn.Module):
+        model = loaded
+        if not any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules()):
+            raise InputError(f"{spec}: the module has no nn.Linear or nn.Conv2d weights to prune")
+        model.eval()
+        dataset = _dataset_of(model, spec)
+    else:
+        model = _mlp_from_state(loaded, spec)
+        width = model[0].in_features
+        dataset = {784: "fashion-mnist", 64: "digits"}.get(width)
+        if dataset is None:
+            raise InputError(f"{spec}: input width {width} matches no known dataset (784 or 64)")
     model.eval()
     return LoadedModel(path.stem, model, load_dataset(dataset), None)

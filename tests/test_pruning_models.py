@@ -58,3 +58,35 @@ def test_zoo_architectures_build_and_load_a_saved_state(tmp_path):
         load_zoo(f"digits-mlp@{tmp_path / 'm.safetensors'}")
     with pytest.raises(InputError, match="unknown zoo model"):
         load_zoo("resnet")
+
+
+class _Custom(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_full_module_files_load_safely(tmp_path):
+    """torch.save(model) of torch.nn layers loads (no code runs); other classes are refused."""
+    from torch import nn
+
+    net = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 3, 3), nn.ReLU(),
+                        nn.Flatten(), nn.Dropout(0.1), nn.Linear(3 * 6 * 6, 10))
+    torch.save(net, tmp_path / "cnn.pt")
+    loaded = load_model(str(tmp_path / "cnn.pt"))
+    assert loaded.data.name == "digits"
+    assert not loaded.model.training
+    x = torch.randn(4, 64)
+    assert torch.equal(loaded.model(x), net.eval()(x))
+    torch.save(_Custom(), tmp_path / "custom.pt")
+    with pytest.raises(InputError, match="_Custom.*will not load"):
+        load_model(str(tmp_path / "custom.pt"))
+    torch.save(nn.Sequential(nn.ReLU()), tmp_path / "nothing.pt")
+    with pytest.raises(InputError, match="no nn.Linear or nn.Conv2d"):
+        load_model(str(tmp_path / "nothing.pt"))
+    torch.save(nn.Sequential(nn.Linear(7, 10)), tmp_path / "wide.pt")
+    with pytest.raises(InputError, match="neither 784"):
+        load_model(str(tmp_path / "wide.pt"))
