@@ -152,6 +152,10 @@ class ChitaConfig:
             raise InputError(f"chita: seed must be an integer, got {self.seed!r}")
 
 
+#: CHITA++ as the project runs it: this many stages toward the target density.
+PLUS_STAGES = 4
+
+
 @dataclass
 class ChitaResult:
     """What `chita_prune` did.

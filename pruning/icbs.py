@@ -3,7 +3,7 @@
 `prune(model, loss_fn, train_loader, val_loader, ICBSConfig(...))` prunes the
 nn.Linear / nn.Conv2d weights of ``model`` in place to the target density and returns an
 `ICBSReport`. The start is a one-shot mask (``init="auto"``: every one-shot mask of
-`pruning.baselines.BASELINES` and CHITA's mask with its updated weights are scored on the
+`pruning.baselines.BASELINES` and CHITA's and CHITA++'s masks with their updated weights are scored on the
 calibration set and the lowest loss wins);
 then epochs of steps, each step a group of blocks posed by
 `pruning.objectives.ClassifierFisher` from one fresh batch, solved by any registered
@@ -47,10 +47,11 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 #: Starts iCBS accepts: "auto" (the best of `AUTO_CANDIDATES` on the calibration set), a
-#: one-shot baseline, or "chita" (CHITA's mask and updated weights).
-INITS: tuple[str, ...] = ("auto", *BASELINES, "chita")
-#: What ``init="auto"`` scores: every one-shot mask and CHITA.
-AUTO_CANDIDATES: tuple[str, ...] = (*BASELINES, "chita")
+#: one-shot baseline, "chita" or "chita++" (CHITA's mask and updated weights, one stage or
+#: `pruning.chita.PLUS_STAGES`).
+INITS: tuple[str, ...] = ("auto", *BASELINES, "chita", "chita++")
+#: What ``init="auto"`` scores: every one-shot mask, CHITA and CHITA++.
+AUTO_CANDIDATES: tuple[str, ...] = (*BASELINES, "chita", "chita++")
 
 
 @dataclass(frozen=True)
@@ -222,11 +223,12 @@ def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Par
         for name in candidates:
             t0 = time.perf_counter()
             values = None
-            if name == "chita":
-                from .chita import ChitaConfig, chita_prune
+            if name in ("chita", "chita++"):
+                from .chita import PLUS_STAGES, ChitaConfig, chita_prune
 
+                stages = PLUS_STAGES if name == "chita++" else 1
                 result = chita_prune(model, loss_fn, score_batches,
-                                     ChitaConfig(density=density, seed=seed),
+                                     ChitaConfig(density=density, seed=seed, stages=stages),
                                      patterns=list(weights))
                 masks = {n: result.masks[n] for n in weights}
                 values = {n: torch.where(masks[n], weights[n].detach(), dense[n])

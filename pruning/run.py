@@ -25,8 +25,6 @@ from .models import LoadedModel
 
 #: Methods other than iCBS: the one-shot masks and CHITA (which also moves kept weights).
 METHODS: tuple[str, ...] = (*BASELINES, "chita", "chita++")
-#: CHITA++: stages of CHITA toward the target density (the paper's multi-stage variant).
-CHITA_PLUS_STAGES = 4
 
 __all__ = ["METHODS", "MODEL_DEFAULTS", "prune_classifier", "split_calibration"]
 
@@ -104,9 +102,9 @@ def prune_classifier(
         copy_ = copy.deepcopy(model)
         extra: dict[str, Any] = {}
         if name in ("chita", "chita++"):
-            from .chita import ChitaConfig, chita_prune
+            from .chita import PLUS_STAGES, ChitaConfig, chita_prune
 
-            stages = CHITA_PLUS_STAGES if name == "chita++" else 1
+            stages = PLUS_STAGES if name == "chita++" else 1
             chita = chita_prune(copy_, loss_fn, calibration(),
                                 ChitaConfig(density=config.density, seed=config.seed,
                                             stages=stages),
