@@ -6,13 +6,22 @@ Everything takes the device as an object with Braket's device interface (``prope
 the whole path on ``LocalSimulator``; the CLI passes ``AwsDevice`` / ``AwsQuantumTask``.
 
 Manifest (JSON, rewritten atomically after every task): ``{"format": "qcbo.braket-manifest",
-"version": 1, "device", "shots", "source": {"path", "k", "instance"}, "s3", "blocks": [{"index",
-"name", "n", "k", "fingerprint", "mixer", "p", "angles", "task_arn", "status", ...}]}``.
-A block with a ``task_arn`` is never submitted again. Credentials never enter it, nor logs.
+"version": 2, "device", "shots", "source": {"path", "k", "instance"}, "s3", "sub_block",
+"blocks": [{"index", "block", "variables", "name", "n", "k", "fingerprint", "mixer", "p",
+"angles", "task_arn", "status", ...}], "parents": [{"index", "n", "k", "fingerprint",
+"classical": {"x", "energy", "source"}, "tasks"}]}``. Each entry of "blocks" is one task:
+the source block ``block`` whole (``variables`` null), or its sub-block over ``variables``
+with every other variable fixed at the parent's classical answer (`backends.subblock`).
+Version 1 manifests (one task per source block, no parents) are still read. A task with a
+``task_arn`` is never submitted again. Credentials never enter it, nor logs.
+
+Network and credential failures of boto3, botocore and the Braket SDK leave as one
+BackendUnavailableError line (`aws_errors`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -22,11 +31,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from qcbo.errors import BackendUnavailableError, InputError, UnsupportedProblemError
+from qcbo.errors import BackendUnavailableError, InputError, QCBOError, UnsupportedProblemError
 from qcbo.problem import Problem
 from qcbo.result import SolveResult
 
@@ -49,12 +58,19 @@ __all__ = [
     "decode_measurements",
     "fingerprint",
     "require_aws_credentials",
+    "aws_credentials_available",
+    "aws_errors",
+    "open_aws_device",
+    "load_manifest",
+    "stitch_parents",
 ]
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "qcbo.braket-manifest"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+#: Manifest versions this module reads.
+MANIFEST_READS = (1, 2)
 _OPENQASM = "braket.ir.openqasm.program"
 _JAQCD = "braket.ir.jaqcd.program"
 
@@ -151,20 +167,34 @@ def _rules(g: Gate) -> list[tuple[str, list[Gate]]]:
     q, t = g.qubits, g.angle
     half = math.pi / 2
     if g.name == "xy":  # exp(-i t/4 XX) exp(-i t/4 YY): XX and YY commute
-        return [("xx+yy", [Gate("xx", q, t / 2), Gate("yy", q, t / 2)])]
-    if g.name == "xx":
         a, b = q
-        return [("h-zz", [Gate("h", (a,)), Gate("h", (b,)), Gate("zz", q, t),
+        # CNOT (rx(u) x rz(v)) CNOT = exp(-i u/2 XX) exp(-i v/2 ZZ), and rx(+-pi/2) on both
+        # qubits turns ZZ into YY while leaving XX alone: two CNOTs instead of four
+        return [("xx+yy", [Gate("xx", q, t / 2), Gate("yy", q, t / 2)]),
+                ("2-cnot", [Gate("rx", (a,), -half), Gate("rx", (b,), -half), Gate("cnot", q),
+                            Gate("rx", (a,), t / 2), Gate("rz", (b,), t / 2), Gate("cnot", q),
+                            Gate("rx", (a,), half), Gate("rx", (b,), half)])]
+    if g.name == "xx":  # Braket's ms(0, 0, t) is exp(-i t/2 XX)
+        a, b = q
+        return [("ms", [Gate("ms", q, t)]),
+                ("h-zz", [Gate("h", (a,)), Gate("h", (b,)), Gate("zz", q, t),
                           Gate("h", (a,)), Gate("h", (b,))])]
     if g.name == "yy":  # rx(pi/2) maps Y to Z under conjugation: Y = rx(-pi/2) Z rx(pi/2)
         a, b = q
         return [("rx-zz", [Gate("rx", (a,), half), Gate("rx", (b,), half), Gate("zz", q, t),
                            Gate("rx", (a,), -half), Gate("rx", (b,), -half)])]
     if g.name == "zz":
-        return [("cnot-rz", [Gate("cnot", q), Gate("rz", (q[1],), t), Gate("cnot", q)])]
+        a, b = q
+        return [("cnot-rz", [Gate("cnot", q), Gate("rz", (q[1],), t), Gate("cnot", q)]),
+                ("h-xx", [Gate("h", (a,)), Gate("h", (b,)), Gate("xx", q, t),
+                          Gate("h", (a,)), Gate("h", (b,))])]
     if g.name == "cnot":
         c, tg = q
         return [("h-cz", [Gate("h", (tg,)), Gate("cz", q), Gate("h", (tg,))])]
+    if g.name == "cz":  # diag(1, 1, 1, -1) = rz(pi/2) x rz(pi/2) zz(-pi/2) up to phase
+        a, b = q
+        return [("zz", [Gate("zz", q, -half), Gate("rz", (a,), half), Gate("rz", (b,), half)]),
+                ("2-iswap", _cz_from_iswap(a, b))]
     if g.name == "ccnot":  # the standard 6-CNOT Toffoli with T = rz(pi/4) up to phase
         a, b, c = q
         tt = math.pi / 4
@@ -185,12 +215,29 @@ def _rules(g: Gate) -> list[tuple[str, list[Gate]]]:
     return []
 
 
-def decompose(gates: Sequence[Gate], supported: Iterable[str],
-              max_depth: int = 6) -> tuple[list[Gate], dict[str, str]]:
+def _cz_from_iswap(a: int, b: int) -> list[Gate]:
+    """CZ from two iSWAPs (Rigetti's native two-qubit gate) and single-qubit turns.
+
+    Found numerically once and snapped to multiples of pi/4; the unitary test checks it.
+    """
+    p4 = math.pi / 4
+
+    def turn(q: int, z2: float, y: float, z1: float) -> list[Gate]:
+        return [Gate("rz", (q,), z1), Gate("ry", (q,), y), Gate("rz", (q,), z2)]
+
+    return (turn(a, 3 * p4, -4 * p4, 4 * p4) + turn(b, -2 * p4, -2 * p4, p4)
+            + [Gate("iswap", (a, b)), Gate("rx", (a,), -2 * p4), Gate("iswap", (a, b))]
+            + turn(a, -3 * p4, -4 * p4, 0.0) + turn(b, p4, 2 * p4, -2 * p4))
+
+
+def decompose(gates: Sequence[Gate], supported: Iterable[str], max_depth: int = 6, *,
+              fewest_two_qubit: bool = False) -> tuple[list[Gate], dict[str, str]]:
     """Rewrite ``gates`` into ``supported`` operation names (Braket's, lower case).
 
     Returns (gates, {gate name: rewrite used}); raises UnsupportedProblemError naming the
-    gate that cannot be expressed.
+    gate that cannot be expressed. By default the first rewrite that works is taken;
+    ``fewest_two_qubit`` tries them all (once per gate name) and keeps the one with the
+    fewest two-qubit gates, which is what a native-gate estimate wants.
     """
     ops = {s.lower() for s in supported}
     used: dict[str, str] = {}
@@ -202,13 +249,29 @@ def decompose(gates: Sequence[Gate], supported: Iterable[str],
             raise UnsupportedProblemError(
                 f"the device supports none of the ways to write {g.name} known here "
                 f"(its operations: {', '.join(sorted(ops))})")
-        for label, seq in _rules(g):
+        rules = _rules(g)
+        if g.name in used:  # the choice made for this gate name before, tried first
+            for label, seq in rules:
+                if label == used[g.name]:
+                    try:
+                        return [h for s in seq for h in expand(s, depth + 1)]
+                    except UnsupportedProblemError:
+                        break
+        best: tuple[int, str, list[Gate]] | None = None
+        for label, seq in rules:
             try:
                 out = [h for s in seq for h in expand(s, depth + 1)]
             except UnsupportedProblemError:
                 continue
-            used.setdefault(g.name, label)
-            return out
+            if not fewest_two_qubit:
+                used.setdefault(g.name, label)
+                return out
+            count = sum(1 for h in out if len(h.qubits) >= 2)
+            if best is None or count < best[0]:
+                best = (count, label, out)
+        if best is not None:
+            used.setdefault(g.name, best[1])
+            return best[2]
         raise UnsupportedProblemError(
             f"the device cannot run {g.name} and no rewrite into its operations "
             f"({', '.join(sorted(ops))}) is known")
@@ -260,6 +323,8 @@ def to_braket_circuit(gates: Sequence[Gate], n: int, *, measure_all: bool = Fals
     for g in gates:
         if g.name == "xy":
             circ.xy(g.qubits[0], g.qubits[1], -g.angle)
+        elif g.name == "ms":
+            circ.ms(g.qubits[0], g.qubits[1], 0.0, 0.0, g.angle)
         elif g.angle is None:
             getattr(circ, g.name)(*g.qubits)
         else:
@@ -319,6 +384,24 @@ def _manifest_fault(data: Any) -> str | None:
     blocks = data.get("blocks")
     if not isinstance(blocks, list) or not blocks:
         return "'blocks' is missing or empty"
+    parents = data.get("parents", [])
+    if not isinstance(parents, list):
+        return "'parents' is not a list"
+    parent_index = set()
+    for position, parent in enumerate(parents):
+        where = f"parent {position + 1}"
+        if not isinstance(parent, dict) or not isinstance(parent.get("fingerprint"), str):
+            return f"{where} is not an object with a fingerprint"
+        n, index = parent.get("n"), parent.get("index")
+        if isinstance(n, bool) or not isinstance(n, int) or isinstance(index, bool) \
+                or not isinstance(index, int):
+            return f"{where} lacks its block index or size n"
+        classical = parent.get("classical")
+        x = classical.get("x") if isinstance(classical, dict) else None
+        if not isinstance(x, list) or len(x) != n or any(v not in (0, 1) or isinstance(v, bool)
+                                                          for v in x):
+            return f"{where} lacks its classical answer (a list of {n} zeros and ones)"
+        parent_index.add(index)
     for position, entry in enumerate(blocks):
         where = f"block {position + 1}"
         if not isinstance(entry, dict):
@@ -327,6 +410,15 @@ def _manifest_fault(data: Any) -> str | None:
             return f"{where} has index {entry.get('index')!r}, expected {position}"
         if not isinstance(entry.get("fingerprint"), str):
             return f"{where} lacks its problem fingerprint"
+        block, variables = entry.get("block", position), entry.get("variables")
+        if isinstance(block, bool) or not isinstance(block, int) or block < 0:
+            return f"{where} has source block {block!r}, not a non-negative integer"
+        if variables is not None:
+            if not isinstance(variables, list) or not variables or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in variables):
+                return f"{where} has sub-block variables that are not a list of positions"
+            if block not in parent_index:
+                return f"{where} is a sub-block of block {block + 1}, which has no parent entry"
         arn = entry.get("task_arn")
         if arn is not None and (not isinstance(arn, str) or not TASK_ARN.match(arn)):
             return f"{where} has task id {str(arn)[:80]!r}, which is not a Braket quantum-task ARN"
@@ -349,9 +441,9 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"{path}: not a readable manifest ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise InputError(f"{path}: not a qcbo Braket manifest")
-    if data.get("version") != MANIFEST_VERSION:
+    if data.get("version") not in MANIFEST_READS or isinstance(data.get("version"), bool):
         raise InputError(f"{path}: manifest version {data.get('version')} is not supported "
-                         f"(this qcbo reads version {MANIFEST_VERSION})")
+                         f"(this qcbo reads versions {', '.join(map(str, MANIFEST_READS))})")
     fault = _manifest_fault(data)
     if fault:
         raise InputError(f"{path}: corrupt manifest: {fault}")
@@ -367,6 +459,7 @@ def plan_blocks(
     angles: Any = None,
     seed: int = 0,
     restarts: int = 3,
+    progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Per problem: train (or take) angles, build and check the circuit.
 
@@ -376,6 +469,12 @@ def plan_blocks(
     """
     if isinstance(angles, list) and len(angles) != len(problems):
         raise InputError(f"angles: {len(angles)} angle sets for {len(problems)} problems")
+    for i, problem in enumerate(problems):  # every size before any training
+        if info.qubit_count is not None and problem.n > info.qubit_count:
+            raise UnsupportedProblemError(
+                f"block {i + 1} needs {problem.n} qubits but the device has "
+                f"{info.qubit_count}; cut it into sub-blocks (qcbo submit --sub-block "
+                f"{info.qubit_count})")
     plans = []
     for i, problem in enumerate(problems):
         model = QAOAModel(problem, mixer)
@@ -402,32 +501,9 @@ def plan_blocks(
             "status": "planned",
             "gates": check.gates,
         })
+        if progress:
+            progress(1)
     return plans
-
-
-def format_plan(plans: Sequence[Mapping[str, Any]], device_arn: str, shots: int) -> str:
-    """The plan table and cost estimate as text."""
-    lines = [f"device {device_arn}, {shots} shots per task",
-             f"{'block':>5} {'name':<20} {'n':>3} {'k':>4} {'mixer':<12} {'p':>2} "
-             f"{'gates':>6} {'2q':>5}  status"]
-    todo = 0
-    for b in plans:
-        if not b.get("task_arn"):
-            todo += 1
-        lines.append(f"{b['index'] + 1:>5} {str(b.get('name') or '-')[:20]:<20} {b['n']:>3} "
-                     f"{str(b['k']):>4} {b['mixer']:<12} {b['p']:>2} {b['gate_count']:>6} "
-                     f"{b['two_qubit_gates']:>5}  {b.get('status', 'planned')}")
-        for note in b.get("notes", []):
-            lines.append(f"{'':>7}note: {note}")
-    cost = estimate_cost(device_arn, todo, shots)
-    if cost["known"]:
-        lines.append(f"cost estimate for {todo} new task(s): {todo} x (${cost['per_task']:.2f} "
-                     f"per task + {shots} x ${cost['per_shot']:.5f} per shot) = "
-                     f"${cost['total']:.2f} (prices as of {cost['priced_on']})")
-    else:
-        lines.append(f"cost estimate: no price known for this device (table dated "
-                     f"{cost['priced_on']}); check https://aws.amazon.com/braket/pricing/")
-    return "\n".join(lines)
 
 
 def submit_blocks(
@@ -440,6 +516,8 @@ def submit_blocks(
     source: Mapping[str, Any],
     s3: str | None = None,
     progress: Callable[[int], None] | None = None,
+    parents: Sequence[Mapping[str, Any]] = (),
+    sub_block: int | None = None,
 ) -> dict[str, Any]:
     """Submit every block without a task ARN; the manifest is rewritten after each task.
 
@@ -451,7 +529,9 @@ def submit_blocks(
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "device": device_arn,
                 "shots": int(shots), "source": dict(source), "s3": s3,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "blocks": [{k: v for k, v in b.items() if k != "gates"} for b in plans]}
+                "sub_block": sub_block,
+                "blocks": [{k: v for k, v in b.items() if k != "gates"} for b in plans],
+                "parents": [dict(p) for p in parents]}
     if path.exists():
         old = load_manifest(path)
         if old["device"] != device_arn or old["shots"] != shots or \
@@ -472,7 +552,10 @@ def submit_blocks(
             continue
         circuit = to_braket_circuit(plan["gates"], plan["n"])
         kwargs = {"s3_destination_folder": s3_folder} if s3_folder else {}
-        task = device.run(circuit, shots=int(shots), **kwargs)
+        done = sum(1 for b in manifest["blocks"] if b.get("task_arn"))
+        with aws_errors(f"submitting task {entry['index'] + 1} ({done} submitted and recorded "
+                        f"in {path}; run again to resume)"):
+            task = device.run(circuit, shots=int(shots), **kwargs)
         entry["task_arn"] = str(task.id)
         entry["status"] = "submitted"
         entry["submitted"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -496,54 +579,140 @@ _DONE = {"COMPLETED"}
 _DEAD = {"FAILED", "CANCELLED", "CANCELLING"}
 
 
+def _task_problems(manifest: Mapping[str, Any], problems: Sequence[Problem],
+                   path: Path) -> list[Problem]:
+    """The problem of every task of a manifest, checked against the source problems:
+    whole blocks by their fingerprint, sub-blocks rebuilt from their parent (whose
+    fingerprint is checked) and its classical answer."""
+    from .subblock import restrict
+
+    entries = manifest["blocks"]
+    if manifest.get("version") == 1 and len(problems) != len(entries):
+        raise InputError(f"{path}: {len(entries)} blocks but the source has "
+                         f"{len(problems)} problems")
+    parents = {p["index"]: p for p in manifest.get("parents", [])}
+    checked: set[int] = set()
+    out = []
+    for entry in entries:
+        b = entry.get("block", entry["index"])
+        if b >= len(problems):
+            raise InputError(f"{path}: task {entry['index'] + 1} refers to block {b + 1} but the "
+                             f"source has {len(problems)} problems")
+        problem = problems[b]
+        if entry.get("variables") is None:
+            if fingerprint(problem) != entry["fingerprint"]:
+                raise InputError(f"{path}: block {b + 1} does not match the source problem")
+            out.append(problem)
+            continue
+        parent = parents[b]
+        if b not in checked:
+            if fingerprint(problem) != parent["fingerprint"]:
+                raise InputError(f"{path}: block {b + 1} does not match the source problem")
+            checked.add(b)
+        variables = entry["variables"]
+        if max(variables) >= problem.n or len(set(variables)) != len(variables):
+            raise InputError(f"{path}: task {entry['index'] + 1} has sub-block variables "
+                             f"outside block {b + 1} (n={problem.n}) or repeated")
+        out.append(restrict(problem, np.asarray(parent["classical"]["x"]), np.asarray(variables)))
+    return out
+
+
 def collect_results(
     manifest_path: str | os.PathLike,
     problems: Sequence[Problem],
     load_task: Callable[[str], Any],
     results_path: str | os.PathLike,
 ) -> dict[str, Any]:
-    """Fetch finished tasks, decode and score them, write the results file; idempotent.
+    """Fetch finished tasks, decode and score them, stitch sub-blocks back into their
+    blocks, write the results file; idempotent.
 
     ``results_path`` holds {"manifest", "results": [one `qcbo solve --json` object per
-    finished block]}; blocks already there are not fetched again. Returns {"collected",
-    "pending": [(block, arn, state)], "failed", "results"}.
+    finished task], "blocks": [one stitched answer per block cut into sub-blocks (see
+    `stitch_parents`)]}; tasks already there are not fetched again. Returns {"collected",
+    "pending": [(task, arn, state)], "failed", "results", "blocks"}.
     """
     path = Path(manifest_path)
     manifest = load_manifest(path)
-    if len(problems) != len(manifest["blocks"]):
-        raise InputError(f"{path}: {len(manifest['blocks'])} blocks but the source has "
-                         f"{len(problems)} problems")
+    task_problems = _task_problems(manifest, problems, path)
     rpath = Path(results_path)
     done: dict[int, Any] = {}
     if rpath.exists():
         try:
             for item in json.loads(rpath.read_text()).get("results", []):
                 done[int(item["problem"]["block"])] = item
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"{rpath}: not a results file written by qcbo collect ({exc})") \
                 from None
     pending, failed, new = [], [], 0
-    for entry, problem in zip(manifest["blocks"], problems):
+    for entry, problem in zip(manifest["blocks"], task_problems):
         index = entry["index"]
-        if fingerprint(problem) != entry["fingerprint"]:
-            raise InputError(f"{path}: block {index + 1} does not match the source problem")
         if index in done or not entry.get("task_arn"):
             continue
-        task = load_task(entry["task_arn"])
-        state = str(task.state()).upper()
-        if state in _DEAD:
-            failed.append((index + 1, entry["task_arn"], state))
-            continue
-        if state not in _DONE:
-            pending.append((index + 1, entry["task_arn"], state))
-            continue
-        result = task.result()
+        arn = entry["task_arn"]
+        with aws_errors(f"fetching task {index + 1} ({arn})"):
+            task = load_task(arn)
+            state = str(task.state()).upper()
+            if state in _DEAD:
+                failed.append((index + 1, arn, state))
+                continue
+            if state not in _DONE:
+                pending.append((index + 1, arn, state))
+                continue
+            result = task.result()
         samples = decode_measurements(result.measurements, result.measured_qubits, problem.n)
         done[index] = _score(problem, samples, entry, manifest["device"])
         new += 1
     results = [done[i] for i in sorted(done)]
-    _atomic_json(rpath, {"manifest": str(path), "results": results})
-    return {"collected": new, "pending": pending, "failed": failed, "results": results}
+    blocks = stitch_parents(manifest, problems, task_problems, done)
+    _atomic_json(rpath, {"manifest": str(path), "results": results, "blocks": blocks})
+    return {"collected": new, "pending": pending, "failed": failed, "results": results,
+            "blocks": blocks}
+
+
+def stitch_parents(manifest: Mapping[str, Any], problems: Sequence[Problem],
+                   task_problems: Sequence[Problem],
+                   done: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per block cut into sub-blocks: the collected sub-block answers stitched into the
+    fixed classical answer, the full block re-scored.
+
+    Each sub-block was posed around the same classical answer, so answers are stitched
+    one at a time, best sub-block improvement first, and one is kept only if the full
+    block's energy drops (exact, since the block is re-scored after every stitch).
+    Returns [{"block", "n", "k", "sub_blocks", "collected", "kept", "classical_energy",
+    "classical_source", "energy", "improvement", "feasible", "x"}].
+    """
+    from .subblock import stitch
+
+    out = []
+    for parent in manifest.get("parents", []):
+        b = parent["index"]
+        problem = problems[b]
+        x = np.asarray(parent["classical"]["x"], dtype=np.int8)
+        base = problem.energy(x)
+        moves = []
+        for t in parent.get("tasks", []):
+            item = done.get(t)
+            if item is None or not item.get("feasible") or item.get("x") is None:
+                continue
+            variables = np.asarray(manifest["blocks"][t]["variables"])
+            sub = task_problems[t]
+            gain = float(item["energy"]) - sub.energy(x[variables])
+            moves.append((gain, t, variables, np.asarray(item["x"], dtype=np.int8)))
+        best, best_e, kept = x, base, 0
+        for gain, t, variables, y in sorted(moves, key=lambda m: (m[0], m[1])):
+            candidate = stitch(best, variables, y)
+            if not problem.is_feasible(candidate):
+                continue
+            e = problem.energy(candidate)
+            if e < best_e - 1e-12 * max(1.0, abs(best_e)):
+                best, best_e, kept = candidate, e, kept + 1
+        out.append({"block": b, "n": problem.n, "k": problem.k,
+                    "sub_blocks": len(parent.get("tasks", [])), "collected": len(moves),
+                    "kept": kept, "classical_energy": base,
+                    "classical_source": parent["classical"].get("source"), "energy": best_e,
+                    "improvement": base - best_e, "feasible": problem.is_feasible(best),
+                    "x": best.tolist()})
+    return out
 
 
 def _score(problem: Problem, samples: np.ndarray, entry: Mapping[str, Any],
@@ -567,8 +736,20 @@ def _score(problem: Problem, samples: np.ndarray, entry: Mapping[str, Any],
                                        wall_time_s=0.0, seed=None, samples=samples, info=info)
     payload = result.to_dict()
     payload["problem"] = {"block": entry["index"], "n": problem.n, "k": problem.k,
-                          "name": entry.get("name")}
+                          "name": entry.get("name"), "source_block": entry.get("block"),
+                          "variables": entry.get("variables")}
     return payload
+
+
+def aws_credentials_available() -> bool:
+    """Whether boto3 finds AWS credentials (it never says what they are, nor do we)."""
+    try:
+        import boto3
+    except ImportError:
+        raise BackendUnavailableError("reaching Braket needs boto3 and amazon-braket-sdk; "
+                                      "run: pip install amazon-braket-sdk") from None
+    with aws_errors("looking up AWS credentials"):
+        return boto3.Session().get_credentials() is not None
 
 
 def require_aws_credentials() -> None:
@@ -576,12 +757,78 @@ def require_aws_credentials() -> None:
 
     Only asks boto3 whether credentials exist; never reads, logs or stores them.
     """
-    try:
-        import boto3
-    except ImportError:
-        raise BackendUnavailableError("submitting to Braket needs boto3 and amazon-braket-sdk; "
-                                      "run: pip install amazon-braket-sdk") from None
-    if boto3.Session().get_credentials() is None:
+    if not aws_credentials_available():
         raise BackendUnavailableError(
             "no AWS credentials found; configure them (aws configure, AWS_PROFILE or the "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY variables) and a region with Braket")
+
+
+_AWS_MODULES = ("botocore", "boto3", "braket", "s3transfer", "urllib3", "requests")
+
+
+def _from_aws(exc: BaseException) -> bool:
+    """An exception of, or raised inside, boto3 / botocore / the Braket SDK / HTTP."""
+    if any(c.__module__.split(".")[0] in _AWS_MODULES for c in type(exc).__mro__):
+        return True
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    return any(f"{os.sep}{m}{os.sep}" in filename for m in _AWS_MODULES) or \
+        isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an AWS failure, with what to do about it."""
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())[:300]
+    if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+        return (f"no usable AWS credentials ({text}); configure them, or plan offline with "
+                "--plan-only")
+    if name in ("NoRegionError",):
+        return "no AWS region configured; set AWS_DEFAULT_REGION or put the region in the ARN"
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                "ConnectionClosedError", "ProxyConnectionError", "SSLError") \
+            or isinstance(exc, (ConnectionError, TimeoutError)):
+        return (f"cannot reach AWS ({text}); check the network, or plan offline with "
+                "--plan-only")
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping) and isinstance(response.get("Error"), Mapping):
+        code = response["Error"].get("Code", name)
+        message = " ".join(str(response["Error"].get("Message", "")).split())[:300]
+        if code in ("UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken",
+                    "ExpiredTokenException", "InvalidSignatureException", "AccessDenied",
+                    "AccessDeniedException", "SignatureDoesNotMatch"):
+            return f"AWS rejected the credentials ({code}: {message})"
+        if code in ("ResourceNotFoundException", "ValidationException"):
+            return f"AWS does not know it ({code}: {message})"
+        return f"AWS refused ({code}: {message})"
+    return f"{name}: {text}" if text else name
+
+
+@contextlib.contextmanager
+def aws_errors(doing: str) -> Iterator[None]:
+    """Turn a boto3 / botocore / Braket SDK / network failure into one
+    BackendUnavailableError line ("``doing``: what went wrong; what to do")."""
+    try:
+        yield
+    except QCBOError:
+        raise
+    except Exception as exc:
+        if not _from_aws(exc):
+            raise
+        raise BackendUnavailableError(f"{doing}: {_describe(exc)}") from exc
+
+
+def open_aws_device(arn: str) -> Any:
+    """``AwsDevice(arn)`` with short timeouts and few retries, so that an unreachable
+    endpoint fails in seconds; errors as one line (`aws_errors`)."""
+    with aws_errors(f"reading the properties of {arn}"):
+        from botocore.config import Config
+        from braket.aws import AwsDevice, AwsSession
+
+        config = Config(connect_timeout=5, read_timeout=30,
+                        retries={"max_attempts": 2, "mode": "standard"})
+        device = AwsDevice(arn, aws_session=AwsSession(config=config))
+        device.properties  # noqa: B018 - fetched here, inside the error wrapper
+        return device

@@ -136,8 +136,13 @@ def choose_variables(
 
 
 def restrict(problem: Problem, x: np.ndarray, index: np.ndarray,
-             metadata: dict[str, Any] | None = None) -> Problem:
-    """The QCBO over ``index`` with the other variables fixed at x (module docstring)."""
+             metadata: dict[str, Any] | None = None, *,
+             qx: np.ndarray | None = None) -> Problem:
+    """The QCBO over ``index`` with the other variables fixed at x (module docstring).
+
+    ``qx``: Q @ x (n,), when the caller cuts many sub-blocks around one x (`decompose`):
+    the fixed part then costs O(q^2) instead of O(n^2) per sub-block.
+    """
     xb = _binary(problem, x).astype(np.float64)
     idx = np.asarray(index, dtype=np.int64)
     if idx.ndim != 1 or len(idx) == 0 or len(np.unique(idx)) != len(idx) \
@@ -148,8 +153,14 @@ def restrict(problem: Problem, x: np.ndarray, index: np.ndarray,
     q = problem.Q
     xf = xb * fixed
     sub_q = q[np.ix_(idx, idx)].copy()
-    sub_q[np.diag_indices_from(sub_q)] += 2.0 * (q[idx] @ xf)
-    offset = problem.offset + float(xf @ q @ xf)
+    if qx is None:
+        sub_q[np.diag_indices_from(sub_q)] += 2.0 * (q[idx] @ xf)
+        offset = problem.offset + float(xf @ q @ xf)
+    else:  # Q xf = Q x - Q[:, S] x_S, and xf' Q xf = x' Q x - 2 x_S' (Q x)_S + x_S' Q_SS x_S
+        xs = xb[idx]
+        q_ss_xs = sub_q @ xs
+        sub_q[np.diag_indices_from(sub_q)] += 2.0 * (qx[idx] - q_ss_xs)
+        offset = problem.offset + float(xb @ qx - 2.0 * xs @ qx[idx] + xs @ q_ss_xs)
     k = None if problem.k is None else int(problem.k - xf.sum())
     if k is not None and not 0 <= k <= len(idx):
         raise InputError(f"sub-block cut from an answer with sum {int(xb.sum())} != k={problem.k}")
@@ -192,6 +203,9 @@ def decompose(problem: Problem, x: np.ndarray, q: int, *, count: int | None = No
     used = np.zeros(n, dtype=bool)
     out: list[SubBlock] = []
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    qx = problem.Q @ xb.astype(np.float64)
+    if rule == "impact":  # x stays fixed, so the impact order is computed once
+        rule, order = "order", np.argsort(flip_gains(problem, xb), kind="stable")
     for _ in range(total):
         free = np.flatnonzero(~used)
         if len(free) == 0:
@@ -202,7 +216,7 @@ def decompose(problem: Problem, x: np.ndarray, q: int, *, count: int | None = No
             idx = choose_variables(problem, xb, q, rule=rule, order=order, exclude=used, rng=gen)
             idx = idx[~used[idx]] if used[idx].any() else idx
         used[idx] = True
-        out.append(SubBlock(idx, restrict(problem, xb, idx), xb))
+        out.append(SubBlock(idx, restrict(problem, xb, idx, qx=qx), xb))
     return out
 
 
@@ -216,6 +230,8 @@ class ImproveReport:
     energy_before: float = float("nan")
     energy_after: float = float("nan")
     sources: list[str] | None = None
+    #: the source of every round's answer, kept or not (``sources`` lists the kept ones)
+    round_sources: list[str] | None = None
 
 
 def improve(problem: Problem, x: np.ndarray, q: int,
@@ -223,11 +239,14 @@ def improve(problem: Problem, x: np.ndarray, q: int,
             *, rounds: int = 1, rule: Rule = "impact",
             order: Sequence[int] | None = None,
             rng: np.random.Generator | int | None = None,
-            stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, ImproveReport]:
+            stop: Callable[[], bool] | None = None,
+            warm: bool = False) -> tuple[np.ndarray, ImproveReport]:
     """Rounds of sub-block solves around x; an answer is kept only if the parent improves.
 
     ``solve(sub_problem, round) -> (y, source)``: any solver of the sub-QCBO, with a label
-    of where its answer came from (e.g. "qaoa", "polish"). Variables used in earlier
+    of where its answer came from (e.g. "qaoa", "polish"); with ``warm``,
+    ``solve(sub_problem, round, y0)`` also gets y0, the current answer on the sub-block
+    (a feasible warm start of the sub-problem). Variables used in earlier
     rounds are taken again only when the others run out. Returns the best answer (n,)
     int8 and an ImproveReport whose ``sources`` lists the source of each kept round.
     """
@@ -237,7 +256,7 @@ def improve(problem: Problem, x: np.ndarray, q: int,
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     best = xb.copy()
     best_e = problem.energy(best)
-    rep = ImproveReport(energy_before=best_e, sources=[])
+    rep = ImproveReport(energy_before=best_e, sources=[], round_sources=[])
     used = np.zeros(problem.n, dtype=bool)
     for r in range(max(int(rounds), 1)):
         if stop is not None and r > 0 and stop():
@@ -247,9 +266,10 @@ def improve(problem: Problem, x: np.ndarray, q: int,
         idx = choose_variables(problem, best, q, rule=rule, order=order, exclude=used, rng=gen)
         used[idx] = True
         sub = restrict(problem, best, idx)
-        y, source = solve(sub, r)
+        y, source = solve(sub, r, best[idx].copy()) if warm else solve(sub, r)
         cand = stitch(best, idx, y)
         rep.rounds += 1
+        rep.round_sources.append(source)
         if problem.k is not None and int(cand.sum()) != problem.k:
             continue
         e = problem.energy(cand)

@@ -76,12 +76,31 @@ def _same_up_to_phase(a, b):
     (Gate("ry", (0,), 0.9), ["rz", "rx"]),
     (Gate("h", (0,)), ["rz", "rx"]),
     (Gate("x", (0,)), ["rx"]),
+    (Gate("xy", (0, 1), 0.83), ["cnot", "rx", "rz"]),
+    (Gate("xy", (1, 0), -1.3), ["cz", "rx", "rz", "h"]),
+    (Gate("xx", (0, 1), 0.4), ["ms"]),
+    (Gate("zz", (1, 0), 0.7), ["ms", "h"]),
+    (Gate("cz", (0, 1)), ["zz", "rz"]),
+    (Gate("cz", (1, 0)), ["iswap", "rz", "ry", "rx"]),
+    (Gate("cnot", (0, 1)), ["iswap", "rz", "ry", "rx", "h"]),
+    (Gate("xy", (0, 1), 0.6), ["iswap", "rz", "ry", "rx", "h"]),
 ])
 def test_rewrites_are_exact_up_to_global_phase(gate, ops):
     n = max(gate.qubits) + 1
     out, used = decompose([gate], ops)
     assert all(g.name in ops for g in out) and gate.name in used
     assert _same_up_to_phase(_unitary([gate], n), _unitary(out, n))
+
+
+@pytest.mark.parametrize("ops,native,count", [
+    (["ms"], "ms", 2), (["zz"], "zz", 2), (["cz"], "cz", 2), (["iswap"], "iswap", 4)])
+def test_fewest_two_qubit_rewrites(ops, native, count):
+    one = ["rx", "ry", "rz", "h"]
+    gate = Gate("xy", (0, 1), 0.7)
+    out, _ = decompose([gate], ops + one, max_depth=8, fewest_two_qubit=True)
+    assert sum(1 for g in out if len(g.qubits) == 2) == count
+    assert {g.name for g in out if len(g.qubits) == 2} == {native}
+    assert _same_up_to_phase(_unitary([gate], 2), _unitary(out, 2))
 
 
 def test_undecomposable_gate_is_refused():
@@ -275,16 +294,25 @@ def test_missing_aws_configuration_is_one_clear_line(tmp_path, monkeypatch, caps
         require_aws_credentials()
     path = tmp_path / "one.npz"
     write_blockset(path, [random_problem(4, 2, seed=0)])
+    # planning falls back to the shipped snapshot and says so; submitting needs credentials
     rc = main(["submit", str(path), "--device", ARN, "--shots", "10"])
+    captured = capsys.readouterr()
+    assert rc == 0 and "snapshot" in captured.err and "cost estimate" in captured.out
+    rc = main(["submit", str(path), "--device", ARN, "--shots", "10", "--yes"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "no AWS credentials" in err[0]
+    # a device without a snapshot cannot even be planned without credentials
+    rc = main(["submit", str(path), "--device", "arn:aws:braket:::device/qpu/acme/Q1",
+               "--shots", "10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "no offline snapshot" in err[0]
 
 
 def test_bad_angles_file_and_manifest(tmp_path):
     bad = tmp_path / "angles.json"
     bad.write_text('{"gamma": [0.1]}')
     with pytest.raises(InputError, match="angles"):
-        _submit(tmp_path, RecordingDevice(), "--angles", str(bad))
+        _submit(tmp_path, RecordingDevice(), "--angles", str(bad), "--yes")
     other = tmp_path / "x.json"
     other.write_text("{}")
     with pytest.raises(InputError, match="manifest"):
