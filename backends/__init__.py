@@ -68,6 +68,8 @@ BACKENDS: dict[str, BackendSpec] = {
                     ("dimod", "dwave.samplers"), "dwave-samplers"),
         BackendSpec("qaoa-qiskit", "backends.qaoa_qiskit:QiskitQAOABackend",
                     ("qiskit",), "qiskit"),
+        BackendSpec("qaoa-subspace", "backends.qaoa_subspace:SubspaceQAOABackend", ("numba",),
+                    "numba"),
         BackendSpec("braket-local", "backends.qaoa_braket:BraketLocalQAOABackend",
                     ("braket.circuits", "braket.devices"), "amazon-braket-sdk"),
     ]

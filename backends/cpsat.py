@@ -24,8 +24,8 @@ feasible x can switch on), so the proven optimum of the scaled model is within t
 bound of the true optimum. "optimal" means CP-SAT proved the scaled model optimal.
 
 A solution hint comes from the ``initial`` assignment (or ``Problem.feasible_point``)
-improved by a greedy swap/flip descent in numpy; when CP-SAT returns no solution within
-the time limit, that heuristic answer is returned with status "feasible".
+improved by the steepest swap/flip descent of `backends.polish`; when CP-SAT returns no
+solution within the time limit, that heuristic answer is returned with status "feasible".
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from qcbo.errors import SolverError, UnsupportedProblemError
 from qcbo.problem import Problem
 
 from .base import Assignment, Backend, Option, RawSolution, deadline
+from .polish import descend
 
 __all__ = ["CpSatBackend", "swap_descent"]
 
@@ -63,45 +64,10 @@ def _worker_count() -> int:
 
 
 def swap_descent(q: np.ndarray, k: int | None, x0: np.ndarray, stop: float) -> np.ndarray:
-    """Greedy local descent from ``x0``: best improving swap (k set) or flip (k None).
-
-    ``q``: symmetric (n, n); ``x0``: feasible 0/1 (n,). Each step takes the move with the
-    most negative energy change (swap i out, j in: -2 g_i + Q_ii + 2 g_j + Q_jj - 2 Q_ij
-    with g = Q x); stops at a local optimum or at perf_counter() > ``stop``.
-    Returns an int8 (n,) assignment no worse than ``x0``.
-    """
-    x = np.asarray(x0, dtype=np.int8).copy()
-    xf = x.astype(np.float64)
-    g = q @ xf
-    d = np.diag(q)
-    for _ in range(10 * q.shape[0] + 10):
-        if time.perf_counter() > stop:
-            break
-        if k is None:
-            sign = 1.0 - 2.0 * xf
-            delta = 2.0 * sign * g + d
-            i = int(np.argmin(delta))
-            if not delta[i] < -1e-12:
-                break
-            x[i] = 1 - x[i]
-            g += sign[i] * q[:, i]
-            xf[i] = x[i]
-            continue
-        ones, zeros = np.flatnonzero(x == 1), np.flatnonzero(x == 0)
-        if ones.size == 0 or zeros.size == 0:
-            break
-        out_gain = -2.0 * g[ones] + d[ones]
-        in_gain = 2.0 * g[zeros] + d[zeros]
-        delta = out_gain[:, None] + in_gain[None, :] - 2.0 * q[np.ix_(ones, zeros)]
-        flat = int(np.argmin(delta))
-        a, b = divmod(flat, zeros.size)
-        if not delta[a, b] < -1e-12:
-            break
-        i, j = int(ones[a]), int(zeros[b])
-        x[i], x[j] = 0, 1
-        xf[i], xf[j] = 0.0, 1.0
-        g += q[:, j] - q[:, i]
-    return x
+    """Steepest swap (k set) / flip (k None) descent from ``x0`` until perf_counter() >
+    ``stop``: the project's one polish, `backends.polish.descend` (kept under this name for
+    callers of cpsat's hint)."""
+    return descend(q, k, x0, stop=stop)
 
 
 def _error_bound(resid_diag: np.ndarray, resid_pair: np.ndarray, k: int | None) -> float:

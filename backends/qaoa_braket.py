@@ -19,7 +19,7 @@ that idle qubits still count in the state vector.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -73,6 +73,21 @@ def run_values(circ: Any, n: int, ir: str = "jaqcd") -> np.ndarray:
     return np.asarray(value)
 
 
+#: The core's gates in Braket: name -> (circuit, qubits, angle) -> None. Braket's xy(t) is
+#: exp(+i t/4 (XX + YY)), so the core's xy(t) is Braket's xy(-t).
+GATES: dict[str, Callable[[Any, tuple[int, ...], Any], None]] = {
+    "x": lambda c, q, t: c.x(*q),
+    "h": lambda c, q, t: c.h(*q),
+    "rx": lambda c, q, t: c.rx(*q, t),
+    "ry": lambda c, q, t: c.ry(*q, t),
+    "rz": lambda c, q, t: c.rz(*q, t),
+    "cnot": lambda c, q, t: c.cnot(*q),
+    "ccnot": lambda c, q, t: c.ccnot(*q),
+    "zz": lambda c, q, t: c.zz(*q, t),
+    "xy": lambda c, q, t: c.xy(*q, -t),
+}
+
+
 def build_circuit(gates: list[Gate], n: int) -> Any:
     """A braket.circuits.Circuit of the core's gate list (no result types)."""
     from braket.circuits import Circuit
@@ -81,27 +96,7 @@ def build_circuit(gates: list[Gate], n: int) -> Any:
     for q in range(n):
         circ.i(q)
     for g in gates:
-        q, t = g.qubits, g.angle
-        if g.name == "x":
-            circ.x(q[0])
-        elif g.name == "h":
-            circ.h(q[0])
-        elif g.name == "rx":
-            circ.rx(q[0], t)
-        elif g.name == "ry":
-            circ.ry(q[0], t)
-        elif g.name == "rz":
-            circ.rz(q[0], t)
-        elif g.name == "cnot":
-            circ.cnot(q[0], q[1])
-        elif g.name == "ccnot":
-            circ.ccnot(q[0], q[1], q[2])
-        elif g.name == "zz":
-            circ.zz(q[0], q[1], t)
-        elif g.name == "xy":
-            circ.xy(q[0], q[1], -t)
-        else:  # pragma: no cover - the core emits only the gates above
-            raise ValueError(f"unknown gate {g.name}")
+        GATES[g.name](circ, g.qubits, g.angle)
     return circ
 
 
@@ -130,8 +125,10 @@ class BraketLocalQAOABackend(QAOABackend):
 
     name = "braket-local"
     summary = ("QAOA with a Hamming-weight-preserving XY mixer (X mixer + penalty for k=None), "
-               f"Amazon Braket LocalSimulator('braket_sv'); n <= {MAX_QUBITS}")
-    max_variables = MAX_QUBITS
+               f"Amazon Braket LocalSimulator('braket_sv'); n <= {MAX_QUBITS} (larger blocks with "
+               "-o sub_block=q)")
+    max_qubits = MAX_QUBITS
+    block_size_hint = MAX_QUBITS
     options = {
         **QAOABackend.options,
         "ir": Option(str, "jaqcd", "jaqcd (fast, same simulator engine) | openqasm (through "

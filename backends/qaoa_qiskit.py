@@ -6,7 +6,7 @@ XY terms are ``XXPlusYYGate(t, 0) = exp(-i t/4 (XX + YY))``, exactly the core's 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,34 +20,33 @@ __all__ = ["QiskitQAOABackend", "build_circuit", "statevector"]
 MAX_QUBITS = 14
 
 
+def _xy(qc: Any, q: tuple[int, ...], t: float) -> None:
+    from qiskit.circuit.library import XXPlusYYGate
+
+    qc.append(XXPlusYYGate(t, 0.0), list(q))
+
+
+#: The core's gates in Qiskit: name -> (circuit, qubits, angle) -> None.
+GATES: dict[str, Callable[[Any, tuple[int, ...], Any], None]] = {
+    "x": lambda qc, q, t: qc.x(*q),
+    "h": lambda qc, q, t: qc.h(*q),
+    "rx": lambda qc, q, t: qc.rx(t, *q),
+    "ry": lambda qc, q, t: qc.ry(t, *q),
+    "rz": lambda qc, q, t: qc.rz(t, *q),
+    "cnot": lambda qc, q, t: qc.cx(*q),
+    "ccnot": lambda qc, q, t: qc.ccx(*q),
+    "zz": lambda qc, q, t: qc.rzz(t, *q),
+    "xy": _xy,
+}
+
+
 def build_circuit(gates: list[Gate], n: int) -> Any:
     """A qiskit.QuantumCircuit of the core's gate list (no measurement)."""
     from qiskit import QuantumCircuit
-    from qiskit.circuit.library import XXPlusYYGate
 
     qc = QuantumCircuit(n)
     for g in gates:
-        q, t = g.qubits, g.angle
-        if g.name == "x":
-            qc.x(q[0])
-        elif g.name == "h":
-            qc.h(q[0])
-        elif g.name == "rx":
-            qc.rx(t, q[0])
-        elif g.name == "ry":
-            qc.ry(t, q[0])
-        elif g.name == "rz":
-            qc.rz(t, q[0])
-        elif g.name == "cnot":
-            qc.cx(q[0], q[1])
-        elif g.name == "ccnot":
-            qc.ccx(q[0], q[1], q[2])
-        elif g.name == "zz":
-            qc.rzz(t, q[0], q[1])
-        elif g.name == "xy":
-            qc.append(XXPlusYYGate(t, 0.0), [q[0], q[1]])
-        else:  # pragma: no cover - the core emits only the gates above
-            raise ValueError(f"unknown gate {g.name}")
+        GATES[g.name](qc, g.qubits, g.angle)
     return qc
 
 
@@ -63,8 +62,9 @@ class QiskitQAOABackend(QAOABackend):
 
     name = "qaoa-qiskit"
     summary = ("QAOA with a Hamming-weight-preserving XY mixer (X mixer + penalty for k=None), "
-               f"Qiskit Statevector; n <= {MAX_QUBITS}")
-    max_variables = MAX_QUBITS
+               f"Qiskit Statevector; n <= {MAX_QUBITS} (larger blocks with -o sub_block=q)")
+    max_qubits = MAX_QUBITS
+    block_size_hint = MAX_QUBITS
 
     def _run_circuit(self, gates: list[Gate], n: int) -> tuple[np.ndarray, dict[str, Any]]:
         from qiskit.quantum_info import Statevector

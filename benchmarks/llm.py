@@ -1,16 +1,25 @@
 """Benchmark: LM pruning of SmolLM2-135M on the held-out Wikipedia part.
 
     nice -n 10 python benchmarks/llm.py [--runs NAME ...] [--eval-windows 16]
-        [--calibration-windows 16] [--steps 64]
+        [--calibration-windows 16] [--steps 64] [--orders 3]
+    nice -n 10 python benchmarks/llm.py --method-errors 4 [--levels 0.3 0.5 2:4]
 
 Loads the model once, computes the dense perplexity, then for every run restores the
 dense weights, prunes (layer by layer, calibration windows from the calibration part)
 and measures perplexity (protocol of pruning.llm.perplexity), wall time and peak RSS of
-the process during the run. Results are written after every run to
+the process during the run. Every method runs ``--orders`` times (default 3), each time
+with the same calibration windows in another order (float summation order moves
+perplexity by several per cent at high sparsity); a row holds every run's perplexity
+and their mean, min and max, and the plot shows the spread. Results are written after every run to
 benchmarks/results/llm.json and plotted to benchmarks/results/llm.png.
 Run names: METHOD@DENSITY, with DENSITY a number or 2:4; iCBS variants are
 icbs-rec, icbs-rec-refit, icbs-fisher (initial mask: Wanda), and the same with the
-suffix -sg (initial mask and weights: SparseGPT's).
+suffix -sg (initial mask and weights: SparseGPT's); one-shot methods magnitude, wanda,
+sparsegpt, alps.
+
+``--method-errors BLOCKS``: instead, the relative layer reconstruction error
+‖XW − XŴ‖²/‖XW‖² of Wanda, SparseGPT and ALPS on every Linear of the first BLOCKS decoder
+blocks (the same dense inputs for all), at each of ``--levels`` (ALPS paper, Table 7).
 """
 
 from __future__ import annotations
@@ -54,6 +63,34 @@ def config_for(name: str, steps: int, block: int, seed: int):
     return LMPruneConfig(method=method, density=density, pattern=pattern)
 
 
+def window_order(count: int, order: int):
+    """Permutation of the calibration windows for run ``order``: 0 keeps the text order,
+    others shuffle with ``torch.Generator().manual_seed(order)`` (only float summation
+    order changes: the same windows, the same statistics up to rounding)."""
+    import torch
+
+    if order == 0:
+        return torch.arange(count)
+    return torch.randperm(count, generator=torch.Generator().manual_seed(order))
+
+
+def summarise(name: str, runs: list[dict], args) -> dict:
+    """One result row: mean, min, max (and each run) of the perplexity over window orders."""
+    ppls = [r["perplexity"] for r in runs]
+    mean = sum(ppls) / len(ppls)
+    row = {"name": name, "executor": args.executor, "workers": args.workers,
+           "orders": len(runs), "perplexity": mean, "perplexity_min": min(ppls),
+           "perplexity_max": max(ppls), "perplexities": ppls,
+           "wall_s": sum(r["wall_s"] for r in runs) / len(runs),
+           "prune_s": sum(r["prune_s"] for r in runs) / len(runs),
+           "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
+           "mean_layer_density": runs[0]["mean_layer_density"], "runs": runs}
+    for key in ("reconstruction_error_init", "reconstruction_error_final"):
+        if key in runs[0]:
+            row[key] = sum(r[key] for r in runs) / len(runs)
+    return row
+
+
 def release_memory() -> None:
     """Return freed heap pages to the OS, so each run's peak RSS starts from the model's."""
     import ctypes
@@ -75,14 +112,20 @@ def plot(results: list[dict], path: Path) -> None:
     rows = [r for r in results if r["name"] != "dense"]
     dense = next((r["perplexity"] for r in results if r["name"] == "dense"), None)
     fig, ax = plt.subplots(figsize=(10, 4))
-    ax.bar(range(len(rows)), [r["perplexity"] for r in rows])
+    means = [r["perplexity"] for r in rows]
+    low = [m - r.get("perplexity_min", m) for m, r in zip(means, rows)]
+    high = [r.get("perplexity_max", m) - m for m, r in zip(means, rows)]
+    ax.bar(range(len(rows)), means, yerr=[low, high], capsize=3)
+    for i, r in enumerate(rows):  # every run, so the spread is visible, not only its range
+        ppls = r.get("perplexities", [r["perplexity"]])
+        ax.plot([i] * len(ppls), ppls, "k.", ms=3)
     ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=60, ha="right",
                   fontsize=8)
     ax.set_yscale("log")
     if dense:
         ax.axhline(dense, color="k", ls="--", label=f"dense {dense:.2f}")
         ax.legend()
-    ax.set_ylabel("perplexity (held-out Wikipedia)")
+    ax.set_ylabel("perplexity: mean, min-max, runs")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -137,17 +180,76 @@ def layer_errors(model, calibration, args, out: Path) -> int:
     return 0
 
 
+def method_errors(model, calibration, args, out: Path) -> int:
+    """Relative reconstruction error ‖XW − XŴ‖²/‖XW‖² per Linear of the first BLOCKS
+    decoder blocks for Wanda, SparseGPT and ALPS at every level (dense inputs for all)."""
+    import torch
+
+    from pruning.llm.baselines import parse_pattern
+    from pruning.llm.layerwise import run_layerwise
+    from pruning.llm.prune import LMPruneConfig, _init_mask
+
+    methods = ("wanda", "sparsegpt", "alps")
+    layers: dict[str, dict] = {}
+    seconds = {f"{m}@{lvl}": 0.0 for m in methods for lvl in args.levels}
+
+    class Done(Exception):
+        pass
+
+    def measure(index, linears, stats):
+        if index >= args.method_errors:
+            raise Done
+        for name, lin in linears.items():
+            W0 = lin.weight.detach().to(torch.float64)
+            H = stats[name].hessian
+            base = float(((W0 @ H) * W0).sum())
+            row = layers.setdefault(f"{index}.{name}", {"shape": list(W0.shape)})
+            for level in args.levels:
+                pattern = parse_pattern(level) if ":" in level else None
+                cfg = LMPruneConfig(density=0.5 if pattern else float(level), pattern=pattern)
+                for method in methods:
+                    t = time.perf_counter()
+                    W, _keep = _init_mask(method, lin.weight.detach().clone(), stats[name], cfg)
+                    seconds[f"{method}@{level}"] += time.perf_counter() - t
+                    D = W.to(torch.float64) - W0
+                    row[f"{method}@{level}"] = float(((D @ H) * D).sum()) / base
+            logging.info("block %d %s: %s", index, name, json.dumps(row))
+
+    try:
+        run_layerwise(model, calibration, measure)
+    except Done:
+        pass
+    keys = [f"{m}@{lvl}" for lvl in args.levels for m in methods]
+    mean = {k: sum(r[k] for r in layers.values()) / len(layers) for k in keys}
+    result = {"blocks": args.method_errors, "levels": args.levels,
+              "calibration_windows": int(calibration.shape[0]),
+              "metric": "||XW - XW_hat||^2 / ||XW||^2 per Linear, dense inputs",
+              "mean_relative_error": mean, "seconds": seconds, "layers": layers}
+    logging.info("%s", json.dumps(mean))
+    out.with_name(out.stem + "_method_errors.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
 def merge(paths: list[str], out: Path) -> int:
     """Combine result files of this script (same setup) into ``out``.
 
-    Rows keep the order of their first appearance; a run named again in a later file
-    replaces the earlier row (a re-measurement). The first file's setup is kept.
+    Rows keep the order of their first appearance. Rows of one name with per-order runs
+    are pooled (a later file's run of the same order replaces the earlier one) and their
+    mean, min and max recomputed; other rows named again replace the earlier row (a
+    re-measurement). The first file's setup is kept.
     """
+    import types
+
     setup, rows = None, {}
     for path in paths:
         data = json.loads(Path(path).read_text())
         setup = setup or data["setup"]
         for r in data["results"]:
+            old = rows.get(r["name"])
+            if old is not None and "runs" in old and "runs" in r:
+                runs = {run["order"]: run for run in old["runs"] + r["runs"]}
+                ctx = types.SimpleNamespace(executor=r.get("executor"), workers=r.get("workers"))
+                r = summarise(r["name"], [runs[k] for k in sorted(runs)], ctx)
             rows[r["name"]] = r
     results = list(rows.values())
     out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
@@ -163,6 +265,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=64, help="iCBS blocks per Linear")
     parser.add_argument("--block-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--orders", type=int, default=3,
+                        help="runs per method, each with another calibration-window order "
+                             "(order 0: text order); rows report mean, min and max (default 3)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "llm.json"))
     parser.add_argument("--executor", choices=("serial", "processes", "ray"), default="serial",
                         help="how iCBS solves a Linear's blocks (answers do not depend on it)")
@@ -176,7 +281,17 @@ def main() -> int:
                         help="instead: summed reconstruction error ‖(W − Ŵ)X‖² of every method "
                              "on the Linears of the first BLOCKS decoder blocks (dense inputs)")
     parser.add_argument("--density", type=float, default=0.5, help="for --layer-errors")
+    parser.add_argument("--method-errors", type=int, default=0, metavar="BLOCKS",
+                        help="instead: relative layer error of Wanda, SparseGPT and ALPS on "
+                             "the Linears of the first BLOCKS decoder blocks (ALPS Table 7)")
+    parser.add_argument("--levels", nargs="+", default=["0.3", "0.5", "2:4"],
+                        help="densities or n:m patterns for --method-errors")
+    parser.add_argument("--first-order", type=int, default=0, metavar="K",
+                        help="run window orders K .. K+orders-1 (to split one row's runs over "
+                             "processes; combine their rows' runs afterwards)")
     args = parser.parse_args()
+    if args.orders < 1 or args.first_order < 0:
+        parser.error("--orders must be >= 1 and --first-order >= 0")
     if args.merge:
         return merge(args.merge, Path(args.out))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -195,6 +310,8 @@ def main() -> int:
     evaluation = token_windows(tok, wiki_text("evaluation"), 512, args.eval_windows)
     if args.layer_errors:
         return layer_errors(model, calibration, args, out)
+    if args.method_errors:
+        return method_errors(model, calibration, args, out)
     dense_state = {k: v.clone() for k, v in model.state_dict().items()}
     setup = {"model": "builtin:smollm2-135m", "eval_windows": int(evaluation.shape[0]),
              "window": 512, "bos": True, "calibration_windows": int(calibration.shape[0]),
@@ -202,6 +319,7 @@ def main() -> int:
              "backend": "sa", "backend_options": {"sweeps": 200, "restarts": 4},
              "torch_threads": torch.get_num_threads()}
     setup["executor"], setup["workers"] = args.executor, args.workers
+    setup["orders"] = args.orders
     executor = None
     if args.executor != "serial":
         from backends.executor import make_executor
@@ -216,29 +334,39 @@ def main() -> int:
                         "peak_rss_gib": mem.peak_bytes / 2**30})
         logging.info("dense perplexity %.3f", dense)
     for name in args.runs:
-        model.load_state_dict(dense_state)
-        release_memory()
         config = config_for(name, args.steps, args.block_size, args.seed)
-        t = time.perf_counter()
-        with PeakMemory() as mem:
-            report = prune_lm(model, calibration, config, executor=executor)
-            prune_s = time.perf_counter() - t
-            ppl = perplexity(model, evaluation)
-        dens = layer_densities(model)
-        row = {"name": name, "executor": args.executor, "workers": args.workers,
-               "perplexity": ppl, "wall_s": time.perf_counter() - t,
-               "prune_s": prune_s, "peak_rss_gib": mem.peak_bytes / 2**30,
-               "mean_layer_density": sum(dens.values()) / len(dens),
-               "blocks": report.get("blocks")}
-        if "fisher" in report:
-            row["fisher"] = report["fisher"]
-        if "layers" in report and report["layers"]:
-            row["reconstruction_error_init"] = sum(v["error_init"] for v in report["layers"].values())
-            row["reconstruction_error_final"] = sum(v["error_final"] for v in report["layers"].values())
-        results.append(row)
-        logging.info("%s", json.dumps(row))
-        out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
-        plot(results, out.with_suffix(".png"))
+        runs = []
+        for order in range(args.first_order, args.first_order + args.orders):
+            model.load_state_dict(dense_state)
+            release_memory()
+            windows = calibration[window_order(calibration.shape[0], order)]
+            t = time.perf_counter()
+            with PeakMemory() as mem:
+                report = prune_lm(model, windows, config, executor=executor)
+                prune_s = time.perf_counter() - t
+                ppl = perplexity(model, evaluation)
+            dens = layer_densities(model)
+            run = {"order": order, "perplexity": ppl, "wall_s": time.perf_counter() - t,
+                   "prune_s": prune_s, "peak_rss_gib": mem.peak_bytes / 2**30,
+                   "mean_layer_density": sum(dens.values()) / len(dens),
+                   "blocks": report.get("blocks")}
+            if "fisher" in report:
+                run["fisher"] = report["fisher"]
+            layers = list(report.get("layers", {}).values())
+            if layers and "admm_iterations" in layers[0]:
+                run["alps_admm_iterations_mean"] = (sum(v["admm_iterations"] for v in layers)
+                                                    / len(layers))
+            if layers and "error_init" in layers[0]:
+                run["reconstruction_error_init"] = sum(v["error_init"]
+                                                       for v in report["layers"].values())
+                run["reconstruction_error_final"] = sum(v["error_final"]
+                                                        for v in report["layers"].values())
+            runs.append(run)
+            logging.info("%s order %d: %s", name, order, json.dumps(run))
+            row = summarise(name, runs, args)
+            results = [r for r in results if r["name"] != name] + [row]
+            out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
+            plot(results, out.with_suffix(".png"))
     out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
     plot(results, out.with_suffix(".png"))
     if executor is not None:

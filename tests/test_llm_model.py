@@ -3,7 +3,6 @@ Fisher captures, perplexity, loading errors and the CLI configuration."""
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import pytest
@@ -58,7 +57,8 @@ def test_layerwise_statistics_match_a_full_forward(tiny):
 
 @pytest.mark.parametrize("method,pattern,icbs", [
     ("magnitude", None, None), ("wanda", None, None), ("sparsegpt", None, None),
-    ("wanda", (2, 4), None), ("sparsegpt", (2, 4), None),
+    ("wanda", (2, 4), None), ("sparsegpt", (2, 4), None), ("alps", None, None),
+    ("alps", (2, 4), None),
     ("icbs", None, LMICBSConfig(backend="exact", block_size=8, steps_per_layer=3)),
     ("icbs", None, LMICBSConfig(backend="exact", block_size=8, steps_per_layer=3, refit=True)),
     ("icbs", (2, 4), LMICBSConfig(backend="exact", block_size=8, steps_per_layer=2, refit=True)),
@@ -154,25 +154,38 @@ def test_bad_model_arguments(tmp_path):
     assert resolve_model(str(gguf)) == (tmp_path, "m.gguf")
 
 
+def _lm_args(*argv):
+    from qcbo.cli import build_parser
+
+    return build_parser().parse_args(["prune", "--task", "lm", *argv])
+
+
 def test_cli_configuration():
     from pruning.llm.cli import config_from_args
 
-    args = argparse.Namespace(method="icbs", density=0.3, objective="reconstruction",
-                              refit=True, pattern=None, backend="sa", block_size=None,
-                              epochs=None, steps_per_epoch=10, seed=3, option=[])
-    cfg = config_from_args(args)
+    cfg, options = config_from_args(_lm_args("--method", "icbs", "--density", "0.3",
+                                             "--objective", "reconstruction", "--refit",
+                                             "--steps-per-epoch", "10", "--seed", "3"))
     assert cfg.icbs.refit and cfg.icbs.steps_per_layer == 10 and cfg.icbs.seed == 3
     assert cfg.icbs.backend_options == {"sweeps": 200, "restarts": 4}
+    assert cfg.density == 0.3 and options.calibration_windows == 32
+    default, _ = config_from_args(_lm_args("--method", "alps", "--pattern", "2:4"))
+    assert default.method == "alps" and default.pattern == (2, 4)
+    assert default.icbs.block_size == 32 and default.icbs.epochs == 1
     with pytest.raises(InputError, match="pattern"):
-        config_from_args(argparse.Namespace(method="wanda", pattern="4:2"))
+        config_from_args(_lm_args("--method", "wanda", "--pattern", "4:2"))
     with pytest.raises(InputError, match="fisher"):
-        config_from_args(argparse.Namespace(method="icbs", objective="fisher", pattern="2:4"))
-    assert cfg.icbs.loss_check
-    unchecked = config_from_args(argparse.Namespace(method="icbs", objective="fisher",
-                                                    no_loss_check=True))
+        config_from_args(_lm_args("--method", "icbs", "--objective", "fisher",
+                                  "--pattern", "2:4"))
+    with pytest.raises(InputError, match="seed"):
+        config_from_args(_lm_args("--seed", "-3"))
+    assert default.icbs.loss_check
+    unchecked, _ = config_from_args(_lm_args("--method", "icbs", "--objective", "fisher",
+                                             "--no-loss-check"))
     assert not unchecked.icbs.loss_check
     with pytest.raises(InputError, match="SparseGPT's updates"):
-        config_from_args(argparse.Namespace(method="icbs", objective="fisher", init="sparsegpt"))
+        config_from_args(_lm_args("--method", "icbs", "--objective", "fisher",
+                                  "--init", "sparsegpt"))
 
 
 def test_cli_end_to_end_on_a_local_folder(tmp_path, capsys):
@@ -199,25 +212,26 @@ def test_cli_end_to_end_on_a_local_folder(tmp_path, capsys):
     transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
     fast.save_pretrained(folder)
     out = tmp_path / "out"
-    args = argparse.Namespace(model=str(folder), density=0.5, method="icbs",
-                              objective="reconstruction", refit=True, pattern=None,
-                              backend="exact", block_size=6, epochs=1, steps_per_epoch=2,
-                              seed=0, out=str(out), export_blocks=str(tmp_path / "b.npz"),
-                              eval_windows=2, calibration_windows=4, option=[])
+    argv = ["--model", str(folder), "--density", "0.5", "--method", "icbs", "--objective",
+            "reconstruction", "--refit", "--backend", "exact", "--block-size", "6",
+            "--steps-per-epoch", "2", "--eval-windows", "2", "--calibration-windows", "4"]
+    args = _lm_args(*argv, "--out", str(out), "--export-blocks", str(tmp_path / "b.npz"))
     assert run(args) == 0
-    assert "block 1/1 pruned" in capsys.readouterr().err  # progress, one line per block
+    captured = capsys.readouterr()
+    assert "block 1/1 pruned" in captured.err  # progress, one line per block
+    assert "layers.0.mlp.down_proj" in captured.err  # the sparsity table
+    assert "perplexity dense" in captured.out
     report = json.loads((out / "report.json").read_text())
     assert report["perplexity"] > 1 and report["perplexity_dense"] > 1
     assert report["peak_rss_bytes"] > 0 and len(report["layer_density"]) == 7
-    assert (out / "pruned_linears.safetensors").is_file() and (out / "density.png").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "density.png").is_file()
     from qcbo.io import read_blockset
 
     blocks = read_blockset(tmp_path / "b.npz")
     assert len(blocks) == report["blocks"]["solved"] > 0
     # a run that fails (here: an unknown backend) leaves neither folder nor block set
-    failed = argparse.Namespace(**{**vars(args), "out": str(tmp_path / "failed"),
-                                   "export_blocks": str(tmp_path / "failed.npz"),
-                                   "backend": "no-such-backend"})
+    failed = _lm_args(*argv, "--backend", "no-such-backend", "--out", str(tmp_path / "failed"),
+                      "--export-blocks", str(tmp_path / "failed.npz"))
     with pytest.raises(BackendUnavailableError, match="unknown backend"):
         run(failed)
     assert not (tmp_path / "failed").exists() and not (tmp_path / "failed.npz").exists()

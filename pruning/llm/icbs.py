@@ -7,9 +7,18 @@ v² H_jj and the kept ones with the lowest), with v = current value if kept, den
 pruned. A new pattern x (x_i = 1: prune) gives ŵ_B = v ∘ (1 − x); E is quadratic, so the
 iCBS block QCBO (`pruning.block.block_problem` with g = ∇E = 2 H (ŵ − w), Hessian 2H,
 γ = 1, λ = 0) is *exactly* the change of E, with k = the block's current pruned count,
-so every row keeps its pruned count. Rows are visited in decreasing order of E_r.
+so every row keeps its pruned count. With ``row_rounds`` = R > 0 every row of the Linear
+gets R blocks per epoch, one per group (a group: one block of every row, rows being
+independent, solved in parallel through the solver's executor), selected by the exact
+single-flip change ("flip" score, re-read before each selection); with R = 0 (the old
+schedule) ``steps_per_layer`` blocks go to the rows of largest E_r, in one group.
 With ``refit`` the surviving weights of every row are set to the least-squares optimum
-ŵ_K = argmin E_r (H_KK ŵ_K = (H w)_K) before and after the block steps.
+ŵ_K = argmin E_r (H_KK ŵ_K = (H w)_K) before the block steps and, with R > 0, after
+every group that changed the row, so the next block sees the re-fitted weights; with
+``refit_aware`` (default) blocks are posed on the re-fit-aware bound of
+`pruning.llm.objectives.RowRefit` (error after re-fitting the kept weights outside the
+block: a Schur-complement QCBO), else on the fixed-weight model. `reconstruct_layer`
+returns the summed layer error after the start, the re-fit alone and the block steps.
 
 ``fisher`` (the paper's): blocks of one Linear with the gradient g and the empirical
 Fisher H_B = G_Bᵀ G_B / m of the LM loss, from per-sample gradients G. For a Linear,
@@ -31,16 +40,17 @@ blocks solved in parallel when the solver has an executor.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import torch
 
+from qcbo.errors import InputError
 from qcbo.problem import Problem
 
-__all__ = ["LMICBSConfig", "refit_rows", "row_errors", "refine_rows", "fisher_refine_block",
-           "capture_fisher_inputs"]
+__all__ = ["LMICBSConfig", "LayerErrors", "refit_rows", "row_errors", "refine_rows",
+           "reconstruct_layer", "error_totals", "fisher_refine_block", "capture_fisher_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,11 @@ class LMICBSConfig:
     ``fisher_samples``/``fisher_window``: calibration windows and tokens per gradient pass.
     ``loss_check`` (fisher): keep a decoder block's new masks only if the perplexity of
     held-out calibration windows does not rise (see `pruning.llm.prune`).
+    ``row_rounds`` (reconstruction): blocks per row per epoch, every row visited (0: the
+    old schedule of ``steps_per_layer`` blocks on the worst rows); ``refit_aware``: with
+    ``refit``, pose blocks on the re-fit-aware bound (else fixed weights, re-fit after).
+    ``trust`` (fisher): cost per flipped weight added to each block QCBO, in units of the
+    block's mean |coefficient| (`pruning.llm.objectives.trust_region`): a bounded step.
     """
 
     objective: Literal["reconstruction", "fisher"] = "reconstruction"
@@ -71,6 +86,9 @@ class LMICBSConfig:
     blocks_per_pass: int = 10
     loss_check: bool = True
     seed: int = 0
+    row_rounds: int = 0
+    refit_aware: bool = True
+    trust: float = 0.0
 
     def validate(self) -> None:
         if self.objective not in ("reconstruction", "fisher"):
@@ -81,6 +99,10 @@ class LMICBSConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.block_size < 2 or self.steps_per_layer < 0 or self.epochs < 1:
             raise ValueError("need block_size >= 2, steps_per_layer >= 0, epochs >= 1")
+        if self.row_rounds < 0:
+            raise InputError(f"row_rounds must be >= 0, got {self.row_rounds}")
+        if not self.trust >= 0.0:
+            raise InputError(f"trust must be >= 0, got {self.trust}")
         if self.objective == "fisher" and self.refit:
             raise ValueError("refit applies to the reconstruction objective only")
         if self.objective == "fisher" and self.init == "sparsegpt":
@@ -123,34 +145,164 @@ def refit_rows(W0: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
     return out
 
 
+#: Memory for the Schur factors of one group of re-fit-aware blocks (bytes).
+FACTOR_BYTES = 256 * 2**20
+
+
 def refine_rows(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
-                solver: Any, *, block_size: int, steps: int, name: str = "",
+                solver: Any, *, block_size: int, steps: int = 0, rounds: int = 0,
+                refit: Literal["none", "aware", "after"] = "none", name: str = "",
                 pattern: tuple[int, int] | None = None,
                 block_sink: Callable[[Problem], None] | None = None,
                 on_step: Callable[[Any], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """iCBS block steps on the rows of one Linear (reconstruction objective), on the engine.
 
     W0 dense (d_out, d_in), W current weights (zero where ~keep), H damped XᵀX/N float64;
-    ``solver`` a `pruning.engine.BlockSolver`. Rows are visited in decreasing order of
-    error, one block per step; all ``steps`` blocks are posed from the same weights
-    (rows are independent) and solved as one group, in parallel when the solver has an
-    executor. Returns the new (W float64, keep); row pruned counts never change. With
-    ``pattern=(n, m)`` a block is ``block_size // m`` whole groups of m inputs and each
-    group's count is kept by the penalty P Σ_groups (Σ_group x − (m − n))², P from
+    ``solver`` a `pruning.engine.BlockSolver`. Returns the new (W float64, keep); row
+    pruned counts never change.
+
+    ``rounds`` > 0: every row gets ``rounds`` blocks, one group (one block of every row,
+    solved in parallel when the solver has an executor; with "aware", groups of as many
+    rows as ``FACTOR_BYTES`` of Schur factors allow) per round, the "flip" score re-read
+    before each selection. ``rounds`` = 0: ``steps`` blocks on the rows in
+    decreasing order of error, all posed from the same weights as one group.
+    ``refit``: "none" keeps the values of the kept weights (exact block model); "aware"
+    and "after" re-fit every row before its first block and after every group that
+    changed it (`pruning.llm.objectives.RowRefit`: the re-fit-aware bound, or the fixed-
+    weight model), so the returned W is the least-squares re-fit of the returned keep.
+    With ``pattern=(n, m)`` a block is ``block_size // m`` whole groups of m inputs and
+    each group's count is kept by the penalty P Σ_groups (Σ_group x − (m − n))², P from
     `Problem.default_penalty` (so a violating answer never beats a feasible one); answers
     are checked per group before they are applied.
     """
     from pruning.engine import ICBSEngine
 
-    from .objectives import LM_POLICY, RowReconstruction
+    from .objectives import LM_POLICY, RowReconstruction, RowRefit
 
-    objective = RowReconstruction(W0, W, keep, H, name=name, pattern=pattern)
-    order = objective.row_order()
-    schedule = [order[s % len(order)] for s in range(steps)]
+    if refit not in ("none", "aware", "after"):
+        raise InputError(f"refit must be none, aware or after, got {refit!r}")
+    if steps < 0 or rounds < 0:
+        raise InputError(f"steps and rounds must be >= 0, got {steps} and {rounds}")
+    objective: RowReconstruction
+    if refit == "none":
+        objective = RowReconstruction(W0, W, keep, H, name=name, pattern=pattern,
+                                      score="flip" if rounds else "saliency")
+    else:
+        objective = RowRefit(W0, W, keep, H, name=name, pattern=pattern,
+                             aware=refit == "aware")
     engine = ICBSEngine(objective, solver, block_size=block_size, policy=LM_POLICY,
                         loss_check=False, block_sink=block_sink, on_step=on_step)
-    engine.run(schedule, group_size=max(1, len(schedule)))
+    if rounds:
+        rows = list(range(W0.shape[0]))
+        # "aware" holds a Cholesky factor of H_OO per block of a group until it is applied.
+        size = len(rows)
+        if refit == "aware":
+            kept = int(keep.sum(dim=1).max()) if keep.numel() else 0
+            size = max(1, min(size, FACTOR_BYTES // max(1, 8 * kept * kept)))
+        for _ in range(rounds):
+            for start in range(0, len(rows), size):
+                engine.step(rows[start:start + size])
+    else:
+        order = objective.row_order()
+        schedule = [order[s % len(order)] for s in range(steps)]
+        engine.run(schedule, group_size=max(1, len(schedule)))
+    objective.settle()
     return objective.W, objective.keep_t
+
+
+@dataclass
+class LayerErrors:
+    """Summed layer error Σ_r E_r of one Linear (H-weighted, as `row_errors`) at the
+    stages of `reconstruct_layer`; None where a stage was not run."""
+
+    start: float
+    refit: float
+    blocks: float | None = None
+    blocks_refit: float | None = None
+    blocks_applied: int = 0
+    blocks_solved: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reconstruct_layer(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
+                      solver: Any, config: LMICBSConfig, *, name: str = "",
+                      pattern: tuple[int, int] | None = None, both: bool = False,
+                      block_sink: Callable[[Problem], None] | None = None,
+                      on_step: Callable[[Any], None] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, LayerErrors]:
+    """The reconstruction-objective iCBS of one Linear from a start (W, keep).
+
+    Returns (W float64, keep, `LayerErrors`): the error of the start, of the start mask
+    re-fitted, and after the block steps of ``config`` (``blocks`` without re-fit,
+    ``blocks_refit`` with). ``both``: also run the other variant for the report (its
+    weights are not returned). ``config.row_rounds`` = 0 keeps the old schedule, whose
+    re-fit comes only before and after the block steps.
+    """
+    H64 = H.to(torch.float64)
+    W = W.to(torch.float64)
+    refitted = refit_rows(W0, keep, H64)
+    errors = LayerErrors(start=float(row_errors(W0, W, H64).sum()),
+                         refit=float(row_errors(W0, refitted, H64).sum()))
+    counter = _StepCounter(on_step)
+    rounds = config.row_rounds * config.epochs
+    steps = config.steps_per_layer * config.epochs
+    variants = [config.refit, not config.refit] if both else [config.refit]
+    result: tuple[torch.Tensor, torch.Tensor] | None = None
+    for with_refit in variants:
+        primary = result is None
+        mode = ("aware" if config.refit_aware else "after") if with_refit else "none"
+        if with_refit and not rounds:
+            mode = "none"  # the old schedule: blocks at the re-fit weights, re-fit at the end
+        start = refitted if with_refit else W
+        Wn, kn = refine_rows(W0, start, keep, H64, solver, block_size=config.block_size,
+                             steps=steps, rounds=rounds, refit=mode, name=name,
+                             pattern=pattern, block_sink=block_sink if primary else None,
+                             on_step=counter if primary else None)
+        if with_refit and mode == "none":
+            changed = torch.nonzero((kn != keep).any(dim=1)).flatten()
+            if changed.numel():
+                Wn[changed] = refit_rows(W0[changed], kn[changed], H64)
+        error = float(row_errors(W0, Wn, H64).sum())
+        if with_refit:
+            errors.blocks_refit = error
+        else:
+            errors.blocks = error
+        if primary:
+            result = (Wn, kn)
+    errors.blocks_solved, errors.blocks_applied = counter.solved, counter.applied
+    assert result is not None
+    return result[0], result[1], errors
+
+
+def error_totals(layers: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Sums over Linears of each `LayerErrors` stage present in every layer's ``errors``
+    (a `pruning.llm.prune` report's ``layers``), with the relative reductions of the
+    block steps: ``blocks_vs_start`` (no re-fit) and ``blocks_refit_vs_refit``."""
+    rows = [v["errors"] for v in layers.values() if "errors" in v]
+    totals: dict[str, float] = {}
+    for stage in ("start", "refit", "blocks", "blocks_refit"):
+        if rows and all(r.get(stage) is not None for r in rows):
+            totals[stage] = float(sum(r[stage] for r in rows))
+    if "blocks" in totals and totals.get("start"):
+        totals["blocks_vs_start"] = 1.0 - totals["blocks"] / totals["start"]
+    if "blocks_refit" in totals and totals.get("refit"):
+        totals["blocks_refit_vs_refit"] = 1.0 - totals["blocks_refit"] / totals["refit"]
+    return totals
+
+
+class _StepCounter:
+    """Counts solved and applied blocks, passing every record on."""
+
+    def __init__(self, inner: Callable[[Any], None] | None) -> None:
+        self.inner, self.solved, self.applied = inner, 0, 0
+
+    def __call__(self, record: Any) -> None:
+        self.solved += 1
+        self.applied += int(record.applied and not record.reverted)
+        if self.inner is not None:
+            self.inner(record)
 
 
 def _group_block(sal: torch.Tensor, keep_row: torch.Tensor, pattern: tuple[int, int],
@@ -254,7 +406,7 @@ def fisher_refine_block(linears: Mapping[str, tuple[torch.nn.Linear, torch.Tenso
                         captured: Mapping[str, tuple[torch.Tensor, torch.Tensor]], solver: Any, *,
                         block_size: int, steps: int, gamma: float, lam: float,
                         held_out_loss: Callable[[], float] | None = None,
-                        initial_loss: float | None = None,
+                        initial_loss: float | None = None, trust: float = 0.0,
                         block_sink: Callable[[Problem], None] | None = None,
                         on_step: Callable[[Any], None] | None = None) -> tuple[dict[str, torch.Tensor], Any]:
     """iCBS steps on the Linears of one decoder block with the empirical Fisher.
@@ -262,14 +414,16 @@ def fisher_refine_block(linears: Mapping[str, tuple[torch.nn.Linear, torch.Tenso
     ``linears``: name -> (module, W0 dense, keep); weights are updated in place (w0 where
     kept, 0 where pruned). ``steps`` blocks per Linear, all posed from the captured
     gradients and solved as one group; with ``held_out_loss`` the group is checked on it
-    (reverted, or its answers halved, when it rises). Returns ({name: new keep}, the
+    (reverted, or its answers halved, when it rises); ``trust``: cost per flipped weight
+    (`pruning.llm.objectives.trust_region`). Returns ({name: new keep}, the
     engine's `EngineStats`) and leaves the engine's final loss in ``stats.final_loss``.
     """
     from pruning.engine import ICBSEngine
 
     from .objectives import LM_POLICY, DecoderFisher
 
-    objective = DecoderFisher(linears, captured, gamma=gamma, lam=lam, held_out_loss=held_out_loss)
+    objective = DecoderFisher(linears, captured, gamma=gamma, lam=lam, held_out_loss=held_out_loss,
+                              trust=trust)
     engine = ICBSEngine(objective, solver, block_size=block_size, policy=LM_POLICY,
                         loss_check=held_out_loss is not None, initial_loss=initial_loss,
                         block_sink=block_sink, on_step=on_step)

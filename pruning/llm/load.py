@@ -88,6 +88,21 @@ def load_model(spec: str) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **kwargs)
     except (OSError, ValueError) as exc:
         raise InputError(f"--model {spec}: cannot load ({str(exc).splitlines()[0]})") from None
+    if gguf:
+        _forget_gguf_quantizer(model)
     model.eval()
     model.config.use_cache = False
     return model, tokenizer
+
+
+def _forget_gguf_quantizer(model: Any) -> None:
+    """A GGUF model arrives de-quantised (plain float32 tensors) but still marked as
+    quantised, which makes ``save_pretrained`` refuse it; drop the marks so that the
+    pruned model saves, and reloads, as an ordinary float32 checkpoint."""
+    model.hf_quantizer = None
+    for holder in (model, model.config):
+        for name in ("quantization_config", "_pre_quantization_dtype"):
+            if name in getattr(holder, "__dict__", {}):
+                delattr(holder, name)
+    if getattr(model, "is_quantized", False) and "is_quantized" in model.__dict__:
+        model.is_quantized = False

@@ -14,22 +14,46 @@ empirical Fisher G_Bᵀ G_B / m of the LM loss from per-sample gradients
 G = Σ_t δ_{s,t} x_{s,t}ᵀ (captured once per pass by `capture_fisher_inputs`; formed per
 Linear when its blocks are posed). Selection score: OBD saliency w0² F_ii. The held-out
 loss is the perplexity of calibration windows the gradients did not use.
+
+`RowRefit` (per output row, with the least-squares re-fit of the surviving weights
+interleaved): the row is kept at its re-fit optimum (a row is re-fit as its block is
+applied, from the block's own Schur factors, so the next block sees the updated
+weights), and a block B of row r is posed on the *re-fit-aware*
+model: with K the kept set, C = B ∩ K, O = K ∖ C the kept weights outside the block, the
+error after the optimal update of the weights in O, as a function of the block's weights
+u_B, is exactly the quadratic
+
+    E_O(u_B) = E_now + g_Bᵀ (u_B − ŵ_B) + (u_B − ŵ_B)ᵀ S (u_B − ŵ_B),
+    S = H_BB − H_BO H_OO⁻¹ H_OB (Schur complement),  g = 2 H (ŵ − w)  (g_C = 0),
+
+because ŵ is the optimum over K, so at u_B = ŵ_B the optimal u_O is ŵ_O (envelope
+theorem). The block's weights take fixed values v (current ŵ_i where kept; the best
+single re-entry value −g_i / (2 S_ii) where pruned) and a pattern x sets u_B = v ∘ (1 − x):
+`pruning.block.block_problem(v, x_now, g_B, 2S, γ=1, λ=0)`. Its energy × scale is
+E_O(v ∘ (1 − x)) − E_now, so (i) at x_now it is 0 = the exact change, and (ii) for every x
+it is an *upper bound* on the exact change after re-fitting all surviving weights of the
+row (that re-fit also frees the block's own kept weights; the bound fixes them at v).
+Every applied answer therefore lowers the re-fitted error by at least its predicted drop.
+With ``aware=False`` the block is posed on `RowReconstruction`'s exact no-re-fit model at
+the re-fitted weights, and the re-fit follows the group (the same bound, with O fixed).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import torch
 
+from qcbo.errors import InputError
 from qcbo.problem import Problem
 
 from ..block import block_problem
-from ..engine import Block, Objective, SelectionPolicy
-from .icbs import _group_block, _groups_ok, _with_group_penalty, row_errors
+from ..engine import Block, BlockSelector, Objective, SelectionPolicy
+from .icbs import _group_block, _groups_ok, _with_group_penalty, refit_rows, row_errors
 
-__all__ = ["RowReconstruction", "DecoderFisher", "LM_POLICY"]
+__all__ = ["RowReconstruction", "RowRefit", "DecoderFisher", "LM_POLICY", "trust_region"]
 
 #: LM blocks are few against the weights of a Linear: no fixing, a FIFO tabu list.
 LM_POLICY = SelectionPolicy(fix_frac_prune=0.0, fix_frac_keep=0.0, tabu_frac=0.4)
@@ -56,21 +80,52 @@ class _GroupSelector:
         pass
 
 
+class _LiveSelector(BlockSelector):
+    """A row's `BlockSelector` that settles the objective (e.g. re-fits the rows the last
+    group changed) and re-reads the row's score before every selection."""
+
+    def __init__(self, objective: "RowReconstruction", unit: int, policy: SelectionPolicy,
+                 block_size: int) -> None:
+        objective.settle()
+        super().__init__(objective.keep(unit), objective.score(unit), policy, block_size)
+        self.objective, self.unit = objective, unit
+
+    def select(self, n: int, k: int, score: np.ndarray | None = None) -> np.ndarray | None:
+        self.objective.settle()
+        return super().select(n, k, score=self.objective.score(self.unit))
+
+
 class RowReconstruction(Objective):
     """Rows of one Linear: W0 dense (d_out, d_in), W current (zero where ~keep), keep
     bool, H damped XᵀX/N float64. `W` and `keep` are updated in place (float64 copies
-    made here; read them back from the attributes)."""
+    made here; read them back from the attributes).
+
+    ``score``: "saliency" (v² H_jj, fixed at the start) or "flip" (the exact change of
+    E_r from flipping one weight alone at the current weights, re-read before every
+    selection: the pruned weights whose return gains most and the kept weights whose
+    removal costs least enter a block).
+    """
 
     def __init__(self, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
-                 *, name: str = "", pattern: tuple[int, int] | None = None) -> None:
+                 *, name: str = "", pattern: tuple[int, int] | None = None,
+                 score: Literal["saliency", "flip"] = "saliency") -> None:
+        if score not in ("saliency", "flip"):
+            raise InputError(f"score must be saliency or flip, got {score!r}")
         self.W0 = W0.to(torch.float64)
         self.W = W.to(torch.float64).clone()
         self.keep_t = keep.clone()
         self._keep_np = self.keep_t.numpy()  # shares memory with keep_t
         self.H = H
         self.diagH = torch.diagonal(H)
-        self.layer, self.pattern = name, pattern
+        self.layer, self.pattern, self.score_kind = name, pattern, score
         self.names = [f"{name}[{r}]" for r in range(self.W.shape[0])]
+
+    def settle(self) -> None:
+        """Bring the weights to the state blocks are posed from (nothing to do here)."""
+
+    def gradient(self, unit: int) -> torch.Tensor:
+        """∇E_r = 2 H (ŵ_r − w_r), (d_in,) float64."""
+        return 2.0 * (self.H @ (self.W[unit] - self.W0[unit]))
 
     def row_order(self) -> list[int]:
         """Rows by decreasing error (the order iCBS visits them)."""
@@ -88,11 +143,19 @@ class RowReconstruction(Objective):
         return self._keep_np[unit]
 
     def score(self, unit: int) -> np.ndarray:
-        return self.saliency(unit).numpy()
+        if self.score_kind == "saliency":
+            return self.saliency(unit).numpy()
+        # Flip i alone by Δ (kept: −v_i, pruned: +v_i): ΔE = g_i Δ + H_ii Δ².
+        v, g = self.values(unit), self.gradient(unit)
+        kept = self.keep_t[unit]
+        change = torch.where(kept, -g * v, g * v) + self.diagH * v * v
+        return torch.where(kept, change, -change).numpy()
 
     def selector(self, unit: int, policy: SelectionPolicy, block_size: int) -> Any:
         if self.pattern is not None:
             return _GroupSelector(self, unit, block_size)
+        if self.score_kind == "flip":
+            return _LiveSelector(self, unit, policy, block_size)
         return super().selector(unit, policy, block_size)
 
     def problem(self, block: Block, step: int) -> Problem:
@@ -116,6 +179,127 @@ class RowReconstruction(Objective):
         self.keep_t[r, idx] = ~pruned
 
 
+@dataclass
+class _Factors:
+    """A posed block's Schur factors: O (kept outside the block), L = chol(H_OO),
+    Y = L⁻¹ H_OB, S, and the row's weights when posed."""
+
+    O: torch.Tensor
+    L: torch.Tensor | None
+    Y: torch.Tensor | None
+    S: torch.Tensor | None = None
+    row: torch.Tensor | None = None
+
+    def refit(self, b: torch.Tensor, idx: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """The least-squares row on O ∪ idx[kept] (b = H w, (d_in,)): block elimination
+        of O, so the cost is O(|O|²), not a new factorisation."""
+        C = idx[kept]
+        S_CC = self.S[kept][:, kept]
+        out = torch.zeros_like(b)
+        if self.L is None:
+            out[C] = torch.linalg.solve(S_CC, b[C])
+            return out
+        Y_C = self.Y[:, kept]
+        z = torch.linalg.solve_triangular(self.L, b[self.O][:, None], upper=False)[:, 0]
+        u_C = torch.linalg.solve(S_CC, b[C] - Y_C.T @ z)
+        u_O = torch.linalg.solve_triangular(self.L.T, (z - Y_C @ u_C)[:, None], upper=True)[:, 0]
+        out[self.O], out[C] = u_O, u_C
+        return out
+
+
+class RowRefit(RowReconstruction):
+    """Rows of one Linear kept at their least-squares re-fit; blocks posed on the
+    re-fit-aware model (``aware=True``) or on the fixed-weight model followed by a re-fit
+    (see the module docstring). Same arguments as `RowReconstruction`; W is re-fit on
+    ``keep`` before the first block. "aware" re-fits a row as its block is applied, from
+    the block's Schur factors (kept until the next `refresh`); otherwise rows changed by
+    a group are re-fit (`settle`) before the next group is selected, and after the last
+    group by calling `settle`. Selection score ("flip"): kept ŵ_j² H_jj (removal without
+    re-fit, since g_j = 0), pruned g_i² / (4 H_ii) (best single return, no re-fit).
+    """
+
+    def __init__(self, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
+                 *, name: str = "", pattern: tuple[int, int] | None = None,
+                 aware: bool = True) -> None:
+        super().__init__(W0, W, keep, H, name=name, pattern=pattern, score="flip")
+        self.aware = bool(aware)
+        self.dirty = torch.ones(self.W.shape[0], dtype=torch.bool)
+        self._factors: dict[int, _Factors] = {}
+
+    def settle(self) -> None:
+        """Re-fit every row a group changed (all rows at the start)."""
+        rows = torch.nonzero(self.dirty).flatten()
+        if rows.numel():
+            self.W[rows] = refit_rows(self.W0[rows], self.keep_t[rows], self.H)
+            self.dirty[rows] = False
+
+    def score(self, unit: int) -> np.ndarray:
+        g, w = self.gradient(unit), self.W[unit]
+        return torch.where(self.keep_t[unit], w * w * self.diagH,
+                           g * g / (4.0 * self.diagH)).numpy()
+
+    def schur(self, unit: int, idx: torch.Tensor) -> tuple[torch.Tensor, _Factors]:
+        """S = H_BB − H_BO H_OO⁻¹ H_OB (n, n) float64 for block ``idx`` of row ``unit``,
+        with the factors that re-fit the row exactly once the block's pattern is chosen."""
+        outside = self.keep_t[unit].clone()
+        outside[idx] = False
+        O = torch.nonzero(outside).flatten()
+        H_BB = self.H[idx][:, idx]
+        if O.numel() == 0:
+            return H_BB, _Factors(O, None, None)
+        H_O = self.H[O]
+        L = torch.linalg.cholesky(H_O[:, O])
+        Y = torch.linalg.solve_triangular(L, H_O[:, idx], upper=False)
+        S = H_BB - Y.T @ Y
+        return (S + S.T) / 2.0, _Factors(O, L, Y)
+
+    def problem(self, block: Block, step: int) -> Problem:
+        if not self.aware:
+            problem = super().problem(block, step)
+            problem.metadata["objective"] = "reconstruction-refit-after"
+            return problem
+        r, idx = block.unit, torch.from_numpy(block.indices)
+        g = 2.0 * (self.H[idx] @ (self.W[r] - self.W0[r]))
+        S, factors = self.schur(r, idx)
+        v = torch.where(self.keep_t[r, idx], self.W[r, idx], -g / (2.0 * torch.diagonal(S)))
+        factors.S, factors.row = S, self.W[r].clone()
+        block.data = v
+        self._factors[id(block)] = factors
+        problem = block_problem(v.numpy(), block.x_current, g.numpy(), (2.0 * S).numpy(),
+                                gamma=1.0, lam=0.0,
+                                metadata={"layer": self.layer, "row": int(r), "step": step,
+                                          "objective": "reconstruction-refit-bound"})
+        return problem if self.pattern is None else _with_group_penalty(problem, self.pattern)
+
+    def refresh(self) -> None:
+        self._factors.clear()
+        self.settle()
+
+    def apply(self, block: Block, x: np.ndarray) -> None:
+        factors = self._factors.get(id(block)) if self.aware else None
+        super().apply(block, x)
+        r = block.unit
+        if factors is None:
+            self.dirty[r] = True
+        elif np.array_equal(np.asarray(x), block.x_current):
+            self.W[r] = factors.row  # the pattern it was posed at, with its re-fit
+        else:
+            self.W[r] = factors.refit(self.H @ self.W0[r], torch.from_numpy(block.indices),
+                                      torch.from_numpy(np.asarray(x) == 0))
+
+
+def trust_region(problem: Problem, x_current: np.ndarray, weight: float) -> Problem:
+    """The block QCBO plus ``weight`` (problem units) per flipped weight: energy(x) +
+    weight · Σ_i (x_i − c_i)², with Σ_i (x_i − c_i)² = Σ_i x_i (1 − 2 c_i) + Σ_i c_i
+    (x_i² = x_i), a linear term, so the result is still a QCBO; 0 at x = c, so the current
+    pattern keeps energy 0 and an answer is applied only if its model gain pays for its
+    flips: a trust region on the size of the step."""
+    c = np.asarray(x_current, dtype=np.float64)
+    Q = problem.Q.copy()
+    Q[np.diag_indices_from(Q)] += weight * (1.0 - 2.0 * c)
+    return problem.replace(Q=Q, offset=problem.offset + weight * float(c.sum()))
+
+
 class DecoderFisher(Objective):
     """The Linears of one decoder block with their captured (X, δ).
 
@@ -126,7 +310,11 @@ class DecoderFisher(Objective):
 
     def __init__(self, linears: Mapping[str, tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]],
                  captured: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *, gamma: float,
-                 lam: float, held_out_loss: Callable[[], float] | None = None) -> None:
+                 lam: float, held_out_loss: Callable[[], float] | None = None,
+                 trust: float = 0.0) -> None:
+        if not trust >= 0.0:
+            raise InputError(f"trust must be >= 0, got {trust}")
+        self.trust = float(trust)
         self.names = list(linears)
         self.modules = [linears[n][0] for n in self.names]
         self.w0 = [linears[n][1].reshape(-1).double() for n in self.names]
@@ -163,10 +351,12 @@ class DecoderFisher(Objective):
         G, g = self._gradients(block.unit)
         idx = torch.from_numpy(block.indices)
         Gb = G[:, idx]
-        return block_problem(self.w0[block.unit][idx].numpy(), block.x_current, g[idx].numpy(),
-                             (Gb.T @ Gb / G.shape[0]).numpy(), gamma=self.gamma, lam=self.lam,
-                             metadata={"layer": self.names[block.unit], "step": step,
-                                       "objective": "fisher"})
+        problem = block_problem(self.w0[block.unit][idx].numpy(), block.x_current,
+                                g[idx].numpy(), (Gb.T @ Gb / G.shape[0]).numpy(),
+                                gamma=self.gamma, lam=self.lam,
+                                metadata={"layer": self.names[block.unit], "step": step,
+                                          "objective": "fisher", "trust": self.trust})
+        return trust_region(problem, block.x_current, self.trust) if self.trust else problem
 
     @torch.no_grad()
     def apply(self, block: Block, x: np.ndarray) -> None:

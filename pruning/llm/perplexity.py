@@ -1,6 +1,7 @@
 """Perplexity with a fixed protocol.
 
-- The evaluation text is tokenised once, without special tokens.
+- The evaluation text is tokenised once, without special tokens (only as long a prefix
+  as the windows need, cut at a paragraph break, with ids kept far from the cut).
 - Windows: ``window`` tokens (default 512), non-overlapping (stride = window), taken from
   the start of the token stream; the first ``n_windows`` (default 16) complete windows.
 - BOS: when the tokenizer has a BOS token, it is prepended to each window (so a window
@@ -40,9 +41,9 @@ def token_windows(tokenizer: Any, text: str, window: int, n_windows: int | None,
     With ``bos`` and a tokenizer BOS id, each row is BOS + (window - 1) text tokens.
     Fewer rows come back when the text is too short.
     """
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos_id = getattr(tokenizer, "bos_token_id", None) if bos else None
     body = window - 1 if bos_id is not None else window
+    ids = _prefix_ids(tokenizer, text, None if n_windows is None else n_windows * body)
     count = len(ids) // body
     if n_windows is not None:
         count = min(count, n_windows)
@@ -52,6 +53,24 @@ def token_windows(tokenizer: Any, text: str, window: int, n_windows: int | None,
     if bos_id is not None:
         rows = torch.cat([torch.full((count, 1), int(bos_id), dtype=torch.long), rows], dim=1)
     return rows
+
+
+def _prefix_ids(tokenizer: Any, text: str, needed: int | None, margin: int = 64) -> list[int]:
+    """Token ids of ``text`` (no special tokens), at least the first ``needed`` of them.
+
+    Only a prefix is tokenised when it is enough: ids are taken from a prefix that ends at
+    a paragraph break and yields ``margin`` ids more than needed, so the ids kept lie far
+    from the cut, where a tokenizer's pre-tokenisation is local and gives the same ids as
+    for the whole text. The prefix doubles until it is enough or is the whole text.
+    """
+    size = 8 * needed if needed else len(text)
+    while True:
+        cut = text.find("\n\n", size) if size < len(text) else -1
+        prefix = text if cut < 0 else text[:cut]
+        ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        if cut < 0 or needed is None or len(ids) >= needed + margin:
+            return ids if cut < 0 else ids[:needed]
+        size *= 2
 
 
 @torch.no_grad()

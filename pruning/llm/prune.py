@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -17,22 +17,25 @@ from torch import nn
 
 from . import baselines
 from ..engine import BlockSolver, StepRecord
-from .icbs import (LMICBSConfig, capture_fisher_inputs, fisher_refine_block, refine_rows,
-                   refit_rows, row_errors)
+from .icbs import (LMICBSConfig, capture_fisher_inputs, error_totals, fisher_refine_block,
+                   reconstruct_layer)
 from .layerwise import LinearStats, decoder_layers, prunable_linears, run_layerwise
+from .alps import ALPSInfo, alps
 from .sparsegpt import damped_hessian, sparsegpt
 
-__all__ = ["Method", "LMPruneConfig", "prune_lm", "layer_densities"]
+__all__ = ["METHODS", "LMPruneConfig", "Method", "check_pattern", "layer_densities", "prune_lm"]
 
 log = logging.getLogger(__name__)
 
-Method = Literal["magnitude", "wanda", "sparsegpt", "icbs"]
+Method = Literal["magnitude", "wanda", "sparsegpt", "alps", "icbs"]
+METHODS: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt", "alps", "icbs")
 
 
 @dataclass(frozen=True)
 class LMPruneConfig:
     """What to prune and how. ``density``: fraction of weights kept per Linear;
-    ``pattern``: (n, m) keeps n of every m inputs per row (density then ignored)."""
+    ``pattern``: (n, m) keeps n of every m inputs per row (density then ignored);
+    ``alps_max_iter``: cap on ALPS's ADMM iterations per Linear."""
 
     method: Method = "wanda"
     density: float = 0.5
@@ -41,11 +44,15 @@ class LMPruneConfig:
     batch_size: int = 4
     sparsegpt_blocksize: int = 128
     damp: float = 0.01
+    alps_max_iter: int = 300
 
     def validate(self) -> None:
-        if self.method not in ("magnitude", "wanda", "sparsegpt", "icbs"):
-            raise ValueError(f"method must be magnitude, wanda, sparsegpt or icbs, got "
-                             f"{self.method!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.pattern is not None and not 0 < self.pattern[0] < self.pattern[1]:
+            raise ValueError(f"pattern {self.pattern}: need 0 < n < m")
+        if self.alps_max_iter < 1:
+            raise ValueError(f"alps_max_iter must be >= 1, got {self.alps_max_iter}")
         if self.pattern is None and not 0.0 < self.density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {self.density}")
         if self.method == "icbs":
@@ -59,6 +66,24 @@ class LMPruneConfig:
         return self.pattern[0] / self.pattern[1] if self.pattern else self.density
 
 
+def check_pattern(model: nn.Module, config: LMPruneConfig) -> None:
+    """ValueError, before any work, when ``config.pattern`` (n:m) does not fit: a decoder
+    Linear whose input size m does not divide, or SparseGPT's column blocks."""
+    if config.pattern is None:
+        return
+    n, m = config.pattern
+    uses_sparsegpt = config.method == "sparsegpt" or (config.method == "icbs"
+                                                      and config.icbs.init == "sparsegpt")
+    if uses_sparsegpt and config.sparsegpt_blocksize % m:
+        raise ValueError(f"pattern {n}:{m} needs m to divide SparseGPT's column blocks of "
+                         f"{config.sparsegpt_blocksize}")
+    for i, block in enumerate(decoder_layers(model)):
+        for name, lin in prunable_linears(block).items():
+            if lin.in_features % m:
+                raise ValueError(f"pattern {n}:{m} needs every Linear's input size divisible "
+                                 f"by {m}; {i}.{name} has {lin.in_features}")
+
+
 def layer_densities(model: nn.Module) -> dict[str, float]:
     """Fraction of non-zero weights of every Linear in the decoder blocks."""
     out = {}
@@ -68,9 +93,10 @@ def layer_densities(model: nn.Module) -> dict[str, float]:
     return out
 
 
-def _init_mask(kind: str, W0: torch.Tensor, stats: LinearStats, cfg: LMPruneConfig
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weights, keep) of a one-shot method on one Linear."""
+def _init_mask(kind: str, W0: torch.Tensor, stats: LinearStats, cfg: LMPruneConfig,
+               facts: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights, keep) of a one-shot method on one Linear; ``facts`` receives what the
+    method reports about itself (ALPS: iterations, final ρ)."""
     if kind == "magnitude":
         keep = baselines.magnitude_mask(W0, cfg.density, cfg.pattern)
     elif kind == "wanda":
@@ -78,6 +104,13 @@ def _init_mask(kind: str, W0: torch.Tensor, stats: LinearStats, cfg: LMPruneConf
     elif kind == "sparsegpt":
         return sparsegpt(W0, stats.xtx, density=cfg.density, pattern=cfg.pattern,
                          blocksize=cfg.sparsegpt_blocksize, damp=cfg.damp)
+    elif kind == "alps":
+        info = ALPSInfo()
+        result = alps(W0, stats.xtx, density=cfg.density, pattern=cfg.pattern, damp=cfg.damp,
+                      max_iter=cfg.alps_max_iter, info=info)
+        if facts is not None:
+            facts.update(asdict(info))
+        return result
     else:
         raise ValueError(f"unknown one-shot method {kind!r}")
     return W0 * keep, keep
@@ -102,6 +135,7 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
     ``executor`` (`backends.executor`): solves each Linear's blocks in parallel.
     """
     config.validate()
+    check_pattern(model, config)
     started = time.perf_counter()
     report: dict[str, Any] = {"method": config.method, "density": config.effective_density,
                               "pattern": None if config.pattern is None else
@@ -128,7 +162,10 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
                 full = f"{index}.{name}"
                 W0 = lin.weight.detach().clone()
                 kind = config.method if config.method != "icbs" else icfg.init
-                W, keep = _init_mask(kind, W0, stats[name], config)
+                facts: dict[str, Any] = {}
+                W, keep = _init_mask(kind, W0, stats[name], config, facts)
+                if facts:
+                    report["layers"][full] = facts
                 if config.method == "icbs" and icfg.objective == "reconstruction":
                     W, keep = _reconstruct(full, W0, W, keep, stats[name], config, solver,
                                            report["layers"], block_sink=sink, on_step=counts)
@@ -139,6 +176,8 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
 
         report["layerwise"] = run_layerwise(model, calibration, prune_block,
                                             batch_size=config.batch_size)
+        if config.method == "icbs" and icfg.objective == "reconstruction":
+            report["reconstruction_errors"] = error_totals(report["layers"])
 
     if config.method == "icbs" and icfg.objective == "fisher":
         report["fisher"] = _fisher(model, calibration, fisher_state, config, solver,
@@ -159,21 +198,12 @@ def _reconstruct(name: str, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tenso
                  on_step: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     icfg = config.icbs
     H, _dead = damped_hessian(stats.hessian, config.damp)
-    W = W.to(torch.float64)
-    if icfg.refit:
-        W = refit_rows(W0, keep, H)
-    before = float(row_errors(W0, W, H).sum())
-    keep_before = keep
-    W, keep = refine_rows(W0, W, keep, H, solver, block_size=icfg.block_size,
-                          steps=icfg.steps_per_layer, name=name, pattern=config.pattern,
-                          block_sink=block_sink, on_step=on_step)
-    if icfg.refit:
-        # Rows whose mask did not change are already at their least-squares optimum.
-        changed = torch.nonzero((keep != keep_before).any(dim=1)).flatten()
-        if changed.numel():
-            W[changed] = refit_rows(W0[changed], keep[changed], H)
-    after = float(row_errors(W0, W, H).sum())
-    layers[name] = {"error_init": before, "error_final": after}
+    W, keep, errors = reconstruct_layer(W0, W, keep, H, solver, icfg, name=name,
+                                        pattern=config.pattern, block_sink=block_sink,
+                                        on_step=on_step)
+    layers[name] = {"error_init": errors.refit if icfg.refit else errors.start,
+                    "error_final": errors.blocks_refit if icfg.refit else errors.blocks,
+                    "errors": errors.to_dict()}
     return W, keep
 
 
@@ -217,7 +247,7 @@ def _fisher(model: nn.Module, calibration: torch.Tensor,
                     {n: state[n] for n in names}, {n: captured.pop(n) for n in names}, solver,
                     block_size=icfg.block_size, steps=icfg.steps_per_layer, gamma=icfg.gamma,
                     lam=icfg.lam, held_out_loss=check, initial_loss=reference,
-                    block_sink=block_sink, on_step=on_step)
+                    trust=icfg.trust, block_sink=block_sink, on_step=on_step)
                 for n in names:
                     lin, W0, _ = state[n]
                     state[n] = (lin, W0, keeps[n])

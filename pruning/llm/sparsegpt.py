@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["damped_hessian", "sparsegpt"]
+__all__ = ["damped_hessian", "inverse_cholesky_upper", "smallest_stable", "sparsegpt"]
 
 
 def damped_hessian(xtx: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,6 +34,37 @@ def damped_hessian(xtx: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor,
     H[dead, dead] = 1.0
     H += damp * torch.diagonal(H).mean() * torch.eye(H.shape[0], dtype=H.dtype)
     return H, dead
+
+
+def inverse_cholesky_upper(H: torch.Tensor) -> torch.Tensor:
+    """Upper-triangular U with UᵀU = H⁻¹ (positive diagonal), from one Cholesky.
+
+    With J the order reversal, L the lower Cholesky factor of J H J and U = J L⁻¹ J:
+    UᵀU = J L⁻ᵀ L⁻¹ J = J (J H J)⁻¹ J = H⁻¹, and J (lower) J is upper triangular. The
+    textbook route (Cholesky of H, its inverse, Cholesky again) needs two factorisations.
+    """
+    flip = torch.flip(H, dims=(0, 1))
+    L = torch.linalg.cholesky(flip)
+    eye = torch.eye(H.shape[0], dtype=H.dtype)
+    Linv = torch.linalg.solve_triangular(L, eye, upper=False)
+    return torch.flip(Linv, dims=(0, 1))
+
+
+def smallest_stable(score: torch.Tensor, count: int) -> torch.Tensor:
+    """Bool mask of the ``count`` smallest entries of the 1-D ``score``, ties going to
+    the lower index: the first ``count`` of a stable ascending argsort, found with one
+    selection (kthvalue) instead of a sort."""
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    if count <= 0:
+        return mask
+    if count >= score.numel():
+        return ~mask
+    threshold = torch.kthvalue(score, count).values
+    below = score < threshold
+    ties = torch.nonzero(score == threshold).flatten()
+    mask |= below
+    mask[ties[: count - int(below.sum())]] = True
+    return mask
 
 
 def sparsegpt(weight: torch.Tensor, xtx: torch.Tensor, *, density: float = 0.5,
@@ -52,7 +83,7 @@ def sparsegpt(weight: torch.Tensor, xtx: torch.Tensor, *, density: float = 0.5,
         raise ValueError(f"pattern {pattern} needs blocksize and d_in divisible by {pattern[1]}")
     H, dead = damped_hessian(xtx, damp)
     W[:, dead] = 0.0
-    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    U = inverse_cholesky_upper(H)
     keep = torch.ones_like(W, dtype=torch.bool)
     for i1 in range(0, d_in, blocksize):
         i2 = min(i1 + blocksize, d_in)
@@ -64,8 +95,7 @@ def sparsegpt(weight: torch.Tensor, xtx: torch.Tensor, *, density: float = 0.5,
         if pattern is None:
             saliency = (W1 ** 2 / diag[None, :] ** 2).reshape(-1)
             n_prune = int(round((1.0 - density) * saliency.numel()))
-            order = torch.argsort(saliency, stable=True)
-            prune1.view(-1)[order[:n_prune]] = True
+            prune1.view(-1)[:] = smallest_stable(saliency, n_prune)
         for j in range(i2 - i1):
             if pattern is not None and j % pattern[1] == 0:
                 n, m = pattern
@@ -73,7 +103,7 @@ def sparsegpt(weight: torch.Tensor, xtx: torch.Tensor, *, density: float = 0.5,
                 order = torch.argsort(sal, dim=1, stable=True)
                 prune1[:, j:j + m].scatter_(1, order[:, : m - n], True)
             w = W1[:, j]
-            q = torch.where(prune1[:, j], torch.zeros_like(w), w)
+            q = w.masked_fill(prune1[:, j], 0.0)
             err = (w - q) / U1[j, j]
             W1[:, j:] -= err[:, None] * U1[j, j:][None, :]
             W1[:, j] = q

@@ -16,7 +16,7 @@ NAME = "prune"
 HELP = "prune a network with iCBS (any backend) or a one-shot baseline; default: built-in digits MLP"
 
 _METHODS = ["icbs", "magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient",
-            "chita", "sparsegpt"]
+            "chita", "sparsegpt", "alps"]
 _INITS = ["auto", "magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient", "chita",
           "sparsegpt"]
 
@@ -41,13 +41,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="builtin:mlp-digits (default), builtin:mlp-fashion-mnist, zoo:NAME or "
                              "zoo:NAME@STATE.safetensors "
                              "(`python -m pruning.zoo` lists and builds them), or a path to an MLP "
-                             "state dict (.safetensors/.pt); for --task lm see its help")
+                             "state dict (.safetensors/.pt); --task lm: builtin:smollm2-135m "
+                             "(default), a local Hugging Face causal-LM folder or a .gguf file")
     parser.add_argument("--density", type=_density, default=None,
                         help="fraction of weights kept, in (0, 1] (default: 0.2 digits, 0.1 "
                              "Fashion-MNIST)")
     parser.add_argument("--method", choices=_METHODS, default="icbs",
                         help="icbs (default), a one-shot mask (magnitude[-row|-global], wanda, "
-                             "gradient), chita (classifiers) or sparsegpt (--task lm)")
+                             "gradient), chita (classifiers), sparsegpt or alps (--task lm)")
     parser.add_argument("--init", choices=_INITS, default=None,
                         help="start of iCBS. Classifiers: auto (default: every one-shot mask "
                              "scored on the calibration set, lowest loss wins), one of them, or "
@@ -154,9 +155,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InputError
 
-    if args.method == "sparsegpt":
-        raise InputError("--method sparsegpt re-fits weights and is for --task lm only; use "
-                         "icbs, chita or a one-shot mask for classifiers")
+    if args.method in ("sparsegpt", "alps"):
+        raise InputError(f"--method {args.method} re-fits weights and is for --task lm only; "
+                         "use icbs, chita or a one-shot mask for classifiers")
     if args.init == "sparsegpt":
         raise InputError("--init sparsegpt is for --task lm only; use --init auto, chita or a "
                          "one-shot mask for classifiers")

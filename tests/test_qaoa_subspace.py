@@ -1,0 +1,136 @@
+"""qaoa-subspace: ranking, probabilities equal to the SDK circuit's, sub-blocks, attribution."""
+
+import math
+
+import numpy as np
+import pytest
+
+from backends import _qaoa_kernels as kernels
+from backends.qaoa import SOURCES, Angles, QAOAModel, circuit_plan
+from backends.qaoa_subspace import MAX_QUBITS, SubspaceQAOABackend
+from qcbo import InputError, Problem, UnsupportedProblemError
+
+from .helpers import brute_force, random_problem
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 10])
+def test_masks_are_sorted_weight_k_states_and_ranks_are_positions(n):
+    every = np.arange(2**n)
+    weight = np.array([bin(v).count("1") for v in every])
+    for k in range(n + 1):
+        masks = kernels.weight_k_masks(n, k)
+        assert np.array_equal(masks, every[weight == k])
+        for h in {0, n // 2, n}:
+            tables = kernels.rank_tables(n, h)
+            assert np.array_equal(kernels.ranks(masks, *tables, h), np.arange(len(masks)))
+
+
+def _cases():
+    for n in range(2, 13):
+        for k in sorted({1, n // 2, n - 1}):
+            for mixer in ("xy-ring", "xy-complete"):
+                yield n, k, mixer
+
+
+@pytest.mark.parametrize("p", [2, 3])
+def test_probabilities_equal_qiskit_on_every_n_up_to_12(p):
+    """The subspace simulator runs the very circuit qaoa-qiskit builds (gate order included)."""
+    pytest.importorskip("qiskit")
+    from backends.qaoa_qiskit import statevector
+
+    rng = np.random.default_rng(p)
+    for n, k, mixer in _cases():
+        problem = random_problem(n, k, seed=31 * n + k)
+        model = QAOAModel(problem, mixer)
+        angles = Angles(tuple(rng.uniform(-1, 1, p) / model.scale), tuple(rng.uniform(-1.5, 1.5, p)))
+        sdk = np.abs(statevector(circuit_plan(model, angles), n)) ** 2
+        ours = np.zeros(2**n)
+        ours[model.basis] = model.probabilities(angles)
+        assert np.max(np.abs(ours - sdk)) < 1e-9, (n, k, mixer)
+
+
+def test_x_mixer_equals_qiskit_on_the_full_space():
+    pytest.importorskip("qiskit")
+    from backends.qaoa_qiskit import statevector
+
+    problem = random_problem(7, None, seed=2)
+    model = QAOAModel(problem, "x")
+    angles = Angles((0.3 / model.scale, 0.8 / model.scale), (0.4, -0.9))
+    sdk = np.abs(statevector(circuit_plan(model, angles), 7)) ** 2
+    assert np.max(np.abs(model.probabilities(angles) - sdk)) < 1e-9
+
+
+def test_energies_match_the_problem():
+    problem = random_problem(9, 4, seed=3, offset=0.5)
+    model = QAOAModel(problem, "xy-ring")
+    assert np.allclose(model.energies, problem.energies(model.bits), atol=1e-12)
+
+
+def test_solve_info_samples_and_source():
+    problem = random_problem(10, 4, seed=5)
+    backend = SubspaceQAOABackend()
+    result = backend.solve(problem, seed=1, p=2, shots=300, polish=False)
+    info = result.info
+    assert np.all(result.samples.sum(axis=1) == 4) and info["feasible_fraction"] == 1.0
+    assert info["amplitudes"] == math.comb(10, 4) and info["sdk"] == "subspace"
+    assert info["two_qubit_gates"] > 0 and info["circuit_depth"] > 0
+    assert info["source"] == "qaoa"
+    assert result.energy == pytest.approx(problem.energies(result.samples).min())
+    again = backend.solve(problem, seed=1, p=2, shots=300, polish=False)
+    assert np.array_equal(again.samples, result.samples)
+
+
+def test_source_says_initial_polish_or_qaoa():
+    problem = random_problem(8, 4, seed=11)
+    best, states = brute_force(problem)
+    optimum = states[np.argmin(problem.energies(states))]
+    flat = {"gamma": [0.0], "beta": [0.0]}  # uniform sampling
+    backend = SubspaceQAOABackend()
+    kept = backend.solve(problem, seed=0, angles=flat, shots=1, polish=False, initial=optimum)
+    assert kept.info["source"] == "initial" and kept.energy == pytest.approx(best)
+    polished = backend.solve(problem, seed=0, angles=flat, shots=1, polish=True)
+    sample_energy = problem.energy(polished.samples[0])
+    if polished.energy < sample_energy - 1e-12:
+        assert polished.info["source"] == "polish"
+    else:
+        assert polished.info["source"] == "qaoa"
+
+
+def test_too_large_refused_in_one_line_naming_sub_block():
+    big = Problem(np.eye(MAX_QUBITS + 1), 0.0, 5)
+    with pytest.raises(UnsupportedProblemError, match="sub_block") as err:
+        SubspaceQAOABackend().solve(big, seed=0)
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="sub_block must be in 2..26"):
+        SubspaceQAOABackend().solve(big, seed=0, sub_block=30)
+
+
+@pytest.mark.parametrize("polish", [True, False])
+def test_sub_blocks_improve_a_large_block_and_count_sources(polish):
+    problem = random_problem(60, 30, seed=8)
+    x0 = np.zeros(60, dtype=np.int8)
+    x0[::2] = 1
+    result = SubspaceQAOABackend().solve(problem, seed=3, initial=x0, sub_block=10,
+                                         sub_rounds=3, p=1, shots=200, polish=polish)
+    info = result.info
+    sub = info["sub_blocks"]
+    assert result.feasible and result.energy <= problem.energy(x0) + 1e-9
+    assert sub["rounds"] == 3 and len(sub["round_sources"]) == 3
+    assert set(sub["round_sources"]) <= set(SOURCES)
+    assert sum(sub["kept_sources"].values()) == sub["improved_rounds"]
+    assert info["source"] in SOURCES
+    if not polish:
+        # no classical descent anywhere: every change is a kept QAOA sample
+        assert set(sub["round_sources"]) <= {"qaoa", "initial"}
+        changed = not np.array_equal(result.x, x0)
+        assert info["source"] == ("qaoa" if changed else "initial")
+    assert SubspaceQAOABackend.block_size_for({"sub_block": 10}) == 1024
+    assert SubspaceQAOABackend.block_size_for({}) == SubspaceQAOABackend.block_size_hint
+
+
+def test_sub_blocks_without_warm_start_use_a_classical_start():
+    problem = random_problem(40, 12, seed=2)
+    result = SubspaceQAOABackend().solve(problem, seed=0, sub_block=8, sub_rounds=2, p=1,
+                                         shots=100, sub_train="every")
+    assert result.feasible and result.info["sub_blocks"]["start"] == "sa"
+    assert result.info["sub_blocks"]["angles_reused"] is False
