@@ -208,6 +208,12 @@ class Backend(abc.ABC):
     icbs_options: ClassVar[Mapping[str, Any]] = {}
 
     @classmethod
+    def block_size_for(cls, options: Mapping[str, Any]) -> int | None:
+        """The block size iCBS uses with these solve options when the user gives none
+        (default ``block_size_hint``; a backend whose options change it overrides this)."""
+        return cls.block_size_hint
+
+    @classmethod
     def supports_initial(cls) -> bool:
         """True when ``solve`` takes a warm start as the ``initial`` option."""
         return "initial" in cls.options

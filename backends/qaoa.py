@@ -33,10 +33,9 @@ kept rounds by source.
 
 from __future__ import annotations
 
-import abc
 import logging
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -114,9 +113,9 @@ class QAOABackend(Backend):
         return cls.max_qubits
 
     @classmethod
-    def block_size_for(cls, options: dict[str, Any]) -> int | None:
-        """Block size iCBS should use with these solve options: large blocks (1024)
-        when ``sub_block`` is set, else ``block_size_hint``."""
+    def block_size_for(cls, options: Mapping[str, Any]) -> int | None:
+        """Large blocks (1024) when ``sub_block`` is set: QAOA then works on q-variable
+        sub-blocks of them; else ``block_size_hint``."""
         return 1024 if options.get("sub_block") else cls.block_size_hint
 
     def check(self, problem: Problem, **options: Any) -> None:

@@ -131,11 +131,30 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+class _Enough(Exception):
+    """Raised to stop `run_layerwise` once the blocks a measurement needs are done."""
+
+
+def _first_blocks(model, calibration, count: int, measure) -> None:
+    """Run ``measure(index, linears, stats)`` on the first ``count`` decoder blocks only."""
+    from pruning.llm.layerwise import run_layerwise
+
+
+    def call(index, linears, stats):
+        if index >= count:
+            raise _Enough
+        measure(index, linears, stats)
+
+    try:
+        run_layerwise(model, calibration, call)
+    except _Enough:
+        pass
+
+
 def layer_errors(model, calibration, args, out: Path) -> int:
     """Per-Linear reconstruction errors of every method on the same (dense) inputs."""
     from pruning.engine import BlockSolver
     from pruning.llm.icbs import refine_rows, refit_rows, row_errors
-    from pruning.llm.layerwise import run_layerwise
     from pruning.llm.prune import LMPruneConfig, _init_mask
     from pruning.llm.sparsegpt import damped_hessian
 
@@ -143,12 +162,7 @@ def layer_errors(model, calibration, args, out: Path) -> int:
     solver = BlockSolver("sa", {"sweeps": 200, "restarts": 4}, seed=args.seed)
     totals: dict[str, float] = {}
 
-    class Done(Exception):
-        pass
-
     def measure(index, linears, stats):
-        if index >= args.layer_errors:
-            raise Done
         for name, lin in linears.items():
             W0 = lin.weight.detach().clone()
             H, _ = damped_hessian(stats[name].hessian)
@@ -169,10 +183,7 @@ def layer_errors(model, calibration, args, out: Path) -> int:
                 totals[key] = totals.get(key, 0.0) + float(row_errors(W0, W, H).sum())
             logging.info("block %d %s done", index, name)
 
-    try:
-        run_layerwise(model, calibration, measure)
-    except Done:
-        pass
+    _first_blocks(model, calibration, args.layer_errors, measure)
     result = {"density": args.density, "blocks": args.layer_errors, "steps": args.steps,
               "block_size": args.block_size, "error_sum": totals}
     logging.info("%s", json.dumps(result))
@@ -186,19 +197,13 @@ def method_errors(model, calibration, args, out: Path) -> int:
     import torch
 
     from pruning.llm.baselines import parse_pattern
-    from pruning.llm.layerwise import run_layerwise
     from pruning.llm.prune import LMPruneConfig, _init_mask
 
     methods = ("wanda", "sparsegpt", "alps")
     layers: dict[str, dict] = {}
     seconds = {f"{m}@{lvl}": 0.0 for m in methods for lvl in args.levels}
 
-    class Done(Exception):
-        pass
-
     def measure(index, linears, stats):
-        if index >= args.method_errors:
-            raise Done
         for name, lin in linears.items():
             W0 = lin.weight.detach().to(torch.float64)
             H = stats[name].hessian
@@ -215,10 +220,7 @@ def method_errors(model, calibration, args, out: Path) -> int:
                     row[f"{method}@{level}"] = float(((D @ H) * D).sum()) / base
             logging.info("block %d %s: %s", index, name, json.dumps(row))
 
-    try:
-        run_layerwise(model, calibration, measure)
-    except Done:
-        pass
+    _first_blocks(model, calibration, args.method_errors, measure)
     keys = [f"{m}@{lvl}" for lvl in args.levels for m in methods]
     mean = {k: sum(r[k] for r in layers.values()) / len(layers) for k in keys}
     result = {"blocks": args.method_errors, "levels": args.levels,

@@ -129,13 +129,15 @@ class ICBSConfig:
         return SelectionPolicy(self.fix_frac_prune, self.fix_frac_keep, self.tabu_frac)
 
 
-def resolve_block_size(backend: Any, requested: int | None, preferred: int = 1024) -> int:
-    """The block size to use with ``backend``: ``requested`` (refused over its
-    ``max_variables``), else its ``block_size_hint``, else ``preferred`` capped by
-    ``max_variables``."""
+def resolve_block_size(backend: Any, requested: int | None, preferred: int = 1024,
+                       options: Mapping[str, Any] | None = None) -> int:
+    """The block size to use with ``backend`` and its solve ``options``: ``requested``
+    (refused over its ``max_variables``), else ``backend.block_size_for(options)`` (its
+    ``block_size_hint``, or what its options call for, e.g. QAOA with sub-blocks), else
+    ``preferred`` capped by ``max_variables``."""
     limit = getattr(backend, "max_variables", None)
     if requested is None:
-        hint = getattr(backend, "block_size_hint", None)
+        hint = backend.block_size_for(dict(options or {}))
         size = int(hint) if hint is not None else int(preferred)
         return min(size, int(limit)) if limit is not None else size
     if limit is not None and requested > limit:
@@ -333,7 +335,7 @@ def prune(
     solver = BlockSolver(config.backend, config.backend_options, seed=config.seed,
                          time_limit=config.solver_time_limit, executor=executor)
     backend = solver.backend
-    n_block = resolve_block_size(backend, config.block_size)
+    n_block = resolve_block_size(backend, config.block_size, options=solver.options)
     k_block = n_block // 2 if config.block_k is None else int(config.block_k)
     if not 0 < k_block < n_block:
         raise InputError(f"block k must be in 1..{n_block - 1}, got {k_block}")

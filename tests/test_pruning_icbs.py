@@ -209,11 +209,21 @@ def test_schedule_and_block_size_rules():
     assert counts.sum() == 30 and counts[0] >= counts[1] > counts[2] >= 1
     assert step_schedule([100, 10], 1, min_steps=2).count(1) == 2
 
-    class Small:
+    from backends import get_backend
+    from backends.base import Backend
+
+    class Small(Backend):
         name, max_variables, block_size_hint = "tiny-qpu", 12, None
 
-    assert resolve_block_size(Small(), None) == 12
+        def _solve(self, problem, **options):  # pragma: no cover - never called
+            raise NotImplementedError
+
+    assert resolve_block_size(Small, None) == 12
     with pytest.raises(UnsupportedProblemError, match="at most 12"):
-        resolve_block_size(Small(), 20)
+        resolve_block_size(Small, 20)
+    # QAOA with sub-blocks works on big blocks; without, on device-size ones
+    sub = get_backend("qaoa-subspace")
+    assert resolve_block_size(sub, None) == sub.block_size_hint == 20
+    assert resolve_block_size(sub, None, options={"sub_block": 20}) == 1024
     with pytest.raises(InputError, match="density"):
         ICBSConfig(density=0.0).validate()

@@ -16,9 +16,9 @@ NAME = "prune"
 HELP = "prune a network with iCBS (any backend) or a one-shot baseline; default: built-in digits MLP"
 
 _METHODS = ["icbs", "magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient",
-            "chita", "sparsegpt", "alps"]
+            "chita", "chita++", "sparsegpt", "alps"]
 _INITS = ["auto", "magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient", "chita",
-          "sparsegpt"]
+          "chita++", "sparsegpt"]
 
 
 def _density(text: str) -> float:
@@ -48,11 +48,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "Fashion-MNIST)")
     parser.add_argument("--method", choices=_METHODS, default="icbs",
                         help="icbs (default), a one-shot mask (magnitude[-row|-global], wanda, "
-                             "gradient), chita (classifiers), sparsegpt or alps (--task lm)")
+                             "gradient), chita or chita++ (classifiers), sparsegpt or alps (--task lm)")
     parser.add_argument("--init", choices=_INITS, default=None,
-                        help="start of iCBS. Classifiers: auto (default: every one-shot mask "
-                             "scored on the calibration set, lowest loss wins), one of them, or "
-                             "chita (its mask and updated weights). --task lm: wanda (default), "
+                        help="start of iCBS. Classifiers: auto (default: every one-shot mask, "
+                             "CHITA and CHITA++ scored on the calibration set, lowest loss wins), "
+                             "one of them, or chita / chita++ (its mask and updated weights). "
+                             "--task lm: wanda (default), "
                              "magnitude or sparsegpt")
     parser.add_argument("--backend", default="sa",
                         help="block solver, any of `qcbo backends` (default sa)")
@@ -176,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         name = Path(model_spec).stem
     defaults = MODEL_DEFAULTS.get(name, _FALLBACK)
-    block_size = resolve_block_size(backend, args.block_size, defaults["block_size"])
+    block_size = resolve_block_size(backend, args.block_size, defaults["block_size"],
+                                    options=dict(args.option))
     config = ICBSConfig(
         density=args.density if args.density is not None else defaults["density"],
         backend=args.backend,
