@@ -124,6 +124,23 @@ def test_shared_orlib_files_read(tmp_path):
     assert problems[0].metadata["best_known"] == -2098
 
 
+def test_shipped_orlib_sample_reads_in_every_clone():
+    """The OR-Library reader on the packaged sample (no ../shared data needed): one
+    maximisation instance of n = 50, stored negated, equal to its generator's matrix."""
+    from qcbo.data.make_samples import HERE, bqp_like
+
+    problems = read_problems(HERE / "bqp50-like.txt")
+    assert len(problems) == 1
+    p = problems[0]
+    assert p.n == 50 and p.k is None and p.metadata["sense"] == "maximise, negated"
+    q = bqp_like()  # upper triangle; OR-Library pairs count twice (q_ij = q_ji)
+    q = q + np.triu(q, 1).T
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        x = rng.integers(0, 2, 50)
+        assert p.energy(x) == -float(x @ q @ x)
+
+
 @pytest.mark.parametrize("n,k", CASES)
 def test_dimod_round_trips(tmp_path, n, k):
     p = random_problem(n, k, seed=n, offset=-1.5).replace(metadata={"layer": "x"})

@@ -161,7 +161,7 @@ def _lm_args(*argv):
 
 
 def test_cli_configuration():
-    from pruning.llm.cli import config_from_args
+    from qcbo.commands._prune_lm import config_from_args
 
     cfg, options = config_from_args(_lm_args("--method", "icbs", "--density", "0.3",
                                              "--objective", "reconstruction", "--refit",
@@ -196,7 +196,7 @@ def test_cli_end_to_end_on_a_local_folder(tmp_path, capsys):
 
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from pruning.llm.cli import run
+    from qcbo.commands._prune_lm import run
 
     words = ["[UNK]", "[BOS]", "the", "of", "and", "in", "a", "to", "is", "was", ",", "."]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))

@@ -106,19 +106,17 @@ def test_task_lm_without_llm_module_is_one_line(tmp_path, capsys):
     _assert_one_line_error(capsys, code, "pruning.llm")
 
 
-def test_task_lm_delegates_to_pruning_llm_cli(monkeypatch, tmp_path):
-    import sys
-    import types
+def test_task_lm_delegates_to_the_lm_command(monkeypatch, tmp_path):
+    pytest.importorskip("transformers")
+    from qcbo.commands import _prune_lm as prune_lm
 
     seen = {}
-    fake = types.ModuleType("pruning.llm.cli")
 
     def fake_run(args):
         seen["args"] = args
         return 0
 
-    fake.run = fake_run
-    monkeypatch.setitem(sys.modules, "pruning.llm.cli", fake)
+    monkeypatch.setattr(prune_lm, "run", fake_run)
     code = main(["prune", "--task", "lm", "--model", "some-lm", "--density", "0.3",
                  "--method", "sparsegpt", "--objective", "reconstruction", "--refit",
                  "--pattern", "2:4", "--backend", "tabu", "--block-size", "128",

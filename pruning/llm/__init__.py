@@ -9,10 +9,16 @@ Modules (heavy packages are imported only where needed):
 - `layerwise`: calibration activations propagated through already-pruned decoder blocks,
   one block at a time, with per-Linear statistics (XᵀX, column norms).
 - `sparsegpt`: the OBS column sweep (pure torch, one file).
-- `baselines`: magnitude and Wanda masks, unstructured and 2:4.
-- `icbs`: iCBS for LMs, objectives "reconstruction" (per output row, exact XᵀX) and
-  "fisher" (gradient and empirical Fisher of the LM loss).
-- `cli`: ``run(args)`` behind ``qcbo prune --task lm``.
+- `alps`: ALPS (ADMM with a penalty schedule, then a PCG re-fit on the support).
+- `baselines`: magnitude and Wanda masks, unstructured and N:M.
+- `icbs`: iCBS for LMs, objectives "reconstruction" (per output row, exact XᵀX, optionally
+  re-fit-aware) and "fisher" (gradient and empirical Fisher of the LM loss).
+- `objectives`: those objectives as `pruning.engine` objectives.
+- `prune`: `LMPruneConfig` and `prune_lm` (one model, any method).
+- `run`: `run_lm(model_spec, config, out)`, the library function behind
+  ``qcbo prune --task lm`` (whose argument handling is `qcbo.commands._prune_lm`): loads
+  the model and text, prunes, writes a Hugging Face model folder, report.json and
+  sparsity.json atomically.
 
 Needs the optional extra ``qcbo[llm]`` (transformers, gguf, accelerate, gensim).
 """

@@ -111,14 +111,18 @@ def _run_lm(args: argparse.Namespace) -> int:
     from ..errors import BackendUnavailableError
 
     try:
-        module = importlib.import_module("pruning.llm.cli")
+        importlib.import_module("pruning.llm.run")
     except ModuleNotFoundError as exc:
         if exc.name and (exc.name == "pruning" or exc.name.startswith("pruning.llm")):
             raise BackendUnavailableError(
                 "--task lm needs pruning.llm, which this installation does not have"
             ) from None
-        raise
-    return int(module.run(args) or 0)
+        raise BackendUnavailableError(
+            f"--task lm needs the Python package {exc.name!r}, which is not installed; "
+            "install the language-model extra: pip install -e '.[llm]'") from None
+    from . import _prune_lm as prune_lm
+
+    return int(prune_lm.run(args) or 0)
 
 
 def _check_writable_folder(out: Path) -> None:

@@ -1,8 +1,9 @@
-"""``qcbo prune --task lm``: parsed arguments -> `LMPruneConfig` -> `run.run_lm`.
+"""``qcbo prune --task lm``: parsed arguments -> `LMPruneConfig` -> `pruning.llm.run.run_lm`.
 
-Only argument handling and terminal output live here; the work is `pruning.llm.run.run_lm`
-(see it for what ``--out`` receives). ``qcbo.commands.prune`` calls `run` lazily, so
-``qcbo --help`` does not import torch.
+Only argument handling and terminal output live here; the work is the library function
+`pruning.llm.run.run_lm` (see it for what ``--out`` receives). `pruning.llm` is imported
+inside the functions, so ``qcbo --help`` imports neither torch nor transformers, and an
+installation without `pruning` still runs every other command.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from qcbo.errors import InputError
+from ..errors import InputError
 
 __all__ = ["run", "config_from_args", "DEFAULT_SA_OPTIONS", "DEFAULT_OUT"]
 
@@ -29,10 +30,10 @@ def config_from_args(args: argparse.Namespace):
     Unset (None) arguments take the dataclasses' defaults, except the backend options of
     ``sa`` (`DEFAULT_SA_OPTIONS`). Raises InputError for an invalid combination.
     """
-    from .baselines import parse_pattern
-    from .icbs import LMICBSConfig
-    from .prune import LMPruneConfig
-    from .run import LMRunOptions
+    from pruning.llm.baselines import parse_pattern
+    from pruning.llm.icbs import LMICBSConfig
+    from pruning.llm.prune import LMPruneConfig
+    from pruning.llm.run import LMRunOptions
 
     try:
         pattern = parse_pattern(args.pattern)
@@ -87,7 +88,7 @@ def _progress() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``qcbo prune --task lm``; returns the exit code."""
-    from .run import DEFAULT_MODEL, check_out_folder, run_lm
+    from pruning.llm.run import DEFAULT_MODEL, check_out_folder, run_lm
 
     config, options = config_from_args(args)
     out = Path(args.out or DEFAULT_OUT)
