@@ -43,7 +43,7 @@ DEFAULT_RUNS = [
 ]
 
 
-def config_for(name: str, steps: int, block: int, seed: int):
+def config_for(name: str, steps: int, block: int, seed: int, row_rounds: int = 0):
     from pruning.llm.baselines import parse_pattern
     from pruning.llm.icbs import LMICBSConfig
     from pruning.llm.prune import LMPruneConfig
@@ -58,7 +58,7 @@ def config_for(name: str, steps: int, block: int, seed: int):
         icbs = LMICBSConfig(objective="fisher" if method == "icbs-fisher" else "reconstruction",
                             refit=method.endswith("refit"), backend="sa", init=init,
                             backend_options=options, block_size=block, steps_per_layer=steps,
-                            seed=seed)
+                            row_rounds=row_rounds, seed=seed)
         return LMPruneConfig(method="icbs", density=density, pattern=pattern, icbs=icbs)
     return LMPruneConfig(method=method, density=density, pattern=pattern)
 
@@ -265,6 +265,10 @@ def main() -> int:
     parser.add_argument("--eval-windows", type=int, default=16)
     parser.add_argument("--calibration-windows", type=int, default=16)
     parser.add_argument("--steps", type=int, default=64, help="iCBS blocks per Linear")
+    parser.add_argument("--row-rounds", type=int, default=0, metavar="R",
+                        help="iCBS: every row of every Linear gets R blocks per epoch, in "
+                             "groups of one block per row (replaces --steps; default 0: the "
+                             "--steps schedule)")
     parser.add_argument("--block-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--orders", type=int, default=3,
@@ -317,7 +321,8 @@ def main() -> int:
     dense_state = {k: v.clone() for k, v in model.state_dict().items()}
     setup = {"model": "builtin:smollm2-135m", "eval_windows": int(evaluation.shape[0]),
              "window": 512, "bos": True, "calibration_windows": int(calibration.shape[0]),
-             "icbs_steps_per_layer": args.steps, "block_size": args.block_size,
+             "icbs_steps_per_layer": args.steps, "row_rounds": args.row_rounds,
+             "block_size": args.block_size,
              "backend": "sa", "backend_options": {"sweeps": 200, "restarts": 4},
              "torch_threads": torch.get_num_threads()}
     setup["executor"], setup["workers"] = args.executor, args.workers
@@ -336,7 +341,7 @@ def main() -> int:
                         "peak_rss_gib": mem.peak_bytes / 2**30})
         logging.info("dense perplexity %.3f", dense)
     for name in args.runs:
-        config = config_for(name, args.steps, args.block_size, args.seed)
+        config = config_for(name, args.steps, args.block_size, args.seed, args.row_rounds)
         runs = []
         for order in range(args.first_order, args.first_order + args.orders):
             model.load_state_dict(dense_state)

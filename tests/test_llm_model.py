@@ -179,7 +179,13 @@ def test_cli_configuration():
                                   "--pattern", "2:4"))
     with pytest.raises(InputError, match="seed"):
         config_from_args(_lm_args("--seed", "-3"))
-    assert default.icbs.loss_check
+    assert default.icbs.loss_check and default.icbs.row_rounds == 0
+    rounds, _ = config_from_args(_lm_args("--method", "icbs", "--objective", "reconstruction",
+                                          "--refit", "--row-rounds", "2"))
+    assert rounds.icbs.row_rounds == 2
+    with pytest.raises(InputError, match="row_rounds"):
+        config_from_args(_lm_args("--method", "icbs", "--objective", "fisher",
+                                  "--row-rounds", "1"))
     unchecked, _ = config_from_args(_lm_args("--method", "icbs", "--objective", "fisher",
                                              "--no-loss-check"))
     assert not unchecked.icbs.loss_check

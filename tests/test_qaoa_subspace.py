@@ -134,3 +134,89 @@ def test_sub_blocks_without_warm_start_use_a_classical_start():
                                          shots=100, sub_train="every")
     assert result.feasible and result.info["sub_blocks"]["start"] == "sa"
     assert result.info["sub_blocks"]["angles_reused"] is False
+
+
+# ------------------------------------------------------------------ adjoint gradient
+@pytest.mark.parametrize("mixer", ["xy-ring", "xy-complete"])
+@pytest.mark.parametrize("n", [6, 7, 10])
+def test_adjoint_gradient_equals_central_differences(n, mixer):
+    rng = np.random.default_rng(n)
+    model = QAOAModel(random_problem(n, n // 2 - (n == 7), seed=n), mixer)
+    for p in (1, 2, 3):
+        x = rng.uniform(-1.5, 1.5, 2 * p)
+        value, grad = model.expectation_and_gradient_n(x)
+        assert value == pytest.approx(model.expectation_n(x), abs=1e-12)
+        step = 1e-5
+        fd = np.array([(model.expectation_n(x + step * e) - model.expectation_n(x - step * e))
+                       / (2 * step) for e in np.eye(2 * p)])
+        assert np.max(np.abs(grad - fd)) < 1e-7, (n, mixer, p)
+
+
+def test_adjoint_gradient_x_mixer():
+    model = QAOAModel(random_problem(7, 3, seed=4), "x")
+    x = np.array([0.4, -0.3, 0.8, 0.2])
+    value, grad = model.expectation_and_gradient_n(x)
+    fd = np.array([(model.expectation_n(x + 1e-5 * e) - model.expectation_n(x - 1e-5 * e)) / 2e-5
+                   for e in np.eye(4)])
+    assert value == pytest.approx(model.expectation_n(x), abs=1e-12)
+    assert np.max(np.abs(grad - fd)) < 1e-7
+
+
+@pytest.mark.parametrize("mixer", ["xy-ring", "xy-complete"])
+def test_schedule_keeps_every_gate_once_and_shared_qubits_in_order(mixer):
+    from backends.qaoa_model import mixer_edges
+
+    for n in (5, 8, 13, 24):
+        edges = [tuple(sorted(e)) for e in mixer_edges(n, mixer)]
+        h = n // 2
+        ops, low = kernels.schedule(edges, h)
+        flat = []
+        for kind, a, b, c, d in ops:
+            flat += low[a:b] if kind == 0 else [(a, b)] + ([(c, d)] if kind == 3 else [])
+            if kind == 3:
+                assert not {a, b} & {c, d}
+        assert sorted(flat) == sorted(edges)
+        position = {e: t for t, e in enumerate(flat)}
+        for s, e in enumerate(edges):
+            for f in edges[s + 1:]:
+                if set(e) & set(f):
+                    assert position[e] < position[f], (n, e, f)
+
+
+def test_threads_do_not_change_results(monkeypatch):
+    """Sums run per block / fixed chunk: same numbers on one thread or all."""
+    import numba
+
+    model = QAOAModel(random_problem(10, 5, seed=9), "xy-ring")
+    x = np.array([0.3, -0.6, 0.9, 0.5, -0.4, 1.1])
+    one = numba.get_num_threads()
+    monkeypatch.setattr(kernels, "PARALLEL_MIN", 1 << 40)
+    serial = model.expectation_and_gradient_n(x), model.state(x[:3], x[3:])
+    monkeypatch.setattr(kernels, "PARALLEL_MIN", 0)
+    parallel = model.expectation_and_gradient_n(x), model.state(x[:3], x[3:])
+    assert numba.get_num_threads() == one
+    assert serial[0][0] == parallel[0][0] and np.array_equal(serial[0][1], parallel[0][1])
+    assert np.array_equal(serial[1], parallel[1])
+
+
+def test_gradient_training_at_least_as_good_as_cobyla():
+    from backends.qaoa import train_angles
+
+    for seed in range(3):
+        model = QAOAModel(random_problem(10, 5, seed=40 + seed), "xy-ring")
+        runs = {opt: train_angles(model, 3, rng=np.random.default_rng(seed), optimizer=opt)
+                for opt in ("cobyla", "l-bfgs-b")}
+        assert runs["l-bfgs-b"].complete
+        assert runs["l-bfgs-b"].expectation <= runs["cobyla"].expectation + 1e-6
+        assert runs["l-bfgs-b"].evaluations < runs["cobyla"].evaluations / 2
+
+
+def test_subspace_trains_with_the_gradient_by_default():
+    problem = random_problem(8, 4, seed=6)
+    backend = SubspaceQAOABackend()
+    assert backend.options["optimizer"].default == "l-bfgs-b"
+    result = backend.solve(problem, seed=0, p=2, shots=100)
+    assert result.info["optimizer"] == "l-bfgs-b" and result.info["training_complete"]
+    slow = backend.solve(problem, seed=0, p=2, shots=100, optimizer="cobyla")
+    assert slow.info["optimizer"] == "cobyla"
+    assert result.info["expectation"] <= slow.info["expectation"] + 1e-6

@@ -105,6 +105,8 @@ class LMICBSConfig:
             raise InputError(f"trust must be >= 0, got {self.trust}")
         if self.objective == "fisher" and self.refit:
             raise ValueError("refit applies to the reconstruction objective only")
+        if self.objective == "fisher" and self.row_rounds:
+            raise ValueError("row_rounds applies to the reconstruction objective only")
         if self.objective == "fisher" and self.init == "sparsegpt":
             raise ValueError("the fisher objective keeps dense values on kept weights and would "
                              "discard SparseGPT's updates; use init wanda or magnitude")
@@ -216,7 +218,7 @@ class LayerErrors:
     stages of `reconstruct_layer`; None where a stage was not run."""
 
     start: float
-    refit: float
+    refit: float | None = None
     blocks: float | None = None
     blocks_refit: float | None = None
     blocks_applied: int = 0
@@ -235,16 +237,19 @@ def reconstruct_layer(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: 
     """The reconstruction-objective iCBS of one Linear from a start (W, keep).
 
     Returns (W float64, keep, `LayerErrors`): the error of the start, of the start mask
-    re-fitted, and after the block steps of ``config`` (``blocks`` without re-fit,
+    re-fitted (only when ``config.refit`` or ``both``), and after the block steps of ``config`` (``blocks`` without re-fit,
     ``blocks_refit`` with). ``both``: also run the other variant for the report (its
     weights are not returned). ``config.row_rounds`` = 0 keeps the old schedule, whose
     re-fit comes only before and after the block steps.
     """
     H64 = H.to(torch.float64)
     W = W.to(torch.float64)
-    refitted = refit_rows(W0, keep, H64)
-    errors = LayerErrors(start=float(row_errors(W0, W, H64).sum()),
-                         refit=float(row_errors(W0, refitted, H64).sum()))
+    errors = LayerErrors(start=float(row_errors(W0, W, H64).sum()))
+    refitted: torch.Tensor | None = None
+    if config.refit or both:
+        # A Cholesky solve per row: most of a run without re-fit, so only when it is used.
+        refitted = refit_rows(W0, keep, H64)
+        errors.refit = float(row_errors(W0, refitted, H64).sum())
     counter = _StepCounter(on_step)
     rounds = config.row_rounds * config.epochs
     steps = config.steps_per_layer * config.epochs
@@ -255,7 +260,7 @@ def reconstruct_layer(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: 
         mode = ("aware" if config.refit_aware else "after") if with_refit else "none"
         if with_refit and not rounds:
             mode = "none"  # the old schedule: blocks at the re-fit weights, re-fit at the end
-        start = refitted if with_refit else W
+        start = refitted if with_refit and refitted is not None else W
         Wn, kn = refine_rows(W0, start, keep, H64, solver, block_size=config.block_size,
                              steps=steps, rounds=rounds, refit=mode, name=name,
                              pattern=pattern, block_sink=block_sink if primary else None,

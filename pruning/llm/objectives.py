@@ -119,13 +119,31 @@ class RowReconstruction(Objective):
         self.diagH = torch.diagonal(H)
         self.layer, self.pattern, self.score_kind = name, pattern, score
         self.names = [f"{name}[{r}]" for r in range(self.W.shape[0])]
+        # "flip" reads every row's gradient: all rows in one (d_out, d_in) x (d_in, d_in)
+        # product, then only the rows whose weights changed (`_touch`), again in one product.
+        self._batch = score == "flip"
+        self._grad: torch.Tensor | None = None
+        self._stale = torch.zeros(self.W.shape[0], dtype=torch.bool)
+
+    def _touch(self, rows: Any) -> None:
+        """Rows whose weights changed: their cached gradients are recomputed when read."""
+        self._stale[rows] = True
 
     def settle(self) -> None:
         """Bring the weights to the state blocks are posed from (nothing to do here)."""
 
     def gradient(self, unit: int) -> torch.Tensor:
         """∇E_r = 2 H (ŵ_r − w_r), (d_in,) float64."""
-        return 2.0 * (self.H @ (self.W[unit] - self.W0[unit]))
+        if not self._batch:
+            return 2.0 * (self.H @ (self.W[unit] - self.W0[unit]))
+        if self._grad is None:
+            self._grad = 2.0 * ((self.W - self.W0) @ self.H)  # H is symmetric
+            self._stale.zero_()
+        elif self._stale[unit]:
+            rows = torch.nonzero(self._stale).flatten()
+            self._grad[rows] = 2.0 * ((self.W[rows] - self.W0[rows]) @ self.H)
+            self._stale[rows] = False
+        return self._grad[unit]
 
     def row_order(self) -> list[int]:
         """Rows by decreasing error (the order iCBS visits them)."""
@@ -162,9 +180,10 @@ class RowReconstruction(Objective):
         r, idx = block.unit, torch.from_numpy(block.indices)
         v = self.values(r)[idx]
         block.data = v
-        g = 2.0 * (self.H[idx] @ (self.W[r] - self.W0[r]))
+        g = (self.gradient(r)[idx] if self._batch
+             else 2.0 * (self.H[idx] @ (self.W[r] - self.W0[r])))
         problem = block_problem(v.numpy(), block.x_current, g.numpy(),
-                                (2.0 * self.H[idx][:, idx]).numpy(), gamma=1.0, lam=0.0,
+                                (2.0 * self.H[idx[:, None], idx]).numpy(), gamma=1.0, lam=0.0,
                                 metadata={"layer": self.layer, "row": int(r), "step": step,
                                           "objective": "reconstruction"})
         return problem if self.pattern is None else _with_group_penalty(problem, self.pattern)
@@ -177,6 +196,7 @@ class RowReconstruction(Objective):
         pruned = torch.from_numpy(np.asarray(x).astype(np.bool_))
         self.W[r, idx] = torch.where(pruned, torch.zeros_like(block.data), block.data)
         self.keep_t[r, idx] = ~pruned
+        self._touch(r)
 
 
 @dataclass
@@ -232,6 +252,7 @@ class RowRefit(RowReconstruction):
         if rows.numel():
             self.W[rows] = refit_rows(self.W0[rows], self.keep_t[rows], self.H)
             self.dirty[rows] = False
+            self._touch(rows)
 
     def score(self, unit: int) -> np.ndarray:
         g, w = self.gradient(unit), self.W[unit]
@@ -244,7 +265,7 @@ class RowRefit(RowReconstruction):
         outside = self.keep_t[unit].clone()
         outside[idx] = False
         O = torch.nonzero(outside).flatten()
-        H_BB = self.H[idx][:, idx]
+        H_BB = self.H[idx[:, None], idx]
         if O.numel() == 0:
             return H_BB, _Factors(O, None, None)
         H_O = self.H[O]
@@ -259,7 +280,7 @@ class RowRefit(RowReconstruction):
             problem.metadata["objective"] = "reconstruction-refit-after"
             return problem
         r, idx = block.unit, torch.from_numpy(block.indices)
-        g = 2.0 * (self.H[idx] @ (self.W[r] - self.W0[r]))
+        g = self.gradient(r)[idx]
         S, factors = self.schur(r, idx)
         v = torch.where(self.keep_t[r, idx], self.W[r, idx], -g / (2.0 * torch.diagonal(S)))
         factors.S, factors.row = S, self.W[r].clone()
@@ -286,6 +307,7 @@ class RowRefit(RowReconstruction):
         else:
             self.W[r] = factors.refit(self.H @ self.W0[r], torch.from_numpy(block.indices),
                                       torch.from_numpy(np.asarray(x) == 0))
+        self._touch(r)
 
 
 def trust_region(problem: Problem, x_current: np.ndarray, weight: float) -> Problem:

@@ -42,6 +42,7 @@ def config_from_args(args: argparse.Namespace):
     icbs_fields: dict = {"objective": args.objective, "refit": args.refit,
                          "init": args.init, "backend": args.backend,
                          "block_size": args.block_size, "steps_per_layer": args.steps_per_epoch,
+                   "row_rounds": args.row_rounds,
                          "epochs": args.epochs, "fisher_samples": args.lm_fisher_samples,
                          "loss_check": not args.no_loss_check, "seed": args.seed}
     options = dict(args.option or [])

@@ -95,6 +95,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="block objective for language models")
     lm.add_argument("--refit", action="store_true", help="re-fit surviving weights (lm)")
     lm.add_argument("--pattern", default=None, metavar="N:M", help="semi-structured pattern, e.g. 2:4")
+    lm.add_argument("--row-rounds", type=non_negative_int, default=None, metavar="R",
+                    help="reconstruction objective: every row of every Linear gets R blocks "
+                         "per epoch, one block of each row per group, re-fit after each group "
+                         "with --refit (default 0: --steps-per-epoch blocks on the rows of "
+                         "largest error)")
     lm.add_argument("--eval-windows", type=int, default=16, metavar="W",
                     help="512-token evaluation windows for perplexity (default 16)")
     lm.add_argument("--calibration-windows", type=int, default=32, metavar="W",
