@@ -21,7 +21,10 @@ Conventions
 `QAOAModel` simulates those layers on the relevant subspace (the C(n, k) weight-k states
 for XY, all 2**n for X) with the numba kernels of `backends._qaoa_kernels`: memory is
 O(C(n, k)) (n = 26, k = 13: 10.4 M amplitudes, ~0.5 GB in all), never per-edge index
-arrays. Training (`backends.qaoa_training`) works with the energies scaled to unit
+arrays; the XY gates of a layer run in cache-friendly passes over blocks of states, in an
+order equivalent to the circuit's. `QAOAModel.expectation_and_gradient_n` gives <E> and
+its exact gradient in all 2p angles by the adjoint method (about three circuit runs,
+four state-sized arrays). Training (`backends.qaoa_training`) works with the energies scaled to unit
 spread, so that angles transfer between problems; ``gamma`` in `Angles` is in the
 problem's own units (phase = gamma * E).
 """
@@ -207,21 +210,19 @@ class QAOAModel:
             self.cost_problem, inverter = problem.to_qubo(penalty)
             self.penalty = inverter.penalty
             self.basis = np.arange(2**n, dtype=np.int64)
-            self._pair_masks = np.zeros(0, dtype=np.int64)
         else:
             self.cost_problem = problem
             self.penalty = 0.0
             self.basis = kernels.weight_k_masks(n, problem.k)
-            self._pair_masks = kernels.weight_k_masks(n - 2, problem.k - 1)
-        self._h = n // 2
-        self._tables = kernels.rank_tables(n, self._h)
         q = np.ascontiguousarray(self.cost_problem.Q, dtype=np.float64)
         self.energies = kernels.mask_energies(self.basis, q, float(self.cost_problem.offset))
         spread = float(self.energies.std())
         self.scale = spread if spread > 1e-12 else 1.0
         self._cost = (self.energies - self.energies.mean()) / self.scale
         self.edges = mixer_edges(n, mixer) if mixer != "x" else []
-        self._edge_array = np.array([sorted(e) for e in self.edges], dtype=np.int64).reshape(-1, 2)
+        h = kernels.block_split(n)
+        self._layout = None if mixer == "x" else kernels.build_layout(
+            n, int(problem.k), h, self.edges, kernels.rank_tables(n, h))
         self._bits: np.ndarray | None = None
 
     @property
@@ -244,10 +245,13 @@ class QAOAModel:
         m = len(self.basis)  # the start: Dicke state (XY) or |+>^n (X), uniform and real
         re = np.full(m, 1.0 / math.sqrt(m))
         im = np.zeros(m)
-        k = -1 if self.problem.k is None else int(self.problem.k)
-        kernels.evolve(re, im, self._cost, np.asarray(gamma_n, dtype=np.float64),
-                       np.asarray(beta, dtype=np.float64), self.n, k, self._edge_array,
-                       self._pair_masks, *self._tables, self._h)
+        gammas = np.asarray(gamma_n, dtype=np.float64)
+        betas = np.asarray(beta, dtype=np.float64)
+        with kernels.threads_for(m):
+            if self._layout is None:
+                kernels.evolve_x(re, im, self._cost, gammas, betas, self.n)
+            else:
+                kernels.evolve_xy(re, im, self._cost, gammas, betas, *self._layout.arrays())
         return re, im
 
     def state(self, gamma_n: Sequence[float], beta: Sequence[float]) -> np.ndarray:
@@ -262,7 +266,26 @@ class QAOAModel:
         from . import _qaoa_kernels as kernels
 
         p = len(params) // 2
-        return float(kernels.expectation(*self._evolve(params[:p], params[p:]), self._cost))
+        re, im = self._evolve(params[:p], params[p:])
+        with kernels.threads_for(len(re)):
+            return float(kernels.expectation(re, im, self._cost))
+
+    def expectation_and_gradient_n(self, params: np.ndarray) -> tuple[float, np.ndarray]:
+        """(<cost>, its gradient (2p,)) in normalised units for params = (gamma_n_1..p,
+        beta_1..p): exact, by the adjoint method (about three circuit runs)."""
+        from . import _qaoa_kernels as kernels
+
+        params = np.asarray(params, dtype=np.float64)
+        p = len(params) // 2
+        gammas = np.ascontiguousarray(params[:p])
+        betas = np.ascontiguousarray(params[p:])
+        with kernels.threads_for(len(self._cost)):
+            if self._layout is None:
+                value, grad = kernels.energy_and_gradient_x(self._cost, gammas, betas, self.n)
+            else:
+                value, grad = kernels.energy_and_gradient_xy(self._cost, gammas, betas,
+                                                             *self._layout.arrays())
+        return float(value), grad
 
     def probabilities(self, angles: "Angles") -> np.ndarray:
         """Outcome probabilities (m,) on ``basis`` for physical angles."""

