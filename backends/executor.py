@@ -191,6 +191,27 @@ def _run_task(task: _Task, errors: Errors = "raise") -> tuple[int, Any, dict[str
     return task.position, result, info
 
 
+def _run_batch(tasks: Sequence[_Task], errors: Errors = "raise") -> list[tuple[int, Any, dict[str, Any]]]:
+    """`_run_task` on each of ``tasks`` in turn (one round trip for several small tasks)."""
+    return [_run_task(task, errors) for task in tasks]
+
+
+#: Small tasks travel to process workers in batches of up to this many ...
+BATCH_MAX = 32
+#: ... with at most this many Q entries in a batch (n = 32: 32 tasks; n = 128: 4).
+BATCH_ENTRIES = 65536
+
+
+def _batch_size(task: _Task) -> int:
+    """How many tasks like ``task`` share one round trip to a process worker: 1 for a
+    problem in shared memory; else as many as keep the batch under BATCH_ENTRIES of Q.
+    A task of an n = 32 block takes about a millisecond, as long as its round trip."""
+    if task.problem.segment is not None or task.problem.problem is None:
+        return 1
+    n = max(1, task.problem.problem.n)
+    return max(1, min(BATCH_MAX, BATCH_ENTRIES // (n * n)))
+
+
 def _init_worker() -> None:
     """Process-pool initializer: one thread per worker and the backends imported."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -403,25 +424,55 @@ class ProcessExecutor(Executor):
             shm.unlink()
 
     def _run(self, tasks: Iterator[_Task], errors: Errors) -> Iterator[tuple[int, Any, dict]]:
+        # Up to 2 batches per worker in flight; small tasks go in batches (`_batch_size`),
+        # which changes no answer (every task keeps its own seed).
         window = 2 * self.workers
-        pending: dict[Future, _Task] = {}
+        pending: dict[Future, list[_Task]] = {}
         again: collections.deque[_Task] = collections.deque()
         tries: dict[int, int] = {}
         exhausted = False
+        lookahead: _Task | None = None
+        growth = 1  # batch sizes 1, 2, 4, ... up to `_batch_size`: every worker starts soon
+
+        def next_task() -> _Task | None:
+            nonlocal lookahead, exhausted
+            if again:
+                return again.popleft()
+            if lookahead is not None:
+                task, lookahead = lookahead, None
+                return task
+            task = None if exhausted else next(tasks, None)
+            exhausted = task is None
+            return task
+
+        def next_batch() -> list[_Task]:
+            nonlocal lookahead, growth
+            first = next_task()
+            if first is None:
+                return []
+            kind = _batch_size(first)
+            batch, size = [first], min(kind, growth)
+            growth *= 2
+            while len(batch) < size:
+                task = next_task()
+                if task is None:
+                    break
+                if _batch_size(task) != kind:  # another kind of problem: its own batch
+                    lookahead = task
+                    break
+                batch.append(task)
+            return batch
+
         try:
             while True:
-                while len(pending) < window and (again or not exhausted):
-                    if again:
-                        task = again.popleft()
-                    else:
-                        task = next(tasks, None)
-                        if task is None:
-                            exhausted = True
-                            break
+                while len(pending) < window:
+                    batch = next_batch()
+                    if not batch:
+                        break
                     try:
-                        pending[self._get_pool().submit(_run_task, task, errors)] = task
+                        pending[self._get_pool().submit(_run_batch, batch, errors)] = batch
                     except BrokenProcessPool:
-                        again.appendleft(task)
+                        again.extendleft(reversed(batch))
                         self._rebuild(pending, again, tries)
                 if not pending:
                     return
@@ -431,26 +482,31 @@ class ProcessExecutor(Executor):
                     if isinstance(future.exception(), BrokenProcessPool):
                         broken = True
                         continue
-                    task = pending.pop(future)
-                    self._release(task)
-                    yield future.result()
+                    batch = pending.pop(future)
+                    for task in batch:
+                        self._release(task)
+                    yield from future.result()
                 if broken:
                     finished = [f for f in pending if f.done() and f.exception() is None]
                     for future in finished:
-                        task = pending.pop(future)
-                        self._release(task)
-                        yield future.result()
+                        batch = pending.pop(future)
+                        for task in batch:
+                            self._release(task)
+                        yield from future.result()
                     self._rebuild(pending, again, tries)
         finally:
-            for future, task in pending.items():
+            for future in pending:
                 future.cancel()
-            for task in list(pending.values()) + list(again):
+            for task in [t for batch in pending.values() for t in batch] + list(again):
                 self._release(task, reuse=False)  # a worker may still be reading it
+            if lookahead is not None:
+                self._release(lookahead, reuse=False)
 
-    def _rebuild(self, pending: dict[Future, _Task], again: collections.deque[_Task],
+    def _rebuild(self, pending: dict[Future, list[_Task]], again: collections.deque[_Task],
                  tries: dict[int, int]) -> None:
         """A worker died: a fresh pool, and every unfinished task queued again."""
-        lost = sorted(pending.values(), key=lambda t: t.position)
+        lost = sorted((t for batch in pending.values() for t in batch),
+                      key=lambda t: t.position)
         pending.clear()
         for task in lost:
             tries[task.position] = tries.get(task.position, 0) + 1

@@ -153,8 +153,13 @@ def _pids(executor) -> list[int]:
     return list(executor._pool._processes) if executor._pool else []
 
 
-def test_a_killed_worker_loses_no_block_and_duplicates_none(tmp_path):
-    problems = _blocks(10, n=64, seed=40)
+@pytest.mark.parametrize("batch,count", [(1, 10), (4, 16)])
+def test_a_killed_worker_loses_no_block_and_duplicates_none(monkeypatch, batch, count):
+    """A worker killed mid-run, with one task per round trip and with batches of 4."""
+    import backends.executor as ex
+
+    monkeypatch.setattr(ex, "BATCH_MAX", batch)
+    problems = _blocks(count, n=64, seed=40)
     slow = {"sweeps": 300, "restarts": 2}
     expected = _answers(solve_many(problems, "sa", slow, seed=4))
     seen = []
@@ -164,8 +169,35 @@ def test_a_killed_worker_loses_no_block_and_duplicates_none(tmp_path):
                 os.kill(info["pid"], signal.SIGKILL)
             seen.append((index, result))
         assert executor.restarts >= 1
-    assert sorted(i for i, _ in seen) == list(range(10))  # every block exactly once
+    assert sorted(i for i, _ in seen) == list(range(count))  # every block exactly once
     assert _answers(r for _, r in sorted(seen, key=lambda p: p[0])) == expected
+
+
+def test_small_tasks_travel_in_batches_with_the_same_answers(monkeypatch):
+    """n = 16 blocks go up to 32 to a round trip (`_batch_size`, reached by doubling from
+    1); answers equal serial, and a mix of sizes is split into batches of one size."""
+    import backends.executor as ex
+
+    problems = _blocks(40, n=16, seed=5) + _blocks(3, n=200, seed=6) + _blocks(5, n=16, seed=7)
+    assert ex._batch_size(ex._Task(0, 0, "sa", {}, 0, None, ex._ProblemData(problems[0]),
+                                   False)) == 32
+    serial = _answers(solve_many(problems, "sa", {}, seed=9))
+    with make_executor("processes", workers=2) as executor:
+        tasks = executor._tasks(problems, "sa", {}, seed=9, time_limit=None, initials=None,
+                                indices=None, seeds=None)
+        batches = []
+        original_submit = executor._get_pool().submit
+
+        def recording_submit(fn, batch, errors):
+            batches.append([t.problem.problem.n if t.problem.problem else 200 for t in batch])
+            return original_submit(fn, batch, errors)
+
+        monkeypatch.setattr(executor._pool, "submit", recording_submit)
+        got = sorted(executor._run(tasks, "raise"), key=lambda o: o[0])
+    assert _answers(r for _, r, _ in got) == serial
+    # sizes grow 1, 2, 4, ... up to 32 for n = 16; each n = 200 block (shared memory) alone
+    assert [len(b) for b in batches] == [1, 2, 4, 8, 16, 9, 1, 1, 1, 5]
+    assert all(len(set(b)) == 1 for b in batches)
 
 
 @pytest.mark.skipif(not HAS_RAY, reason=NO_RAY)
