@@ -581,6 +581,13 @@ def _pair_roles(hi, bi, bj):
     return si != sj, si and not sj
 
 
+@njit(cache=True, inline="always")
+def _quad_starts(start_of, hi, m1, m2):
+    """Starts of the four blocks hi ^ {0, m1, m2, m1 | m2} that two high gates mix."""
+    return (np.uint64(start_of[hi]), np.uint64(start_of[hi ^ m1]),
+            np.uint64(start_of[hi ^ m2]), np.uint64(start_of[hi ^ m1 ^ m2]))
+
+
 @njit(cache=True, parallel=True)
 def _high_gate2(re, im, his, start_of, w_of, blen, b1, c1, b2, c2, c, sn):
     """High gates on bits (b1, c1) and (b2, c2) (four distinct qubits) in one pass:
@@ -594,10 +601,7 @@ def _high_gate2(re, im, his, start_of, w_of, blen, b1, c1, b2, c2, c, sn):
         length = np.uint64(blen[w_of[hi]])
         if act1 and act2:
             if lead1 and lead2:
-                sa = np.uint64(start_of[hi])
-                sb = np.uint64(start_of[hi ^ m1])
-                sc = np.uint64(start_of[hi ^ m2])
-                sd = np.uint64(start_of[hi ^ m1 ^ m2])
+                sa, sb, sc, sd = _quad_starts(start_of, hi, m1, m2)
                 for l in range(length):
                     ar, ai, br, bi = _rot4(re[sa + l], im[sa + l], re[sb + l], im[sb + l], c, sn)
                     cr, ci, dr, di = _rot4(re[sc + l], im[sc + l], re[sd + l], im[sd + l], c, sn)
@@ -630,10 +634,7 @@ def _high_gate2_adj(pr, pi, lr, li, his, start_of, w_of, blen, b1, c1, b2, c2, c
         length = np.uint64(blen[w_of[hi]])
         if act1 and act2:
             if lead1 and lead2:
-                sa = np.uint64(start_of[hi])
-                sb = np.uint64(start_of[hi ^ m1])
-                sc = np.uint64(start_of[hi ^ m2])
-                sd = np.uint64(start_of[hi ^ m1 ^ m2])
+                sa, sb, sc, sd = _quad_starts(start_of, hi, m1, m2)
                 # gate 2 (the later one) on (a, c) and (b, d), then gate 1 on (a, b), (c, d)
                 acc = _run_adj(pr, pi, lr, li, sa, sc, length, c, sn)
                 acc += _run_adj(pr, pi, lr, li, sb, sd, length, c, sn)
