@@ -212,11 +212,30 @@ def _batch_size(task: _Task) -> int:
     return max(1, min(BATCH_MAX, BATCH_ENTRIES // (n * n)))
 
 
+def _exit_with_parent() -> None:
+    """A daemon thread that ends this worker when the process that owns the pool dies
+    (killed without closing it): no orphaned workers holding memory."""
+    import threading
+    from multiprocessing.connection import wait as wait_for
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait_for([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="qcbo-parent-watch", daemon=True).start()
+
+
 def _init_worker() -> None:
-    """Process-pool initializer: one thread per worker and the backends imported."""
+    """Process-pool initializer: one thread per worker, the backends imported, and an exit
+    when the owning process dies."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    _exit_with_parent()
     import backends  # noqa: F401
 
 

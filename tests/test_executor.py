@@ -173,6 +173,50 @@ def test_a_killed_worker_loses_no_block_and_duplicates_none(monkeypatch, batch, 
     assert _answers(r for _, r in sorted(seen, key=lambda p: p[0])) == expected
 
 
+_ORPHAN_SCRIPT = """
+import os, signal
+import numpy as np
+from backends.executor import make_executor
+from qcbo import Problem
+
+if __name__ == "__main__":
+    ex = make_executor("processes", workers=2)
+    list(ex.solve_many([Problem(np.eye(4), 0.0, 2)] * 4, "exact"))
+    print(" ".join(str(p.pid) for p in ex._pool._processes.values()), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_workers_exit_when_their_owner_is_killed(tmp_path):
+    """The owner dies by SIGKILL (no clean-up runs): its pool's workers end by themselves."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "owner.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == -signal.SIGKILL
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) == 2
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers {left} outlived their owner"
+
+
 def test_small_tasks_travel_in_batches_with_the_same_answers(monkeypatch):
     """n = 16 blocks go up to 32 to a round trip (`_batch_size`, reached by doubling from
     1); answers equal serial, and a mix of sizes is split into batches of one size."""
