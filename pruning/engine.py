@@ -38,7 +38,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -242,10 +242,11 @@ class BlockSolver:
         self.executor = executor
         self.count = 0
 
-    def solve(self, problems: Sequence[Problem], initials: Sequence[np.ndarray]) -> list[SolveResult]:
-        """One result per problem, in order."""
-        numbers = list(range(self.count, self.count + len(problems)))
-        self.count += len(problems)
+    def solve(self, problems: Iterable[Problem], initials: Sequence[np.ndarray]) -> list[SolveResult]:
+        """One result per problem, in order; ``problems`` (one per initial) is read
+        lazily, so it may be a generator that poses them."""
+        numbers = list(range(self.count, self.count + len(initials)))
+        self.count += len(initials)
         if self.executor is not None:
             return list(self.executor.solve_many(
                 problems, self.backend.name, self.options, seed=self.seed,
@@ -418,16 +419,27 @@ class ICBSEngine:
             blocks.append(Block(unit, idx, x_cur))
         if not blocks:
             return None
-        # 2. pose every block from one snapshot
+        # 2. pose every block from one snapshot, 3. solve them (in parallel when the solver
+        # has an executor). Problems are posed lazily, as the solver reads them, so an
+        # executor's workers solve the first blocks while the rest are posed; nothing is
+        # applied before every block is solved, so the snapshot is the same either way.
         t0 = time.perf_counter()
         self.objective.refresh()
-        problems = [self.objective.problem(b, first + i) for i, b in enumerate(blocks)]
-        # 3. solve (in parallel when the solver has an executor)
-        t1 = time.perf_counter()
-        results = self.solver.solve(problems, [b.x_current for b in blocks])
+        problems: list[Problem] = []
+        pose_time = time.perf_counter() - t0
+
+        def pose() -> Iterator[Problem]:
+            nonlocal pose_time
+            for i, b in enumerate(blocks):
+                start = time.perf_counter()
+                problems.append(self.objective.problem(b, first + i))
+                pose_time += time.perf_counter() - start
+                yield problems[-1]
+
+        results = self.solver.solve(pose(), [b.x_current for b in blocks])
         t2 = time.perf_counter()
-        self.stats.pose_time_s += t1 - t0
-        self.stats.solver_time_s += t2 - t1
+        self.stats.pose_time_s += pose_time
+        self.stats.solver_time_s += t2 - t0 - pose_time
         self.stats.blocks_solved += len(blocks)
         # 4. accept and apply
         records, applied = [], []
