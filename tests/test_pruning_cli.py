@@ -136,6 +136,7 @@ def test_prune_refuses_bad_input_before_any_work(tmp_path, capsys):
                        (["--seed", "-3"], "seed must be >= 0"),
                        (["--group-size", "0"], "--group-size"),
                        (["--pattern", "2:4"], "--task lm only"),
+                       (["--row-rounds", "1"], "--task lm only"),
                        (["--model", "zoo:nope"], "unknown zoo model")]:
         code = main(["prune", *argv, "--epochs", "0"] + ([] if "--out" in argv else
                                                          ["--out", str(tmp_path / "o")]))

@@ -173,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
                          "one-shot mask for classifiers")
     if args.pattern is not None:
         raise InputError("--pattern is for --task lm only; classifiers are pruned unstructured")
+    if args.row_rounds is not None:
+        raise InputError("--row-rounds is for --task lm only; classifiers take --epochs and "
+                         "--steps-per-epoch")
     if args.group_size < 1:
         raise InputError(f"--group-size must be >= 1, got {args.group_size}")
     if args.calibration_samples < 1:
