@@ -245,23 +245,49 @@ class BlockSolver:
     def solve(self, problems: Iterable[Problem], initials: Sequence[np.ndarray]) -> list[SolveResult]:
         """One result per problem, in order; ``problems`` (one per initial) is read
         lazily, so it may be a generator that poses them."""
-        numbers = list(range(self.count, self.count + len(initials)))
-        self.count += len(initials)
-        if self.executor is not None:
-            return list(self.executor.solve_many(
-                problems, self.backend.name, self.options, seed=self.seed,
-                time_limit=self.time_limit,
-                initials=list(initials) if self.warm else None, indices=numbers))
-        from backends.executor import task_seed
+        return self.solve_pairs(zip(problems, initials))
 
-        results = []
-        for problem, x0, number in zip(problems, initials, numbers):
-            opts = dict(self.options)
-            if self.warm:
-                opts["initial"] = np.asarray(x0, dtype=np.int8)
-            results.append(self.backend.solve(problem, seed=task_seed(self.seed, number),
-                                              time_limit=self.time_limit, **opts))
-        return results
+    def solve_pairs(self, pairs: Iterable[tuple[Problem, np.ndarray]]) -> list[SolveResult]:
+        """One result per (problem, current x) pair, in order. ``pairs`` is read lazily
+        (a generator may select and pose each block as the executor asks for the next
+        one); problem i of the call is numbered ``count + i`` for its seed, however
+        many pairs there turn out to be."""
+        base = self.count
+        initials: list[np.ndarray] = []
+
+        def problems() -> Iterator[Problem]:
+            for problem, x0 in pairs:
+                initials.append(x0)
+                yield problem
+
+        try:
+            if self.executor is not None:
+                return list(self.executor.solve_many(
+                    problems(), self.backend.name, self.options, seed=self.seed,
+                    time_limit=self.time_limit, initials=initials if self.warm else None,
+                    indices=_Numbers(base)))
+            from backends.executor import task_seed
+
+            results = []
+            for number, problem in enumerate(problems(), start=base):
+                opts = dict(self.options)
+                if self.warm:
+                    opts["initial"] = np.asarray(initials[-1], dtype=np.int8)
+                results.append(self.backend.solve(problem, seed=task_seed(self.seed, number),
+                                                  time_limit=self.time_limit, **opts))
+            return results
+        finally:
+            self.count = base + len(initials)
+
+
+class _Numbers:
+    """The running numbers base, base + 1, ... as a lazily indexed sequence."""
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+
+    def __getitem__(self, i: int) -> int:
+        return self.base + int(i)
 
 
 def accepts(problem: Problem, x_current: np.ndarray, result: SolveResult) -> float | None:
@@ -407,36 +433,48 @@ class ICBSEngine:
     def step(self, units: Sequence[int]) -> GroupRecord | None:
         """One iCBS step over a group of blocks, one block per entry of ``units``."""
         first = self.step_count + 1
-        # 1. select disjoint blocks
+        # 1. select disjoint blocks, 2. pose every block from one snapshot, 3. solve them
+        # (in parallel when the solver has an executor). Blocks are selected and posed
+        # lazily, as the solver reads them, so an executor's workers solve the first
+        # blocks while the rest are selected and posed; nothing is applied before every
+        # block is solved, and selecting a block reads no state that posing or refresh()
+        # changes, so the blocks and their problems are the same either way.
+        todo = iter(units)
         blocks: list[Block] = []
-        for unit in units:
-            self.step_count += 1
-            idx = self.selector(unit).select(self.n, self.k)
-            if idx is None:
-                self.stats.blocks_skipped += 1
-                continue
-            x_cur = (~self.objective.keep(unit)[idx]).astype(np.int8)
-            blocks.append(Block(unit, idx, x_cur))
-        if not blocks:
+
+        def select() -> Block | None:
+            for unit in todo:
+                self.step_count += 1
+                idx = self.selector(unit).select(self.n, self.k)
+                if idx is None:
+                    self.stats.blocks_skipped += 1
+                    continue
+                block = Block(unit, idx, (~self.objective.keep(unit)[idx]).astype(np.int8))
+                blocks.append(block)
+                return block
             return None
-        # 2. pose every block from one snapshot, 3. solve them (in parallel when the solver
-        # has an executor). Problems are posed lazily, as the solver reads them, so an
-        # executor's workers solve the first blocks while the rest are posed; nothing is
-        # applied before every block is solved, so the snapshot is the same either way.
+
+        if select() is None:  # nothing to solve: no refresh (no batch drawn)
+            return None
         t0 = time.perf_counter()
         self.objective.refresh()
         problems: list[Problem] = []
         pose_time = time.perf_counter() - t0
 
-        def pose() -> Iterator[Problem]:
+        def pose() -> Iterator[tuple[Problem, np.ndarray]]:
             nonlocal pose_time
-            for i, b in enumerate(blocks):
+            i = 0
+            while True:
                 start = time.perf_counter()
+                if i == len(blocks) and select() is None:
+                    return
+                b = blocks[i]
                 problems.append(self.objective.problem(b, first + i))
                 pose_time += time.perf_counter() - start
-                yield problems[-1]
+                yield problems[-1], b.x_current
+                i += 1
 
-        results = self.solver.solve(pose(), [b.x_current for b in blocks])
+        results = self.solver.solve_pairs(pose())
         t2 = time.perf_counter()
         self.stats.pose_time_s += pose_time
         self.stats.solver_time_s += t2 - t0 - pose_time

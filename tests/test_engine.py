@@ -142,9 +142,9 @@ def test_engine_counts_applied_answers_by_source():
         def __init__(self):
             self.calls = 0
 
-        def solve(self, problems, initials):
+        def solve_pairs(self, pairs):
             out = []
-            for p in problems:
+            for p, _x in pairs:
                 states = [np.array(s, dtype=np.int8) for s in itertools.product((0, 1), repeat=p.n)
                           if sum(s) == p.k]
                 best = min(states, key=p.energy)
@@ -164,3 +164,41 @@ def test_engine_counts_applied_answers_by_source():
     assert set(engine.stats.applied_by_source) <= {"qaoa", "polish"}
     frac = engine.stats.fraction_from("qaoa")
     assert frac == engine.stats.applied_by_source.get("qaoa", 0) / applied
+
+
+def test_engine_selects_blocks_lazily_with_the_same_blocks_and_numbers():
+    """The solver reads the first block before the later ones are selected; the blocks,
+    their step numbers and the solver's running numbers equal the eager order's."""
+    from pruning.engine import BlockSolver, ICBSEngine
+
+    class Recording(BlockSolver):
+        def __init__(self):
+            super().__init__("exact", seed=3)
+            self.selected_at_first = None
+            self.seen = []
+
+        def solve_pairs(self, pairs):
+            def watch():
+                for i, (p, x) in enumerate(pairs):
+                    if i == 0:
+                        self.selected_at_first = len(engine.selector(0).tabu) + int(
+                            engine.selector(0).busy.sum())
+                    self.seen.append((p.metadata["step"], x.copy()))
+                    yield p, x
+            return super().solve_pairs(watch())
+
+    class Numbered(_ToyObjective):
+        def problem(self, block, step):
+            p = super().problem(block, step)
+            return p.replace(metadata={**p.metadata, "step": step})
+
+    obj = Numbered(m=48)
+    solver = Recording()
+    engine = ICBSEngine(obj, solver, block_size=6, block_k=3, loss_check=False)
+    engine.step([0, 0, 0, 0])
+    # one block of 6 selected (busy) when the first problem was read, not all four
+    assert solver.selected_at_first == 6
+    assert [s for s, _ in solver.seen] == [1, 2, 3, 4]
+    assert solver.count == 4
+    engine.step([0, 0])
+    assert solver.count == 6 and [s for s, _ in solver.seen][-2:] == [5, 6]
