@@ -368,7 +368,9 @@ class EngineStats:
     groups_checked: int = 0
     groups_reverted: int = 0
     groups_shrunk: int = 0
+    #: main-process time selecting and posing blocks (all but a group's first selection)
     pose_time_s: float = 0.0
+    #: the rest of a group's solve call (waiting for the solver or its workers)
     solver_time_s: float = 0.0
     check_time_s: float = 0.0
     #: blocks left applied, by where the backend says the answer came from

@@ -167,16 +167,22 @@ def test_reconstruct_layer_reports_every_stage():
 
 
 def test_refine_rows_through_an_executor_gives_the_serial_answer():
+    """Blocks are selected and posed lazily as the workers take them: same answers."""
     from backends.executor import make_executor
     from pruning.engine import BlockSolver
 
-    W0, H, keep = _layer(d_out=4, d_in=12, seed=2)
-    out = []
-    for executor in (None, make_executor("serial")):
-        solver = BlockSolver("sa", {"sweeps": 50, "restarts": 2}, seed=5, executor=executor)
-        out.append(refine_rows(W0, W0 * keep, keep, H, solver, block_size=6, rounds=2,
-                               refit="aware"))
-    assert torch.equal(out[0][1], out[1][1]) and torch.allclose(out[0][0], out[1][0])
+    W0, H, keep = _layer(d_out=6, d_in=12, seed=2)
+    with make_executor("processes", workers=2) as pool:
+        for refit in ("aware", "none"):
+            out = []
+            for executor in (None, make_executor("serial"), pool):
+                solver = BlockSolver("sa", {"sweeps": 50, "restarts": 2}, seed=5,
+                                     executor=executor)
+                out.append(refine_rows(W0, W0 * keep, keep, H, solver, block_size=6, rounds=2,
+                                       refit=refit))
+                assert solver.count == 6 * 2
+            for W, k in out[1:]:
+                assert torch.equal(out[0][1], k) and torch.allclose(out[0][0], W)
 
 
 def test_bad_refit_mode_is_an_input_error():
