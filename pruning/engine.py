@@ -10,7 +10,9 @@ ICBS.md, "One step", for a *group* of disjoint blocks taken from one snapshot:
    change (energy 0 at the current pattern, k = the block's current pruned count);
 3. solve: every problem with the chosen backend, warm-started from the current pattern,
    through the `BlockSolver` (serially, or through an executor that solves the group in
-   parallel with per-problem seeds, so answers do not depend on the executor);
+   parallel with per-problem seeds, so answers do not depend on the executor). Steps 1-3
+   are interleaved: each block is selected and posed when the solver reads the next
+   problem, so workers start on the first blocks while the rest are selected;
 4. accept: a block's answer is applied only when it is feasible, admissible for the
    objective and strictly better than the current pattern on the exact block model
    (`accepts`: one rule, in the problem's own units);
@@ -222,7 +224,9 @@ class BlockSolver:
 
     ``executor``: None solves serially; otherwise an object with
     ``solve_many(problems, backend, options, seed=..., time_limit=..., initials=...,
-    indices=...)`` yielding results in input order (see `backends.executor`).
+    indices=...)`` yielding results in input order (see `backends.executor`); it must
+    read ``initials[i]`` and ``indices[i]`` only after reading problem i, since both
+    are filled as the problems are posed.
     """
 
     def __init__(self, backend: str, options: Mapping[str, Any] | None = None, *,
@@ -241,11 +245,6 @@ class BlockSolver:
         self.time_limit = time_limit
         self.executor = executor
         self.count = 0
-
-    def solve(self, problems: Iterable[Problem], initials: Sequence[np.ndarray]) -> list[SolveResult]:
-        """One result per problem, in order; ``problems`` (one per initial) is read
-        lazily, so it may be a generator that poses them."""
-        return self.solve_pairs(zip(problems, initials))
 
     def solve_pairs(self, pairs: Iterable[tuple[Problem, np.ndarray]]) -> list[SolveResult]:
         """One result per (problem, current x) pair, in order. ``pairs`` is read lazily
