@@ -22,6 +22,7 @@ from .baselines import BASELINES, layer_densities, one_shot
 from .data import make_loader
 from .icbs import ICBSConfig, _batches_forever, evaluate_loader, prune
 from .models import LoadedModel
+from .objectives import EVAL_CHUNK
 
 #: Methods other than iCBS: the one-shot masks and CHITA (which also moves kept weights).
 METHODS: tuple[str, ...] = (*BASELINES, "chita", "chita++")
@@ -87,7 +88,7 @@ def prune_classifier(
     def train_loader():
         return make_loader(x_fit, y_fit, batch_size=batch_size, shuffle=True, seed=config.seed)
 
-    loaders = {split: make_loader(*data.split(split), batch_size=4096, shuffle=False)
+    loaders = {split: make_loader(*data.split(split), batch_size=EVAL_CHUNK, shuffle=False)
                for split in ("val", "test")}
 
     def calibration() -> list[tuple[torch.Tensor, torch.Tensor]]:

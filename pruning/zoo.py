@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -140,9 +140,23 @@ class PatchViT(nn.Module):
         self.head = nn.Linear(dim, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _, stage in self.forward_stages():
+            x = stage(x)
+        return x
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x).reshape(-1, 4, 7, 4, 7).permute(0, 1, 3, 2, 4).reshape(-1, 16, 49)
-        x = self.blocks(self.embed(x) + self.position)
+        return self.embed(x) + self.position
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.ln(x).mean(dim=1))
+
+    def forward_stages(self) -> list[tuple[tuple[str, ...], Callable[[torch.Tensor], torch.Tensor]]]:
+        """The forward as a chain of (parameter-name prefixes used, callable): patch
+        embedding, each transformer block, the head (see `pruning.objectives.CalibrationCache`)."""
+        return [(("norm", "embed", "position"), self._embed),
+                *((((f"blocks.{i}",), block) for i, block in enumerate(self.blocks))),
+                (("ln", "head"), self._head)]
 
 
 def build_model(spec: ZooSpec, data: ClassificationData) -> nn.Module:

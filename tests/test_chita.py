@@ -16,6 +16,7 @@ from pruning.chita import (
     LinearGradients,
     StackedGradients,
     _linear_gradients,
+    _refine_exact,
     _refine_on_support,
     chita_prune,
     per_sample_gradients,
@@ -187,7 +188,40 @@ def test_refinement_is_exact_on_its_support_and_never_increases_the_objective():
         plain = solve_sparse_quadratic(DenseGradients(G), w_bar, 4, lam, refine=False)
         refined = solve_sparse_quadratic(DenseGradients(G), w_bar, 4, lam, refine=True)
         assert refined.objective <= plain.objective
-        assert plain.cg_iterations == 0 and refined.cg_iterations > 0
+        assert plain.cg_iterations == 0 and plain.exact_solves == 0
+        assert refined.exact_solves > 0  # N * |S| small: solved directly
+
+
+def test_exact_refinement_and_gram_products_match_the_dense_solve():
+    """The Woodbury solve equals ridge least squares on the support; the factored
+    Linear Gram equals the dense one; CG agrees with it where it converges."""
+    net, x, y = _mlp()
+    modules = {"0.weight": net[0], "2.weight": net[2]}
+    weights = {n: m.weight for n, m in modules.items()}
+    factored = _linear_gradients(net, LOSS, modules, weights, x[:40], y[:40], chunk_size=16)
+    dense = per_sample_gradients(net, LOSS, list(modules), x[:40], y[:40])
+    rng = np.random.default_rng(3)
+    stacked = StackedGradients([factored["0.weight"], factored["2.weight"]])
+    G = torch.cat([dense["0.weight"], dense["2.weight"]], dim=1).double()
+    support = torch.from_numpy(rng.random(G.shape[1]) < 0.3)
+    Gs = G[:, support]
+    assert torch.allclose(stacked.gram(support), Gs @ Gs.T, rtol=1e-4, atol=1e-8)
+    assert torch.allclose(DenseGradients(G).gram(support), Gs @ Gs.T, rtol=1e-10)
+    lam, N = 1e-2, 40
+    w_bar = torch.cat([weights[n].detach().reshape(-1) for n in modules]).double()
+    w, f = _refine_exact(DenseGradients(G), w_bar, w_bar * support, support, lam)
+    S = support.numpy()
+    Gn, wb = G.numpy(), w_bar.numpy()
+    d = np.where(S, 0.0, -wb)
+    A = Gn[:, S].T @ Gn[:, S] / N + lam * np.eye(S.sum())
+    d[S] = np.linalg.solve(A, -Gn[:, S].T @ (Gn[:, ~S] @ d[~S]) / N)
+    assert w.numpy()[S] == pytest.approx(wb[S] + d[S], rel=1e-6, abs=1e-9)
+    assert torch.all(w[~support] == 0)
+    assert f == pytest.approx(quadratic_objective(DenseGradients(G), w_bar, w, lam), rel=1e-12)
+    w_cg, f_cg, _ = _refine_on_support(DenseGradients(G), w_bar, w_bar * support, support,
+                                       lam, max_iter=2000)
+    assert f <= f_cg * (1 + 1e-9)
+    assert f_cg == pytest.approx(f, rel=1e-6)
 
 
 def test_factored_linear_gradients_match_vmap_and_stacking():

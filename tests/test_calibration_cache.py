@@ -1,0 +1,93 @@
+"""`CalibrationCache` re-runs a Sequential from the first changed layer and gives exactly
+the full forward's loss (same operations in the same order)."""
+
+import torch
+from torch import nn
+
+from pruning.objectives import CalibrationCache, calibration_loss
+
+CE = nn.functional.cross_entropy
+
+
+def _cnn() -> nn.Sequential:
+    return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(6 * 16, 12), nn.Dropout(0.5), nn.ReLU(),
+                         nn.Linear(12, 3))
+
+
+def test_cache_equals_full_forward_after_every_change_in_any_layer():
+    torch.manual_seed(0)
+    net = _cnn().train()  # dropout: the cache must run in eval mode, as calibration_loss does
+    x, y = torch.randn(50, 64), torch.randint(0, 3, (50,))
+    names = ["1.weight", "4.weight", "7.weight", "10.weight"]
+    params = dict(net.named_parameters())
+    for chunk in (50, 16):  # one chunk, and uneven chunks
+        cache = CalibrationCache(net, names, x, y, CE, chunk=chunk)
+        assert cache.loss() == calibration_loss(net, x, y, CE, chunk=chunk)[0]
+        gen = torch.Generator().manual_seed(chunk)
+        for step in range(12):
+            name = names[int(torch.randint(0, 4, (1,), generator=gen))]
+            with torch.no_grad():
+                flat = params[name].view(-1)
+                flat[int(torch.randint(0, flat.numel(), (1,), generator=gen))] = 0.0
+            cache.touch(name)
+            if step % 3 == 2:  # several changes before one check
+                continue
+            full = calibration_loss(net, x, y, CE, chunk=chunk)[0]
+            assert cache.loss() == full
+            assert cache.loss() == full  # nothing changed: the same value again
+        assert net.training  # mode restored
+
+
+def test_cache_reruns_only_the_layers_after_the_change():
+    torch.manual_seed(1)
+    net = _cnn()
+    x, y = torch.randn(20, 64), torch.randint(0, 3, (20,))
+    calls = {i: 0 for i in range(len(net))}
+    for i, child in enumerate(net):
+        child.register_forward_hook(lambda *_args, i=i: calls.__setitem__(i, calls[i] + 1))
+    cache = CalibrationCache(net, ["1.weight", "7.weight"], x, y, CE)
+    cache.loss()
+    assert all(v == 1 for v in calls.values())
+    cache.touch("7.weight")
+    cache.loss()
+    assert calls[1] == 1 and calls[4] == 1 and calls[7] == 2 and calls[10] == 2
+
+
+def test_models_that_are_not_a_plain_sequential_run_in_full():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(5, 4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)) + 0.0)
+
+    torch.manual_seed(2)
+    net = Net()
+    x, y = torch.randn(30, 5), torch.randint(0, 3, (30,))
+    cache = CalibrationCache(net, ["a.weight", "b.weight"], x, y, CE)
+    assert cache.stages is None
+    with torch.no_grad():
+        net.a.weight[0, 0] = 0.0
+    cache.touch("a.weight")
+    assert cache.loss() == calibration_loss(net, x, y, CE)[0]
+
+
+def test_forward_stages_of_the_attention_model_give_the_same_loss():
+    from pruning.zoo import Normalise, PatchViT
+
+    torch.manual_seed(3)
+    vit = PatchViT(Normalise(torch.zeros(784), torch.ones(784)), 16, 32, 10)
+    x, y = torch.rand(40, 784), torch.randint(0, 10, (40,))
+    names = [n for n, p in vit.named_parameters() if n.endswith("weight") and p.ndim == 2]
+    cache = CalibrationCache(vit, names, x, y, CE, chunk=16)
+    assert cache.stages is not None and len(cache.stages) == 4
+    assert cache.loss() == calibration_loss(vit, x, y, CE, chunk=16)[0]
+    params = dict(vit.named_parameters())
+    for name in ("blocks.1.fc2.weight", "head.weight", "blocks.0.attn.q.weight", "embed.weight"):
+        with torch.no_grad():
+            params[name].view(-1)[3] = 0.0
+        cache.touch(name)
+        assert cache.loss() == calibration_loss(vit, x, y, CE, chunk=16)[0]
