@@ -208,13 +208,18 @@ def _metrics(model: nn.Module, loader: Iterable[Batch] | None, loss_fn: LossFn,
 
 def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Parameter],
                  density: float, candidates: Sequence[str], score_batches: Sequence[Batch],
-                 calibration: Batch, seed: int = 0) -> tuple[str, dict[str, dict[str, Any]], dict]:
+                 calibration: Batch, seed: int = 0, *,
+                 measure: Mapping[str, Callable[[nn.Module], dict[str, Any]]] | None = None
+                 ) -> tuple[str, dict[str, dict[str, Any]], dict]:
     """Score every start of ``candidates`` (`BASELINES` names or "chita") on the
     calibration set.
 
     Returns (chosen name: lowest calibration loss, per-candidate {loss, accuracy, time},
     {"masks", "scores", "values"} of the chosen one: masks True = kept, selection scores,
     and the dense values iCBS keeps on kept weights, None for the original weights).
+    ``measure`` maps candidate names to a function of the pruned model whose dict joins
+    that candidate's entry (e.g. test metrics, so a caller need not prune it again),
+    with ``layers`` (per-layer density) and, for CHITA, its objective and iterations.
     The model's weights are left dense.
     """
     dense = {n: p.detach().clone() for n, p in weights.items()}
@@ -225,6 +230,7 @@ def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Par
         for name in candidates:
             t0 = time.perf_counter()
             values = None
+            extra: dict[str, Any] = {}
             if name in ("chita", "chita++"):
                 from .chita import PLUS_STAGES, ChitaConfig, chita_prune
 
@@ -236,6 +242,8 @@ def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Par
                 values = {n: torch.where(masks[n], weights[n].detach(), dense[n])
                           for n in weights}
                 scores = {n: values[n].abs() for n in weights}
+                extra = {"objective": result.objective, "iterations": result.iterations,
+                         "stages": stages}
             else:
                 score_method, granularity = BASELINES[name]
                 scores = scores_for(score_method, model, weights, loss_fn=loss_fn,
@@ -246,11 +254,14 @@ def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Par
                     base = dense[n] if values is None else values[n]
                     p.copy_(base * masks[n].to(p.dtype))
             loss, acc = calibration_loss(model, *calibration, loss_fn)
+            table[name] = {"calibration_loss": loss, "calibration_accuracy": acc,
+                           "time_s": time.perf_counter() - t0}
+            if measure and name in measure:
+                table[name].update(measure[name](model), **extra, layers={
+                    n: float(masks[n].float().mean()) for n in weights})
             with torch.no_grad():
                 for n, p in weights.items():
                     p.copy_(dense[n])
-            table[name] = {"calibration_loss": loss, "calibration_accuracy": acc,
-                           "time_s": time.perf_counter() - t0}
             if best is None or loss < best[0]:
                 best = (loss, name)
                 chosen = {"masks": masks, "scores": scores, "values": values}
@@ -317,6 +328,7 @@ def prune(
     on_step: Callable[[StepRecord], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     executor: Any = None,
+    measure_starts: Sequence[str] = (),
 ) -> ICBSReport:
     """Prune ``model`` in place with iCBS; returns the `ICBSReport`.
 
@@ -328,7 +340,9 @@ def prune(
     later; `pruning.run.prune_classifier` keeps a disjoint set instead).
     ``block_sink`` receives every solved block problem with its provenance;
     ``on_step`` every step's record, ``on_epoch`` every epoch's; ``executor`` (see
-    `backends.executor`) solves a group's blocks in parallel.
+    `backends.executor`) solves a group's blocks in parallel. ``measure_starts``: start
+    candidates whose val/test metrics go into ``report.initial["candidates"]`` as well
+    (a caller's one-shot baselines, without pruning the model a second time).
     """
     config.validate()
     start = time.perf_counter()
@@ -351,9 +365,13 @@ def prune(
     dense["calibration_loss"], dense["calibration_accuracy"] = calibration_loss(
         model, *calibration, loss_fn)
     candidates = list(AUTO_CANDIDATES) if config.init == "auto" else [config.init]
+    def measured(m: nn.Module) -> dict[str, Any]:
+        return {**_metrics(m, val_loader, loss_fn, "val"), **_metrics(m, test_loader, loss_fn, "test")}
+
     chosen, table, start_masks = choose_start(model, loss_fn, weights, config.density,
                                               candidates, score_batches, calibration,
-                                              seed=config.seed)
+                                              seed=config.seed,
+                                              measure={n: measured for n in measure_starts})
     if start_masks["values"] is not None:  # CHITA: its weights become iCBS's dense values
         with torch.no_grad():
             for n, p in weights.items():

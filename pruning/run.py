@@ -98,7 +98,13 @@ def prune_classifier(
 
     dense = _metrics(model, loaders, loss_fn)
     results: dict[str, dict[str, Any]] = {}
+    # CHITA baselines of an automatic iCBS start are the start's own candidates (same
+    # batches, same seed): measured there instead of pruned twice.
+    reuse = ([b for b in baselines if b in ("chita", "chita++")]
+             if method == "icbs" and config.init == "auto" else [])
     for name in dict.fromkeys(list(baselines) + ([method] if method != "icbs" else [])):
+        if name in reuse:
+            continue
         t0 = time.perf_counter()
         copy_ = copy.deepcopy(model)
         extra: dict[str, Any] = {}
@@ -125,7 +131,13 @@ def prune_classifier(
         report = prune(model, loss_fn, train_loader(), loaders["val"], config,
                        test_loader=loaders["test"], calibration=calibration_set,
                        block_sink=block_sink, on_step=on_step, on_epoch=on_epoch,
-                       executor=executor).to_dict()
+                       executor=executor, measure_starts=reuse).to_dict()
+        for name in reuse:
+            c = report["initial"]["candidates"][name]
+            results[name] = {**{k: c[k] for k in ("val_loss", "val_accuracy", "test_loss",
+                                                  "test_accuracy", "layers", "objective",
+                                                  "iterations", "stages")},
+                             "wall_time_s": c["time_s"], "from_start_candidates": True}
     else:
         chosen = results[method]
         kept = sum(d * p.numel() for d, p in zip(chosen["layers"].values(),

@@ -227,3 +227,33 @@ def test_schedule_and_block_size_rules():
     assert resolve_block_size(sub, None, options={"sub_block": 20}) == 1024
     with pytest.raises(InputError, match="density"):
         ICBSConfig(density=0.0).validate()
+
+
+def test_chita_baselines_of_an_automatic_start_are_the_start_candidates():
+    """prune_classifier does not prune CHITA twice: the baseline figures come from the
+    start candidate, and equal a separate CHITA baseline run."""
+    import copy
+
+    from pruning.data import ClassificationData
+    from pruning.models import LoadedModel
+    from pruning.run import prune_classifier
+
+    net, x, y = _digits_like(3)
+    data = ClassificationData("blobs", x[:1000], y[:1000], x[1000:1300], y[1000:1300],
+                              x[1300:], y[1300:])
+    cfg = dict(density=0.3, backend="sa", block_size=16, epochs=0, steps_per_epoch=0,
+               calibration_samples=200)
+    auto = prune_classifier(LoadedModel("blobs", copy.deepcopy(net), data, None),
+                            method="icbs", config=ICBSConfig(**cfg),
+                            baselines=("magnitude", "chita", "chita++"), batch_size=100)
+    alone = prune_classifier(LoadedModel("blobs", copy.deepcopy(net), data, None),
+                             method="chita", config=ICBSConfig(**cfg, init="chita"),
+                             baselines=("chita",), batch_size=100)
+    reused = auto["baselines"]["chita"]
+    assert reused["from_start_candidates"] is True
+    assert "from_start_candidates" not in alone["baselines"]["chita"]
+    for key in ("test_accuracy", "test_loss", "val_accuracy", "objective", "iterations"):
+        assert reused[key] == pytest.approx(alone["baselines"]["chita"][key], rel=1e-6)
+    assert reused["layers"] == pytest.approx(alone["baselines"]["chita"]["layers"])
+    assert auto["baselines"]["chita++"]["stages"] > 1
+    assert set(auto["baselines"]) == {"magnitude", "chita", "chita++"}
