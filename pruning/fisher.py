@@ -10,6 +10,13 @@ restricted to the block. Per-sample gradients come from ``vmap(grad(.))`` over v
 - for other layers (nn.Conv2d) v is scattered into the weight itself and the samples
   are processed in chunks to bound memory.
 
+For nn.Linear, `block_gradients` takes a shorter road with the same answer: one forward
+and one backward of the batch's summed loss give every sample's gradient δ_s at the
+layer's output (samples do not interact in eval mode), and the block's per-sample
+gradient is δ_s[rows] x_s[cols] (summed over positions for token inputs). That assumes
+``loss_fn`` is the mean of per-sample losses and no cross-sample operation in eval mode
+(no batch statistics), as CHITA's factored gradients do; ``exact=True`` keeps vmap.
+
 Shapes: inputs (m, ...), targets (m, ...); gradients (m, n) float32; Hessian (n, n).
 ``loss_fn(outputs, targets)`` must return the mean loss of a batch.
 """
@@ -26,6 +33,10 @@ from torch.func import functional_call, grad, hessian, vmap
 __all__ = ["block_gradients", "fisher_block", "exact_hessian_block"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: Elements of the per-sample full weight gradient (m, out, in) formed at once for a
+#: Linear with token inputs (128 MB of float32).
+_FULL_GRADIENT_LIMIT = 1 << 25
 
 
 def _module_of(model: nn.Module, weight_name: str) -> nn.Module:
@@ -72,6 +83,46 @@ def _block_loss(
         model.train(was_training)
 
 
+def _linear_block_gradients(model: nn.Module, loss_fn: LossFn, module: nn.Linear,
+                            flat_indices: torch.Tensor, inputs: torch.Tensor,
+                            targets: torch.Tensor) -> torch.Tensor:
+    """(m, n) per-sample gradients of a Linear block from one forward and backward."""
+    idx = flat_indices.to(torch.long)
+    rows, cols = idx // module.in_features, idx % module.in_features
+    saved: dict[str, torch.Tensor] = {}
+
+    def hook(_mod: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        saved["x"] = args[0].detach()
+        saved["out"] = out.detach().requires_grad_(True)  # the graph starts here
+        return saved["out"]
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
+    handle = module.register_forward_hook(hook)
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        model.eval()
+        with torch.enable_grad():
+            loss = loss_fn(model(inputs), targets) * len(inputs)
+            (delta,) = torch.autograd.grad(loss, saved["out"])
+    finally:
+        handle.remove()
+        for p in params:
+            p.requires_grad_(True)
+        model.train(was_training)
+    m, out_f, in_f = len(inputs), module.out_features, module.in_features
+    delta = delta.reshape(m, -1, out_f)
+    x = saved["x"].reshape(m, -1, in_f)
+    if delta.shape[1] > 1 and m * out_f * in_f <= _FULL_GRADIENT_LIMIT:
+        # Token inputs: each sample's whole weight gradient δ_sᵀ x_s by one bmm, then the
+        # block's entries (gathering along a last axis is several times slower).
+        return torch.bmm(delta.transpose(1, 2), x).reshape(m, -1)[:, idx]
+    d = delta.permute(2, 0, 1).contiguous().index_select(0, rows)  # (n, m, T)
+    v = x.permute(2, 0, 1).contiguous().index_select(0, cols)
+    return (d * v).sum(dim=-1).T.contiguous()
+
+
 def block_gradients(
     model: nn.Module,
     loss_fn: LossFn,
@@ -81,8 +132,13 @@ def block_gradients(
     targets: torch.Tensor,
     *,
     chunk_size: int = 64,
+    exact: bool = False,
 ) -> torch.Tensor:
-    """Per-sample loss gradients restricted to the block: (m, n) float32."""
+    """Per-sample loss gradients restricted to the block: (m, n) float32. ``exact``:
+    vmap over single samples even for nn.Linear (no independence assumption)."""
+    module = _module_of(model, weight_name)
+    if isinstance(module, nn.Linear) and not exact:
+        return _linear_block_gradients(model, loss_fn, module, flat_indices, inputs, targets)
     with _block_loss(model, loss_fn, weight_name, flat_indices) as loss:
         def sample_loss(v: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return loss(v, x.unsqueeze(0), y.unsqueeze(0))
@@ -90,7 +146,6 @@ def block_gradients(
         v0 = torch.zeros(len(flat_indices), dtype=inputs.dtype if inputs.is_floating_point()
                          else torch.float32)
         per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
-        module = _module_of(model, weight_name)
         step = len(inputs) if isinstance(module, nn.Linear) else max(1, chunk_size)
         parts = [per_sample(v0, inputs[i: i + step], targets[i: i + step])
                  for i in range(0, len(inputs), step)]

@@ -65,10 +65,14 @@ class CalibrationCache:
     stage uses, callable), whose composition is the forward (`pruning.zoo.PatchViT` has
     one). The inputs of the stages that hold ``names`` (prunable weights) are kept, per
     chunk of ``chunk`` samples, at the weights of the last call; `touch` marks a weight
-    changed. The operations and their order are those of a full forward
-    (`calibration_loss`), so the value is the same, and a step on the last layers costs
-    only those layers. Any other model is run in full every time. Memory: at most one
-    cached activation per prunable stage and sample.
+    changed. A stage that is a plain ``nn.Linear`` also keeps its output and the weight
+    it was computed with (the reference); while few of its weights differ from the
+    reference (at most 1/16 of them), its output is that reference output plus the
+    exact change x[:, c] Δ for the changed entries, so a step on a large first layer
+    costs the layers after it. Otherwise the operations are those of a full forward
+    (`calibration_loss`); the value agrees with it to float rounding (the reference is
+    always a real forward, never a sum of deltas). Any other model is run in full every
+    time. Memory: at most two cached activations per prunable stage and sample.
     """
 
     def __init__(self, model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor,
@@ -95,6 +99,12 @@ class CalibrationCache:
                 self.stages = [fn for _, fn in plan]
                 self._stage = {n: int(v) for n, v in found.items() if v is not None}
         self._cached = set(self._stage.values())
+        self._linear = {i for i in self._cached if self.stages is not None
+                        and type(self.stages[i]) is nn.Linear
+                        and not (self.stages[i]._forward_hooks
+                                 or self.stages[i]._forward_pre_hooks)}
+        self._outs: dict[int, list[torch.Tensor]] = {}
+        self._ref: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._acts: dict[int, list[torch.Tensor]] = {}
         self._dirty = 0
         self._last: float | None = None
@@ -110,6 +120,7 @@ class CalibrationCache:
         if self._dirty >= len(self.stages) and self._last is not None:
             return self._last
         start = self._dirty if self._dirty in self._acts else 0
+        delta = self._delta(start)
         was_training = self.model.training
         self.model.eval()
         total = 0.0
@@ -118,19 +129,48 @@ class CalibrationCache:
                 h = self.x[lo:lo + self.chunk] if start == 0 else self._acts[start][c]
                 for i in range(start, len(self.stages)):
                     if i in self._cached:
-                        acts = self._acts.setdefault(i, [])
-                        if c < len(acts):
-                            acts[c] = h
-                        else:
-                            acts.append(h)
+                        _store(self._acts.setdefault(i, []), c, h)
+                    if i == start and delta is not None:
+                        rows, cols, change = delta
+                        h = self._outs[i][c].index_add(-1, rows, h[..., cols] * change)
+                        continue
                     h = self.stages[i](h)
+                    if i in self._linear:
+                        _store(self._outs.setdefault(i, []), c, h)
                 yb = self.y[lo:lo + self.chunk]
                 total += float(self.loss_fn(h, yb)) * len(yb)
         finally:
             self.model.train(was_training)
+        for i in self._linear:
+            if i >= start and not (i == start and delta is not None):
+                layer = self.stages[i]
+                self._ref[i] = (layer.weight.detach().reshape(-1).clone(),
+                                None if layer.bias is None else layer.bias.detach().clone())
         self._dirty = len(self.stages)
         self._last = total / len(self.x)
         return self._last
+
+    def _delta(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(rows, cols, W - W_ref at them) when ``stage`` is a Linear whose reference
+        output is cached and few of its weights changed; else None (run it in full)."""
+        if stage not in self._linear or stage not in self._ref or stage not in self._outs:
+            return None
+        layer = self.stages[stage]  # type: ignore[index]
+        w_ref, b_ref = self._ref[stage]
+        if b_ref is not None and not torch.equal(layer.bias, b_ref):
+            return None
+        w = layer.weight.detach().reshape(-1)
+        idx = (w != w_ref).nonzero().squeeze(1)
+        if len(idx) > w.numel() // 16:
+            return None
+        return idx // layer.in_features, idx % layer.in_features, w[idx] - w_ref[idx]
+
+
+def _store(items: list[torch.Tensor], c: int, value: torch.Tensor) -> None:
+    if c < len(items):
+        items[c] = value
+    else:
+        items.append(value)
 
 
 class ClassifierFisher(Objective):

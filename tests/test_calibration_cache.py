@@ -1,6 +1,7 @@
-"""`CalibrationCache` re-runs a Sequential from the first changed layer and gives exactly
-the full forward's loss (same operations in the same order)."""
+"""`CalibrationCache` re-runs a Sequential from the first changed layer (a Linear by its
+exact weight change against a reference output) and gives the full forward's loss."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -35,8 +36,9 @@ def test_cache_equals_full_forward_after_every_change_in_any_layer():
             if step % 3 == 2:  # several changes before one check
                 continue
             full = calibration_loss(net, x, y, CE, chunk=chunk)[0]
-            assert cache.loss() == full
-            assert cache.loss() == full  # nothing changed: the same value again
+            got = cache.loss()
+            assert got == pytest.approx(full, rel=1e-6, abs=1e-9)
+            assert cache.loss() == got  # nothing changed: the same value again
         assert net.training  # mode restored
 
 
@@ -53,6 +55,46 @@ def test_cache_reruns_only_the_layers_after_the_change():
     cache.touch("7.weight")
     cache.loss()
     assert calls[1] == 1 and calls[4] == 1 and calls[7] == 2 and calls[10] == 2
+    # A hook on a Linear stage disables its delta path: here 7 is run, not patched.
+
+
+def test_a_linear_stage_is_patched_by_its_weight_change_and_refreshed_when_many_change():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(),
+                        nn.Linear(16, 3))
+    x, y = torch.randn(64, 20), torch.randint(0, 3, (64,))
+    names = ["0.weight", "2.weight", "4.weight"]
+    cache = CalibrationCache(net, names, x, y, CE, chunk=24)
+    runs = {"first": 0}
+    forward = net[0].forward
+
+    def counted(h):
+        runs["first"] += 1
+        return forward(h)
+
+    net[0].forward = counted  # counts real forwards of the first layer (3 chunks each)
+    cache.loss()
+    assert runs["first"] == 3
+    w = net[0].weight
+    original = w.detach().clone()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):  # a few entries zeroed, then restored: patched, never re-run
+        idx = torch.randint(0, w.numel(), (4,), generator=gen)
+        with torch.no_grad():
+            w.view(-1)[idx] = 0.0
+        cache.touch("0.weight")
+        assert cache.loss() == pytest.approx(calibration_loss(net, x, y, CE)[0], rel=1e-6)
+        with torch.no_grad():
+            w.copy_(original)
+        cache.touch("0.weight")
+        assert cache.loss() == pytest.approx(calibration_loss(net, x, y, CE)[0], rel=1e-6)
+    assert runs["first"] == 3 + 10  # only the 10 reference calibration_loss calls ran it
+    with torch.no_grad():
+        w.view(-1)[: w.numel() // 8] = 0.0  # more than 1/16 changed: a real forward again
+    cache.touch("0.weight")
+    before = runs["first"]
+    assert cache.loss() == pytest.approx(calibration_loss(net, x, y, CE)[0], rel=1e-6)
+    assert runs["first"] - before == 3 + 1  # the cache's 3 chunks, calibration_loss's 1
 
 
 def test_models_that_are_not_a_plain_sequential_run_in_full():

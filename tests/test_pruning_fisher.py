@@ -55,3 +55,25 @@ def test_exact_hessian_block_matches_double_backward():
     assert torch.allclose(H, (ref + ref.T) / 2, atol=1e-5)
     # The model itself is left untouched (no hooks, no parameter change).
     assert not net[0]._forward_hooks
+
+
+def test_linear_fast_path_equals_vmap_on_an_mlp_and_on_token_inputs():
+    from pruning.zoo import Normalise, PatchViT
+
+    torch.manual_seed(5)
+    mlp = nn.Sequential(nn.Linear(7, 9), nn.ReLU(), nn.Dropout(0.3), nn.Linear(9, 4)).train()
+    x, y = torch.randn(33, 7), torch.randint(0, 4, (33,))
+    idx = torch.tensor([0, 5, 17, 40, 62])
+    fast = block_gradients(mlp, CE, "0.weight", idx, x, y)
+    slow = block_gradients(mlp, CE, "0.weight", idx, x, y, exact=True)
+    assert torch.allclose(fast, slow, atol=1e-6)
+    assert mlp.training and all(p.requires_grad for p in mlp.parameters())
+    assert not mlp[0]._forward_hooks
+    vit = PatchViT(Normalise(torch.zeros(784), torch.ones(784)), 8, 16, 10)
+    xv, yv = torch.rand(12, 784), torch.randint(0, 10, (12,))
+    for name in ("blocks.0.attn.q.weight", "blocks.1.fc1.weight", "embed.weight", "head.weight"):
+        numel = dict(vit.named_parameters())[name].numel()
+        idx = torch.randperm(numel, generator=torch.Generator().manual_seed(1))[:6]
+        fast = block_gradients(vit, CE, name, idx, xv, yv)
+        slow = block_gradients(vit, CE, name, idx, xv, yv, exact=True)
+        assert torch.allclose(fast, slow, atol=1e-5), name
