@@ -47,11 +47,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--set loss_check=false --set shrink_steps=0")
     p.add_argument("--name", default="zoo")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--report", nargs="+", metavar="NAME", default=None,
+                   help="run nothing: merge results/NAME.json files (e.g. two lanes run side "
+                        "by side), print the per-run and per-seed tables, write --name's "
+                        "JSON and plot")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return _report(args.report, args.name)
     import torch
 
     from pruning.icbs import ICBSConfig
@@ -127,9 +133,65 @@ def main(argv: list[str] | None = None) -> int:
                       f"{row.get('time_4_s', float('nan')):.0f} s), iCBS@{args.epochs} {100 * row['icbs']:.2f} "
                       f"(R {row['R']:.2f}, {row['wall_time_s']:.0f} s)", flush=True)
     _table(rows)
+    if len(args.seeds) > 1:
+        _seed_table(rows)
     _plot(rows, RESULTS / f"{args.name}.png")
     print(f"wrote {out} and {RESULTS / (args.name + '.png')}")
     return 0
+
+
+def _report(names: list[str], name: str) -> int:
+    """Merge result files, print both tables, write ``name``'s JSON and plot."""
+    rows: list[dict] = []
+    metas = []
+    for n in names:
+        path = RESULTS / f"{n}.json"
+        if not path.is_file():
+            print(f"error: no results file {path}; run benchmarks/zoo.py --name {n} first",
+                  file=sys.stderr)
+            return 2
+        data = json.loads(path.read_text())
+        rows += data["runs"]
+        metas.append(data["meta"])
+    _table(rows)
+    _seed_table(rows)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps({"meta": {"merged": names, "parts": metas}, "runs": rows},
+                              indent=1) + "\n")
+    _plot(rows, RESULTS / f"{name}.png")
+    print(f"wrote {out} and {RESULTS / (name + '.png')}")
+    return 0
+
+
+def _seed_table(rows: list[dict]) -> None:
+    """Per model and density over seeds: mean (min-max) of test accuracy, R and time at 4
+    epochs, and on how many seeds iCBS >= CHITA++."""
+    import statistics
+
+    def fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+        v = [scale * x for x in values if x is not None and x == x]
+        if not v:
+            return "—"
+        if len(v) == 1:
+            return f"{v[0]:.{digits}f}"
+        return f"{statistics.mean(v):.{digits}f} ({min(v):.{digits}f}–{max(v):.{digits}f})"
+
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        if r.get("init", "auto") == "auto":
+            groups.setdefault((r["model"], r["density"]), []).append(r)
+    print("\n| model | density | seeds | dense | best one-shot | CHITA++ | iCBS 4 ep | R 4 ep "
+          "| iCBS >= CHITA++ | time 4 ep (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (model, density), sel in groups.items():
+        icbs = [r.get("icbs_4", r["icbs"]) for r in sel]
+        plus = [r.get("chita++") for r in sel]
+        wins = sum(1 for a, b in zip(icbs, plus) if b is not None and a >= b)
+        print(f"| {model} | {density} | {len(sel)} | {fmt([r['dense'] for r in sel])} "
+              f"| {fmt([r['best_one_shot'] for r in sel])} | {fmt(plus)} | {fmt(icbs)} "
+              f"| {fmt([r.get('R_4', r['R']) for r in sel], 1.0)} "
+              f"| {wins}/{sum(1 for b in plus if b is not None)} "
+              f"| {fmt([r.get('time_4_s', r['wall_time_s']) for r in sel], 1.0, 0)} |")
 
 
 def _table(rows: list[dict]) -> None:

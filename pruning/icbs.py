@@ -365,8 +365,10 @@ def prune(
     dense["calibration_loss"], dense["calibration_accuracy"] = calibration_loss(
         model, *calibration, loss_fn)
     candidates = list(AUTO_CANDIDATES) if config.init == "auto" else [config.init]
+
     def measured(m: nn.Module) -> dict[str, Any]:
-        return {**_metrics(m, val_loader, loss_fn, "val"), **_metrics(m, test_loader, loss_fn, "test")}
+        return {**_metrics(m, val_loader, loss_fn, "val"),
+                **_metrics(m, test_loader, loss_fn, "test")}
 
     chosen, table, start_masks = choose_start(model, loss_fn, weights, config.density,
                                               candidates, score_batches, calibration,
