@@ -168,11 +168,26 @@ def load_dataset(name: str) -> ClassificationData:
     raise InputError(f"unknown dataset {name!r}; choose fashion-mnist or digits")
 
 
+class _TensorBatches(TensorDataset):
+    """A TensorDataset whose batches are gathered by one indexing per tensor instead of
+    one item at a time and a stack (same samples, same order)."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[index] for t in self.tensors)
+
+
+def _as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return batch
+
+
 def make_loader(
     x: torch.Tensor, y: torch.Tensor, *, batch_size: int, shuffle: bool, seed: int = 0
 ) -> DataLoader:
-    """A DataLoader over (x, y); with ``shuffle`` each pass draws a fresh seeded order."""
+    """A DataLoader over (x, y) yielding (x_batch, y_batch); with ``shuffle`` each pass
+    draws a fresh seeded order."""
     generator = torch.Generator().manual_seed(int(seed)) if shuffle else None
     return DataLoader(
-        TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator
+        _TensorBatches(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator,
+        collate_fn=_as_batch,
     )

@@ -4,8 +4,9 @@ import gzip
 
 import numpy as np
 import pytest
+import torch
 
-from pruning.data import load_digits, load_fashion_mnist, read_idx
+from pruning.data import load_digits, load_fashion_mnist, make_loader, read_idx
 from qcbo.errors import InputError
 
 
@@ -63,3 +64,20 @@ def test_digits_split_is_fixed():
     assert a.x_train.shape == (1197, 64) and a.x_val.shape == (300, 64)
     assert a.x_test.shape == (300, 64)
     assert np.array_equal(a.y_test.numpy(), b.y_test.numpy())
+
+
+def test_loader_batches_equal_a_plain_tensor_dataset_loader():
+    """Gathering a batch at once gives the samples, order and shuffling of the plain
+    DataLoader over a TensorDataset."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = torch.randn(103, 5), torch.randint(0, 3, (103,))
+    for shuffle in (False, True):
+        ours = make_loader(x, y, batch_size=16, shuffle=shuffle, seed=7)
+        plain = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=shuffle,
+                           generator=torch.Generator().manual_seed(7) if shuffle else None)
+        for _ in range(2):  # two passes: a fresh order each pass when shuffling
+            got, want = list(ours), list(plain)
+            assert len(got) == len(want) == 7
+            for (xa, ya), (xb, yb) in zip(got, want):
+                assert torch.equal(xa, xb) and torch.equal(ya, yb)
