@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                        "chita++_time_s": r["baselines"].get("chita++", {}).get("wall_time_s"),
                        "settings": args.set, "start": r["initial"]["method"], "start_candidates": r["initial"]["candidates"],
                        "steps_per_epoch": config.steps_per_epoch,
-                       "epochs": [{k: e.get(k) for k in ("epoch", "test_accuracy", "val_accuracy",
+                       "epochs": [{k: e.get(k) for k in ("epoch", "test_accuracy", "val_accuracy", "val_loss",
                                                          "calibration_loss", "blocks_applied",
                                                          "blocks_reverted", "elapsed_s")}
                                   for e in r["epochs"]],
