@@ -21,6 +21,11 @@ import platform
 import sys
 from pathlib import Path
 
+# One thread per run for every numeric library, not only torch: lanes run side by side
+# (set before numpy or torch is imported; QCBO_TORCH_THREADS overrides).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, os.environ.get("QCBO_TORCH_THREADS", "1"))
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
