@@ -67,6 +67,7 @@ from torch.func import functional_call, grad, vmap
 from qcbo.errors import InputError
 
 from .baselines import prunable_weights
+from .fisher import linear_input_grads
 
 __all__ = [
     "ChitaConfig",
@@ -541,52 +542,14 @@ def _linear_gradients(model: nn.Module, loss_fn: LossFn, modules: dict[str, nn.L
                       weights: dict[str, nn.Parameter], inputs: torch.Tensor,
                       targets: torch.Tensor, chunk_size: int = 512
                       ) -> dict[str, LinearGradients]:
-    """Factored per-sample gradients (x, δ) of Linear weights from ordinary backward passes.
-
-    With L = mean_s l_s over a chunk of n samples, n ∂L/∂out_s = ∂l_s/∂out_s = δ_s.
-    """
-    xs: dict[str, list[torch.Tensor]] = {n: [] for n in modules}
-    ds: dict[str, list[torch.Tensor]] = {n: [] for n in modules}
-    calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    handles = []
-    for name, module in modules.items():
-        def hook(_mod: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor,
-                 name: str = name) -> None:
-            calls.setdefault(name, []).append((args[0].detach(), out))
-        handles.append(module.register_forward_hook(hook))
-    flags = {n: w.requires_grad for n, w in weights.items()}
-    was_training = model.training
-    model.eval()
+    """Factored per-sample gradients (x, δ) of Linear weights (`linear_input_grads`);
+    ``weights`` name the same layers as ``modules``."""
+    assert set(weights) == set(modules)
     try:
-        for w in weights.values():
-            w.requires_grad_(True)
-        for i in range(0, len(inputs), chunk_size):
-            x, y = inputs[i: i + chunk_size], targets[i: i + chunk_size]
-            n = len(x)
-            calls.clear()
-            with torch.enable_grad():
-                loss = loss_fn(model(x), y)
-                missing = [name for name in modules if name not in calls]
-                if missing:
-                    raise InputError(f"chita: layers not used by the forward pass: {missing}")
-                outs = [out for name in modules for _, out in calls[name]]
-                grads = iter(torch.autograd.grad(loss, outs, allow_unused=True))
-            for name, module in modules.items():
-                x_parts, d_parts = [], []
-                for inp, out in calls[name]:
-                    g = next(grads)
-                    g = torch.zeros_like(out) if g is None else g
-                    x_parts.append(inp.reshape(n, -1, module.in_features))
-                    d_parts.append((g.detach() * n).reshape(n, -1, module.out_features))
-                xs[name].append(torch.cat(x_parts, dim=1).float())
-                ds[name].append(torch.cat(d_parts, dim=1).float())
-    finally:
-        for h in handles:
-            h.remove()
-        for name, w in weights.items():
-            w.requires_grad_(flags[name])
-        model.train(was_training)
-    return {n: LinearGradients(torch.cat(xs[n]), torch.cat(ds[n])) for n in modules}
+        pairs = linear_input_grads(model, loss_fn, modules, inputs, targets, chunk_size)
+    except InputError as exc:
+        raise InputError(f"chita: {exc}") from None
+    return {n: LinearGradients(x, delta) for n, (x, delta) in pairs.items()}
 
 
 def _operators(model: nn.Module, loss_fn: LossFn, weights: dict[str, nn.Parameter],

@@ -30,7 +30,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, hessian, vmap
 
-__all__ = ["block_gradients", "fisher_block", "exact_hessian_block"]
+from qcbo.errors import InputError
+
+__all__ = ["block_gradients", "fisher_block", "exact_hessian_block", "linear_input_grads"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -83,37 +85,68 @@ def _block_loss(
         model.train(was_training)
 
 
+def linear_input_grads(model: nn.Module, loss_fn: LossFn, modules: dict[str, nn.Linear],
+                       inputs: torch.Tensor, targets: torch.Tensor, chunk_size: int = 512
+                       ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-sample inputs x (N, T, in) and output gradients δ (N, T, out) of Linear layers
+    from ordinary backward passes; a layer called T times per sample has T positions.
+
+    With L = mean_s l_s over a chunk of n samples, n ∂L/∂out_s = ∂l_s/∂out_s = δ_s, so
+    sample s's gradient of a weight is Σ_t δ_st x_stᵀ (eval mode: samples independent).
+    """
+    xs: dict[str, list[torch.Tensor]] = {n: [] for n in modules}
+    ds: dict[str, list[torch.Tensor]] = {n: [] for n in modules}
+    calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    handles = []
+    for name, module in modules.items():
+        def hook(_mod: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor,
+                 name: str = name) -> None:
+            calls.setdefault(name, []).append((args[0].detach(), out))
+        handles.append(module.register_forward_hook(hook))
+    flags = {n: m.weight.requires_grad for n, m in modules.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        for m in modules.values():
+            m.weight.requires_grad_(True)
+        for i in range(0, len(inputs), chunk_size):
+            x, y = inputs[i: i + chunk_size], targets[i: i + chunk_size]
+            n = len(x)
+            calls.clear()
+            with torch.enable_grad():
+                loss = loss_fn(model(x), y)
+                missing = [name for name in modules if name not in calls]
+                if missing:
+                    raise InputError(f"layers not used by the forward pass: {missing}")
+                outs = [out for name in modules for _, out in calls[name]]
+                grads = iter(torch.autograd.grad(loss, outs, allow_unused=True))
+            for name, module in modules.items():
+                x_parts, d_parts = [], []
+                for inp, out in calls[name]:
+                    g = next(grads)
+                    g = torch.zeros_like(out) if g is None else g
+                    x_parts.append(inp.reshape(n, -1, module.in_features))
+                    d_parts.append((g.detach() * n).reshape(n, -1, module.out_features))
+                xs[name].append(torch.cat(x_parts, dim=1).float())
+                ds[name].append(torch.cat(d_parts, dim=1).float())
+    finally:
+        for h in handles:
+            h.remove()
+        for name, m in modules.items():
+            m.weight.requires_grad_(flags[name])
+        model.train(was_training)
+    return {n: (torch.cat(xs[n]), torch.cat(ds[n])) for n in modules}
+
+
 def _linear_block_gradients(model: nn.Module, loss_fn: LossFn, module: nn.Linear,
                             flat_indices: torch.Tensor, inputs: torch.Tensor,
                             targets: torch.Tensor) -> torch.Tensor:
     """(m, n) per-sample gradients of a Linear block from one forward and backward."""
     idx = flat_indices.to(torch.long)
     rows, cols = idx // module.in_features, idx % module.in_features
-    saved: dict[str, torch.Tensor] = {}
-
-    def hook(_mod: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
-        saved["x"] = args[0].detach()
-        saved["out"] = out.detach().requires_grad_(True)  # the graph starts here
-        return saved["out"]
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    was_training = model.training
-    handle = module.register_forward_hook(hook)
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        model.eval()
-        with torch.enable_grad():
-            loss = loss_fn(model(inputs), targets) * len(inputs)
-            (delta,) = torch.autograd.grad(loss, saved["out"])
-    finally:
-        handle.remove()
-        for p in params:
-            p.requires_grad_(True)
-        model.train(was_training)
+    x, delta = linear_input_grads(model, loss_fn, {"block": module}, inputs, targets,
+                                  chunk_size=max(1, len(inputs)))["block"]
     m, out_f, in_f = len(inputs), module.out_features, module.in_features
-    delta = delta.reshape(m, -1, out_f)
-    x = saved["x"].reshape(m, -1, in_f)
     if delta.shape[1] > 1 and m * out_f * in_f <= _FULL_GRADIENT_LIMIT:
         # Token inputs: each sample's whole weight gradient δ_sᵀ x_s by one bmm, then the
         # block's entries (gathering along a last axis is several times slower).

@@ -77,3 +77,21 @@ def test_linear_fast_path_equals_vmap_on_an_mlp_and_on_token_inputs():
         fast = block_gradients(vit, CE, name, idx, xv, yv)
         slow = block_gradients(vit, CE, name, idx, xv, yv, exact=True)
         assert torch.allclose(fast, slow, atol=1e-5), name
+
+
+def test_linear_fast_path_sums_over_every_call_of_a_shared_layer():
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(5, 5), nn.Linear(5, 3)
+
+        def forward(self, x):
+            return self.b(torch.tanh(self.a(torch.tanh(self.a(x)))))
+
+    torch.manual_seed(6)
+    net = Twice()
+    x, y = torch.randn(11, 5), torch.randint(0, 3, (11,))
+    idx = torch.tensor([0, 6, 12, 24])
+    fast = block_gradients(net, CE, "a.weight", idx, x, y)
+    assert torch.allclose(fast, block_gradients(net, CE, "a.weight", idx, x, y, exact=True),
+                          atol=1e-6)
