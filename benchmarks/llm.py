@@ -14,7 +14,7 @@ and their mean, min and max, and the plot shows the spread. Results are written 
 benchmarks/results/llm.json and plotted to benchmarks/results/llm.png.
 Run names: METHOD@DENSITY, with DENSITY a number or 2:4; iCBS variants are
 icbs-rec, icbs-rec-refit, icbs-fisher (initial mask: Wanda), and the same with the
-suffix -sg (initial mask and weights: SparseGPT's); one-shot methods magnitude, wanda,
+suffix -sg (initial mask and weights: SparseGPT's) or -alps (ALPS's); one-shot methods magnitude, wanda,
 sparsegpt, alps.
 
 ``--method-errors BLOCKS``: instead, the relative layer reconstruction error
@@ -53,8 +53,9 @@ def config_for(name: str, steps: int, block: int, seed: int, row_rounds: int = 0
     density = 0.5 if pattern else float(level)
     options = {"sweeps": 200, "restarts": 4}
     if method.startswith("icbs"):
-        init = "sparsegpt" if method.endswith("-sg") else "wanda"
-        method = method.removesuffix("-sg")
+        init = {"-sg": "sparsegpt", "-alps": "alps"}.get(
+            next((s for s in ("-sg", "-alps") if method.endswith(s)), ""), "wanda")
+        method = method.removesuffix("-sg").removesuffix("-alps")
         icbs = LMICBSConfig(objective="fisher" if method == "icbs-fisher" else "reconstruction",
                             refit=method.endswith("refit"), backend="sa", init=init,
                             backend_options=options, block_size=block, steps_per_layer=steps,

@@ -196,7 +196,9 @@ def test_icbs_config_rejects_contradictory_options():
 
     for bad, text in [(dict(objective="fisher", refit=True), "refit"),
                       (dict(objective="fisher", init="sparsegpt"), "SparseGPT's updates"),
+                      (dict(objective="fisher", init="alps"), "ALPS's updates"),
                       (dict(init="obs"), "init must be"), (dict(block_size=1), "block_size")]:
         with pytest.raises(ValueError, match=text):
             LMICBSConfig(**bad).validate()
     LMICBSConfig(objective="reconstruction", init="sparsegpt", refit=True).validate()
+    LMICBSConfig(objective="reconstruction", init="alps", refit=True, row_rounds=1).validate()

@@ -97,6 +97,24 @@ def test_icbs_reconstruction_beats_its_wanda_start(tiny):
     assert sum(v["error_final"] for v in first) < sum(v["error_init"] for v in first)
 
 
+def test_icbs_from_alps_lowers_the_error_of_alps_and_of_its_refit(tiny):
+    """init="alps": iCBS starts from ALPS's mask and weights; the exact re-fit of that mask
+    is no worse than ALPS's PCG weights, and re-fit-aware blocks on every row lower it."""
+    model, state, calib, _ = tiny
+    model.load_state_dict(state)
+    cfg = LMPruneConfig(method="icbs", density=0.3, alps_max_iter=60,
+                        icbs=LMICBSConfig(backend="exact", block_size=8, refit=True,
+                                          row_rounds=1, init="alps"))
+    report = prune_lm(model, calib, cfg)
+    assert report["blocks"]["init"] == "alps"
+    for layer in report["layers"].values():
+        e = layer["errors"]
+        assert e["refit"] <= e["start"] * (1 + 1e-6)
+        assert e["blocks_refit"] <= e["refit"] * (1 + 1e-9)
+    totals = report["reconstruction_errors"]
+    assert totals["blocks_refit"] < totals["refit"]
+
+
 def test_fisher_captures_give_the_weight_gradient(tiny):
     model, state, calib, _ = tiny
     model.load_state_dict(state)

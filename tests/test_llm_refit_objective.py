@@ -185,6 +185,15 @@ def test_refine_rows_through_an_executor_gives_the_serial_answer():
                 assert torch.equal(out[0][1], k) and torch.allclose(out[0][0], W)
 
 
+def test_a_start_already_refit_is_not_refit_again_and_gives_the_same_answer():
+    """``fitted=True`` (the caller passes refit_rows' own answer) skips only that re-fit."""
+    W0, H, keep = _layer(d_out=5, d_in=12, seed=3)
+    start = refit_rows(W0, keep, H)
+    out = [refine_rows(W0, start, keep, H, _solver(), block_size=6, rounds=1, refit="aware",
+                       fitted=fitted) for fitted in (False, True)]
+    assert torch.equal(out[0][1], out[1][1]) and torch.equal(out[0][0], out[1][0])
+
+
 def test_bad_refit_mode_is_an_input_error():
     W0, H, keep = _layer()
     with pytest.raises(InputError, match="refit must be"):

@@ -72,7 +72,7 @@ class LMICBSConfig:
 
     objective: Literal["reconstruction", "fisher"] = "reconstruction"
     refit: bool = False
-    init: Literal["wanda", "magnitude", "sparsegpt"] = "wanda"
+    init: Literal["wanda", "magnitude", "sparsegpt", "alps"] = "wanda"
     backend: str = "sa"
     backend_options: Mapping[str, Any] = field(default_factory=dict)
     block_size: int = 32
@@ -93,8 +93,9 @@ class LMICBSConfig:
     def validate(self) -> None:
         if self.objective not in ("reconstruction", "fisher"):
             raise ValueError(f"objective must be reconstruction or fisher, got {self.objective!r}")
-        if self.init not in ("wanda", "magnitude", "sparsegpt"):
-            raise ValueError(f"init must be wanda, magnitude or sparsegpt, got {self.init!r}")
+        if self.init not in ("wanda", "magnitude", "sparsegpt", "alps"):
+            raise ValueError(f"init must be wanda, magnitude, sparsegpt or alps, "
+                             f"got {self.init!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.block_size < 2 or self.steps_per_layer < 0 or self.epochs < 1:
@@ -107,9 +108,10 @@ class LMICBSConfig:
             raise ValueError("refit applies to the reconstruction objective only")
         if self.objective == "fisher" and self.row_rounds:
             raise ValueError("row_rounds applies to the reconstruction objective only")
-        if self.objective == "fisher" and self.init == "sparsegpt":
-            raise ValueError("the fisher objective keeps dense values on kept weights and would "
-                             "discard SparseGPT's updates; use init wanda or magnitude")
+        if self.objective == "fisher" and self.init in ("sparsegpt", "alps"):
+            name = {"sparsegpt": "SparseGPT", "alps": "ALPS"}[self.init]
+            raise ValueError(f"the fisher objective keeps dense values on kept weights and would "
+                             f"discard {name}'s updates; use init wanda or magnitude")
 
 
 # ---------------------------------------------------------------- reconstruction objective
@@ -154,7 +156,7 @@ FACTOR_BYTES = 256 * 2**20
 def refine_rows(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
                 solver: Any, *, block_size: int, steps: int = 0, rounds: int = 0,
                 refit: Literal["none", "aware", "after"] = "none", name: str = "",
-                pattern: tuple[int, int] | None = None,
+                pattern: tuple[int, int] | None = None, fitted: bool = False,
                 block_sink: Callable[[Problem], None] | None = None,
                 on_step: Callable[[Any], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """iCBS block steps on the rows of one Linear (reconstruction objective), on the engine.
@@ -171,7 +173,8 @@ def refine_rows(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.
     ``refit``: "none" keeps the values of the kept weights (exact block model); "aware"
     and "after" re-fit every row before its first block and after every group that
     changed it (`pruning.llm.objectives.RowRefit`: the re-fit-aware bound, or the fixed-
-    weight model), so the returned W is the least-squares re-fit of the returned keep.
+    weight model), so the returned W is the least-squares re-fit of the returned keep;
+    ``fitted``: W already is `refit_rows(W0, keep, H)`, so that first re-fit is skipped.
     With ``pattern=(n, m)`` a block is ``block_size // m`` whole groups of m inputs and
     each group's count is kept by the penalty P Σ_groups (Σ_group x − (m − n))², P from
     `Problem.default_penalty` (so a violating answer never beats a feasible one); answers
@@ -191,7 +194,7 @@ def refine_rows(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.
                                       score="flip" if rounds else "saliency")
     else:
         objective = RowRefit(W0, W, keep, H, name=name, pattern=pattern,
-                             aware=refit == "aware")
+                             aware=refit == "aware", fitted=fitted)
     engine = ICBSEngine(objective, solver, block_size=block_size, policy=LM_POLICY,
                         loss_check=False, block_sink=block_sink, on_step=on_step)
     if rounds:
@@ -263,7 +266,8 @@ def reconstruct_layer(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: 
         start = refitted if with_refit and refitted is not None else W
         Wn, kn = refine_rows(W0, start, keep, H64, solver, block_size=config.block_size,
                              steps=steps, rounds=rounds, refit=mode, name=name,
-                             pattern=pattern, block_sink=block_sink if primary else None,
+                             pattern=pattern, fitted=with_refit and refitted is not None,
+                             block_sink=block_sink if primary else None,
                              on_step=counter if primary else None)
         if with_refit and mode == "none":
             changed = torch.nonzero((kn != keep).any(dim=1)).flatten()

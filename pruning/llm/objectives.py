@@ -240,10 +240,11 @@ class RowRefit(RowReconstruction):
 
     def __init__(self, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
                  *, name: str = "", pattern: tuple[int, int] | None = None,
-                 aware: bool = True) -> None:
+                 aware: bool = True, fitted: bool = False) -> None:
         super().__init__(W0, W, keep, H, name=name, pattern=pattern, score="flip")
         self.aware = bool(aware)
-        self.dirty = torch.ones(self.W.shape[0], dtype=torch.bool)
+        # ``fitted``: W is already `refit_rows(W0, keep, H)` (the caller's), not re-fit again.
+        self.dirty = torch.full((self.W.shape[0],), not fitted, dtype=torch.bool)
         self._factors: dict[int, _Factors] = {}
 
     def settle(self) -> None:

@@ -18,7 +18,7 @@ HELP = "prune a network with iCBS (any backend) or a one-shot baseline; default:
 _METHODS = ["icbs", "magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient",
             "chita", "chita++", "sparsegpt", "alps"]
 _INITS = ["auto", "magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient", "chita",
-          "chita++", "sparsegpt"]
+          "chita++", "sparsegpt", "alps"]
 
 
 def _density(text: str) -> float:
@@ -54,7 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "CHITA and CHITA++ scored on the calibration set, lowest loss wins), "
                              "one of them, or chita / chita++ (its mask and updated weights). "
                              "--task lm: wanda (default), "
-                             "magnitude or sparsegpt")
+                             "magnitude, sparsegpt or alps (their mask and re-fitted weights)")
     parser.add_argument("--backend", default="sa",
                         help="block solver, any of `qcbo backends` (default sa)")
     parser.add_argument("--option", "-o", type=parse_option, action="append", default=[],
@@ -168,8 +168,8 @@ def run(args: argparse.Namespace) -> int:
     if args.method in ("sparsegpt", "alps"):
         raise InputError(f"--method {args.method} re-fits weights and is for --task lm only; "
                          "use icbs, chita or a one-shot mask for classifiers")
-    if args.init == "sparsegpt":
-        raise InputError("--init sparsegpt is for --task lm only; use --init auto, chita or a "
+    if args.init in ("sparsegpt", "alps"):
+        raise InputError(f"--init {args.init} is for --task lm only; use --init auto, chita or a "
                          "one-shot mask for classifiers")
     if args.pattern is not None:
         raise InputError("--pattern is for --task lm only; classifiers are pruned unstructured")
