@@ -212,6 +212,12 @@ class Objective(abc.ABC):
         needs no check."""
         return None
 
+    def loss_samples(self) -> np.ndarray | None:
+        """Per-sample losses (N,) of the last `loss` call, whose mean it is; None when the
+        objective cannot give them (the engine's paired test then falls back to the
+        plain tolerance)."""
+        return None
+
     def selector(self, unit: int, policy: SelectionPolicy, block_size: int) -> Any:
         """The unit's block selector (default `BlockSelector` over keep and score)."""
         return BlockSelector(self.keep(unit), self.score(unit), policy, block_size)
@@ -354,6 +360,7 @@ class GroupRecord:
     predicted: float
     measured: float | None
     reverted: bool
+    threshold: float | None = None
 
 
 @dataclass
@@ -395,6 +402,10 @@ class ICBSEngine:
     ``block_size`` n and ``block_k`` (None: n // 2) shape every block; ``loss_check``
     enables the held-out check when the objective has a loss, with tolerance
     ``loss_tol`` (loss units: a group is reverted when the loss rises by more);
+    ``loss_z`` > 0 makes the check a paired test when the objective gives per-sample
+    losses: a group is kept only if the loss changes by at most ``loss_tol`` minus
+    ``loss_z`` standard errors of the mean per-sample change (so a step must lower the
+    loss by more than its noise on the held-out set; 0: the plain rule);
     ``initial_loss``: the objective's loss now, when the caller already measured it.
     ``block_sink(problem)`` receives every solved problem, its metadata completed with
     the answer; ``on_step(record)`` every `StepRecord`.
@@ -403,7 +414,7 @@ class ICBSEngine:
     def __init__(self, objective: Objective, solver: BlockSolver, *, block_size: int,
                  block_k: int | None = None, policy: SelectionPolicy = SelectionPolicy(),
                  loss_check: bool = True, loss_tol: float = 0.0, shrink_steps: int = 2,
-                 initial_loss: float | None = None,
+                 loss_z: float = 0.0, initial_loss: float | None = None,
                  block_sink: Callable[[Problem], None] | None = None,
                  on_step: Callable[[StepRecord], None] | None = None) -> None:
         policy.validate()
@@ -416,6 +427,9 @@ class ICBSEngine:
                              f"n={self.n}, k={self.k}")
         self.policy = policy
         self.loss_tol = float(loss_tol)
+        if not self.loss_tol >= 0.0 or not float(loss_z) >= 0.0:
+            raise InputError(f"loss_tol and loss_z must be >= 0, got {loss_tol} and {loss_z}")
+        self.loss_z = float(loss_z)
         self.shrink_steps = int(shrink_steps)
         self.block_sink = block_sink
         self.on_step = on_step
@@ -423,8 +437,11 @@ class ICBSEngine:
         self.step_count = 0
         self._selectors: dict[int, Any] = {}
         self.loss = None
+        self._samples: np.ndarray | None = None
         if loss_check:
             self.loss = initial_loss if initial_loss is not None else objective.loss()
+            if self.loss_z > 0 and initial_loss is None:
+                self._samples = _copy(objective.loss_samples())
 
     def selector(self, unit: int) -> Any:
         if unit not in self._selectors:
@@ -498,12 +515,13 @@ class ICBSEngine:
                                       source=str(result.info.get("source", ""))))
         predicted = sum(r.predicted for r in records)
         # 5. check on the held-out loss; revert, then try halved answers
-        measured, reverted = None, False
+        measured, reverted, threshold = None, False, None
         if self.loss is not None and applied:
             answers = {id(b): np.asarray(r.x, dtype=np.int8) for b, r in zip(blocks, results)}
             after = self._check()
             measured = after - self.loss
-            if measured > self.loss_tol:
+            threshold = self._threshold()
+            if measured > threshold:
                 by_block = {id(b): (i, p) for i, (b, p) in enumerate(zip(blocks, problems))}
                 for block in reversed(applied):
                     self.objective.apply(block, block.x_current)
@@ -521,7 +539,7 @@ class ICBSEngine:
                 self.stats.blocks_reverted += len(applied) - len(kept)
                 applied = [b for b in applied if id(b) in kept]
             else:
-                self.loss = after
+                self._accept(after)
         for block in blocks:
             self.selector(block.unit).release(block.indices)
         self.stats.blocks_applied += len(applied)
@@ -543,7 +561,8 @@ class ICBSEngine:
                 self.block_sink(problem.replace(metadata=meta))
             if self.on_step is not None:
                 self.on_step(record)
-        group = GroupRecord(first, len(blocks), len(applied), predicted, measured, reverted)
+        group = GroupRecord(first, len(blocks), len(applied), predicted, measured, reverted,
+                            threshold)
         self.stats.groups.append(group)
         return group
 
@@ -554,6 +573,24 @@ class ICBSEngine:
         self.stats.groups_checked += 1
         assert value is not None
         return float(value)
+
+    def _threshold(self) -> float:
+        """The largest change of the held-out loss a group may cause (after `_check`):
+        ``loss_tol``, less ``loss_z`` standard errors of the paired per-sample change
+        against the last accepted state when the objective gives per-sample losses."""
+        if self.loss_z <= 0 or self._samples is None:
+            return self.loss_tol
+        new = self.objective.loss_samples()
+        if new is None or len(new) != len(self._samples) or len(new) < 2:
+            return self.loss_tol
+        diff = np.asarray(new, dtype=np.float64) - self._samples
+        return self.loss_tol - self.loss_z * float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
+
+    def _accept(self, after: float) -> None:
+        """The checked state becomes the reference of the next check."""
+        self.loss = after
+        if self.loss_z > 0:
+            self._samples = _copy(self.objective.loss_samples())
 
     def _shrink(self, applied: list[Block], answers: dict[int, np.ndarray],
                 by_block: dict[int, tuple[int, Problem]], records: list[StepRecord]) -> set[int]:
@@ -573,8 +610,8 @@ class ICBSEngine:
             for block in trial:
                 self.objective.apply(block, halves[id(block)])
             after = self._check()
-            if after - self.loss <= self.loss_tol:
-                self.loss = after
+            if after - self.loss <= self._threshold():
+                self._accept(after)
                 for block in trial:
                     i, problem = by_block[id(block)]
                     x = halves[id(block)]
@@ -594,3 +631,7 @@ class ICBSEngine:
             raise InputError(f"group size must be >= 1, got {group_size}")
         for start in range(0, len(schedule), group_size):
             self.step(schedule[start:start + group_size])
+
+
+def _copy(values: Any) -> np.ndarray | None:
+    return None if values is None else np.array(values, dtype=np.float64)

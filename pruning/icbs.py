@@ -64,7 +64,10 @@ class ICBSConfig:
     mask is passed as ``initial`` to backends that take a warm start. ``group_size``
     blocks are posed from one batch and checked together. ``loss_check``: keep a group
     only when the mean loss on the calibration set does not rise by more than
-    ``loss_tol`` (loss units), else halve its answers up to ``shrink_steps`` times. ``calibration_samples``: size of that set when the caller
+    ``loss_tol`` (loss units), else halve its answers up to ``shrink_steps`` times;
+    ``loss_z`` > 0 asks more: the loss must fall by ``loss_z`` standard errors of the
+    paired per-sample change (a test against calibration noise; `pruning.engine`).
+    ``calibration_samples``: size of that set when the caller
     lets iCBS carve it (`pruning.run.prune_classifier`). γ, λ, fixing and tabu
     fractions default to ICBS.md's; the step counts and block size to the values chosen
     on the model zoo (benchmarks/README.md, "Choosing the defaults").
@@ -90,6 +93,7 @@ class ICBSConfig:
     rescale: bool = True
     loss_check: bool = True
     loss_tol: float = 0.0
+    loss_z: float = 0.0
     shrink_steps: int = 2
     calibration_samples: int = 4096
     solver_time_limit: float | None = None
@@ -123,6 +127,8 @@ class ICBSConfig:
             raise InputError(f"shrink_steps must be >= 0, got {self.shrink_steps}")
         if not self.loss_tol >= 0.0:
             raise InputError(f"loss_tol must be >= 0, got {self.loss_tol}")
+        if not self.loss_z >= 0.0:
+            raise InputError(f"loss_z must be >= 0, got {self.loss_z}")
 
     @property
     def policy(self) -> SelectionPolicy:
@@ -395,7 +401,8 @@ def prune(
     report.config["backend_options"] = solver.options
     engine = ICBSEngine(objective, solver, block_size=n_block, block_k=k_block,
                         policy=config.policy, loss_check=config.loss_check,
-                        loss_tol=config.loss_tol, shrink_steps=config.shrink_steps,
+                        loss_tol=config.loss_tol, loss_z=config.loss_z,
+                        shrink_steps=config.shrink_steps,
                         block_sink=block_sink,
                         on_step=_chain(report.steps.append, on_step))
     units = range(len(objective.names))

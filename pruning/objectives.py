@@ -113,15 +113,35 @@ class CalibrationCache:
         self._acts: dict[int, list[torch.Tensor]] = {}
         self._dirty = 0
         self._last: float | None = None
+        self._per_sample: bool | None = None  # does loss_fn take reduction="none"?
+        self._last_samples: np.ndarray | None = None
 
     def touch(self, name: str) -> None:
         """Weight ``name`` changed: the next `loss` re-runs from its stage."""
         self._dirty = min(self._dirty, self._stage.get(name, 0))
 
+    def samples(self) -> np.ndarray | None:
+        """Per-sample losses (N,) of the last `loss` call, or None when ``loss_fn`` does
+        not take ``reduction="none"`` (e.g. a lambda)."""
+        return self._last_samples
+
+    def _sample_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        if self._per_sample is False:
+            return None
+        try:
+            values = self.loss_fn(out, y, reduction="none")  # type: ignore[call-arg]
+        except TypeError:
+            values = None
+        if values is None or tuple(values.shape) != (len(y),):
+            self._per_sample = False
+            return None
+        self._per_sample = True
+        return values.detach().double()
+
     @torch.no_grad()
     def loss(self) -> float:
         if self.stages is None:
-            return calibration_loss(self.model, self.x, self.y, self.loss_fn, self.chunk)[0]
+            return self._full_loss()
         if self._dirty >= len(self.stages) and self._last is not None:
             return self._last
         start = self._dirty if self._dirty in self._acts else 0
@@ -129,6 +149,7 @@ class CalibrationCache:
         was_training = self.model.training
         self.model.eval()
         total = 0.0
+        parts: list[torch.Tensor | None] = []
         try:
             for c, lo in enumerate(range(0, len(self.x), self.chunk)):
                 h = self.x[lo:lo + self.chunk] if start == 0 else self._acts[start][c]
@@ -144,8 +165,10 @@ class CalibrationCache:
                         _store(self._outs.setdefault(i, []), c, h)
                 yb = self.y[lo:lo + self.chunk]
                 total += float(self.loss_fn(h, yb)) * len(yb)
+                parts.append(self._sample_losses(h, yb))
         finally:
             self.model.train(was_training)
+        self._keep_samples(parts)
         for i in self._linear:
             if i >= start and not (i == start and delta is not None):
                 layer = self.stages[i]
@@ -154,6 +177,26 @@ class CalibrationCache:
         self._dirty = len(self.stages)
         self._last = total / len(self.x)
         return self._last
+
+    def _full_loss(self) -> float:
+        """`calibration_loss`'s value, keeping the per-sample losses as well."""
+        was_training = self.model.training
+        self.model.eval()
+        total, parts = 0.0, []
+        try:
+            for lo in range(0, len(self.x), self.chunk):
+                out = self.model(self.x[lo:lo + self.chunk])
+                yb = self.y[lo:lo + self.chunk]
+                total += float(self.loss_fn(out, yb)) * len(yb)
+                parts.append(self._sample_losses(out, yb))
+        finally:
+            self.model.train(was_training)
+        self._keep_samples(parts)
+        return total / len(self.x)
+
+    def _keep_samples(self, parts: list[torch.Tensor | None]) -> None:
+        self._last_samples = (None if not parts or any(p is None for p in parts)
+                              else torch.cat(parts).numpy())  # type: ignore[arg-type]
 
     def _delta(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """(rows, cols, W - W_ref at them) when ``stage`` is a Linear whose reference
@@ -262,3 +305,6 @@ class ClassifierFisher(Objective):
 
     def loss(self) -> float | None:
         return None if self._cache is None else self._cache.loss()
+
+    def loss_samples(self) -> np.ndarray | None:
+        return None if self._cache is None else self._cache.samples()

@@ -133,3 +133,34 @@ def test_forward_stages_of_the_attention_model_give_the_same_loss():
             params[name].view(-1)[3] = 0.0
         cache.touch(name)
         assert cache.loss() == calibration_loss(vit, x, y, CE, chunk=16)[0]
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_per_sample_losses_follow_every_change_and_average_to_the_loss(plain):
+    """`samples()` (the engine's paired test) are the model's per-sample losses now, for
+    the staged cache and for a model run in full; a loss without ``reduction`` gives None."""
+    torch.manual_seed(2)
+    net = _cnn()
+    if plain:  # not a plain Sequential: run in full every time
+        net = nn.Sequential(net, nn.Identity())
+        net.register_forward_hook(lambda *_: None)
+    x, y = torch.randn(40, 64), torch.randint(0, 3, (40,))
+    prefix = "0." if plain else ""
+    names = [f"{prefix}1.weight", f"{prefix}7.weight"]
+    cache = CalibrationCache(net, names, x, y, CE, chunk=16)
+    params = dict(net.named_parameters())
+    for name in [None, *names]:
+        if name is not None:
+            with torch.no_grad():
+                params[name].view(-1)[:5] = 0.0
+            cache.touch(name)
+        loss = cache.loss()
+        samples = cache.samples()
+        with torch.no_grad():
+            expected = CE(net.eval()(x), y, reduction="none").double().numpy()
+        assert samples.shape == (40,)
+        assert samples == pytest.approx(expected, rel=1e-5, abs=1e-7)
+        assert samples.mean() == pytest.approx(loss, rel=1e-6)
+    mean_only = CalibrationCache(net, names, x, y, lambda out, t: CE(out, t))
+    mean_only.loss()
+    assert mean_only.samples() is None

@@ -202,3 +202,64 @@ def test_engine_selects_blocks_lazily_with_the_same_blocks_and_numbers():
     assert solver.count == 4
     engine.step([0, 0])
     assert solver.count == 6 and [s for s, _ in solver.seen][-2:] == [5, 6]
+
+
+class _NoisyHeldOut(_ToyObjective):
+    """The toy's loss x'Ax as the mean of N per-sample losses whose paired change has a
+    spread of ``spread`` x |change of a random linear function of x|, mean exactly 0."""
+
+    def __init__(self, spread, m=24, n=400, seed=0):
+        super().__init__(m=m, seed=seed)
+        rng = np.random.default_rng(seed + 1)
+        r = rng.normal(size=n)
+        self.r = r - r.mean()
+        self.w = rng.normal(size=m)
+        self.spread = spread
+
+    def loss(self):
+        x = self.pruned.astype(np.float64)
+        return float(x @ self.A @ x)
+
+    def loss_samples(self):
+        x = self.pruned.astype(np.float64)
+        return self.loss() + self.spread * self.r * float(self.w @ x)
+
+
+def _run_noisy(spread, z, steps=8):
+    from pruning.engine import BlockSolver, ICBSEngine
+
+    obj = _NoisyHeldOut(spread)
+    engine = ICBSEngine(obj, BlockSolver("exact", seed=0), block_size=8, loss_z=z,
+                        shrink_steps=0)
+    start = engine.loss
+    for _ in range(steps):
+        engine.step([0])
+    return obj, engine, start
+
+
+def test_paired_loss_test_keeps_only_changes_larger_than_their_noise():
+    # Without noise the paired test is the plain rule: the same steps, the same masks.
+    plain, e_plain, start = _run_noisy(0.0, 0.0)
+    paired, e_paired, _ = _run_noisy(0.0, 3.0)
+    assert np.array_equal(plain.pruned, paired.pruned)
+    assert e_plain.stats.blocks_applied > 0 and e_plain.loss < start
+    # With noise far above every gain, z = 0 still takes the (real) gains, z = 3 none.
+    loud, e_loud, start = _run_noisy(1e3, 0.0)
+    assert e_loud.stats.blocks_applied > 0 and e_loud.loss < start
+    strict, e_strict, start = _run_noisy(1e3, 3.0)
+    checked = [g for g in e_strict.stats.groups if g.measured is not None]
+    assert checked and all(g.reverted for g in checked)
+    assert e_strict.stats.blocks_applied == 0 and e_strict.loss == start
+    # Each checked group records the threshold it had to beat: tol - z * standard error.
+    assert all(g.threshold is not None and g.threshold < -1.0 for g in checked)
+    assert all(g.threshold == 0.0 for g in e_loud.stats.groups if g.measured is not None)
+
+
+def test_loss_z_must_be_non_negative():
+    import pytest
+
+    from pruning.engine import BlockSolver, ICBSEngine
+    from qcbo.errors import InputError
+
+    with pytest.raises(InputError, match="loss_z"):
+        ICBSEngine(_NoisyHeldOut(1.0), BlockSolver("exact"), block_size=8, loss_z=-1.0)

@@ -87,6 +87,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-samples", type=int, default=4096, metavar="N",
                         help="training samples held apart to choose the start and check every "
                              "step on the real loss (default 4096, at most a quarter of the data)")
+    parser.add_argument("--loss-z", type=float, default=None, metavar="Z",
+                        help="classifiers: keep a group only when the calibration loss falls by "
+                             "more than Z standard errors of its paired per-sample change "
+                             "(a noise-aware check; default: the library's ICBSConfig.loss_z)")
     add_executor_arguments(parser, "a group's blocks")
     parser.add_argument("--keep-best", action="store_true",
                         help="end with the mask of the epoch with the best validation accuracy")
@@ -151,6 +155,11 @@ def _check_writable_folder(out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.task == "lm":
+        if args.loss_z is not None:
+            from ..errors import InputError
+
+            raise InputError("--loss-z is for classifiers; --task lm checks perplexity "
+                             "without a paired test")
         return _run_lm(args)
 
     import os
@@ -207,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         keep_best=args.keep_best,
         group_size=args.group_size,
         loss_check=not args.no_loss_check,
+        **({} if args.loss_z is None else {"loss_z": args.loss_z}),
         calibration_samples=args.calibration_samples,
         patterns=tuple(args.layers) if args.layers else None,
         seed=args.seed,
