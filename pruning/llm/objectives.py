@@ -243,6 +243,7 @@ class RowRefit(RowReconstruction):
                  aware: bool = True, fitted: bool = False) -> None:
         super().__init__(W0, W, keep, H, name=name, pattern=pattern, score="flip")
         self.aware = bool(aware)
+        self._H_np = self.H.contiguous().numpy()
         # ``fitted``: W is already `refit_rows(W0, keep, H)` (the caller's), not re-fit again.
         self.dirty = torch.full((self.W.shape[0],), not fitted, dtype=torch.bool)
         self._factors: dict[int, _Factors] = {}
@@ -269,9 +270,11 @@ class RowRefit(RowReconstruction):
         H_BB = self.H[idx[:, None], idx]
         if O.numel() == 0:
             return H_BB, _Factors(O, None, None)
-        H_O = self.H[O]
-        L = torch.linalg.cholesky(H_O[:, O])
-        Y = torch.linalg.solve_triangular(L, H_O[:, idx], upper=False)
+        # numpy's np.ix_ gathers the two sub-blocks faster than torch's row slab (same values)
+        on, bn = O.numpy(), idx.numpy()
+        L = torch.linalg.cholesky(torch.from_numpy(self._H_np[np.ix_(on, on)]))
+        Y = torch.linalg.solve_triangular(L, torch.from_numpy(self._H_np[np.ix_(on, bn)]),
+                                          upper=False)
         S = H_BB - Y.T @ Y
         return (S + S.T) / 2.0, _Factors(O, L, Y)
 
