@@ -94,9 +94,12 @@ def layer_densities(model: nn.Module) -> dict[str, float]:
 
 
 def _init_mask(kind: str, W0: torch.Tensor, stats: LinearStats, cfg: LMPruneConfig,
-               facts: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               facts: dict[str, Any] | None = None, *, refit_after: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """(weights, keep) of a one-shot method on one Linear; ``facts`` receives what the
-    method reports about itself (ALPS: iterations, final ρ)."""
+    method reports about itself (ALPS: iterations, final ρ). ``refit_after``: the caller
+    re-fits the kept weights exactly, so ALPS skips its own PCG re-fit (its weights are
+    then ADMM's iterate on the support; ``facts["pcg_skipped"]``)."""
     if kind == "magnitude":
         keep = baselines.magnitude_mask(W0, cfg.density, cfg.pattern)
     elif kind == "wanda":
@@ -107,9 +110,10 @@ def _init_mask(kind: str, W0: torch.Tensor, stats: LinearStats, cfg: LMPruneConf
     elif kind == "alps":
         info = ALPSInfo()
         result = alps(W0, stats.xtx, density=cfg.density, pattern=cfg.pattern, damp=cfg.damp,
-                      max_iter=cfg.alps_max_iter, info=info)
+                      max_iter=cfg.alps_max_iter, info=info,
+                      **({"pcg_iter": 0} if refit_after else {}))
         if facts is not None:
-            facts.update(asdict(info))
+            facts.update(asdict(info), pcg_skipped=refit_after)
         return result
     else:
         raise ValueError(f"unknown one-shot method {kind!r}")
@@ -163,7 +167,11 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
                 W0 = lin.weight.detach().clone()
                 kind = config.method if config.method != "icbs" else icfg.init
                 facts: dict[str, Any] = {}
-                W, keep = _init_mask(kind, W0, stats[name], config, facts)
+                # An exact re-fit follows (reconstruction + refit): ALPS's own is redundant.
+                exact_refit = (config.method == "icbs" and icfg.objective == "reconstruction"
+                               and icfg.refit)
+                W, keep = _init_mask(kind, W0, stats[name], config, facts,
+                                     refit_after=exact_refit)
                 if facts:
                     report["layers"][full] = facts
                 if config.method == "icbs" and icfg.objective == "reconstruction":
@@ -201,7 +209,8 @@ def _reconstruct(name: str, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tenso
     W, keep, errors = reconstruct_layer(W0, W, keep, H, solver, icfg, name=name,
                                         pattern=config.pattern, block_sink=block_sink,
                                         on_step=on_step)
-    layers[name] = {"error_init": errors.refit if icfg.refit else errors.start,
+    layers[name] = {**layers.get(name, {}),  # the start's facts (ALPS), if any
+                    "error_init": errors.refit if icfg.refit else errors.start,
                     "error_final": errors.blocks_refit if icfg.refit else errors.blocks,
                     "errors": errors.to_dict()}
     return W, keep
