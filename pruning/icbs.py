@@ -4,7 +4,7 @@
 nn.Linear / nn.Conv2d weights of ``model`` in place to the target density and returns an
 `ICBSReport`. The start is a one-shot mask (``init="auto"``: every one-shot mask of
 `pruning.baselines.BASELINES` and CHITA's and CHITA++'s masks with their updated weights are scored on the
-calibration set and the lowest loss wins);
+calibration set and the lowest temperature-scaled loss wins);
 then epochs of steps, each step a group of blocks posed by
 `pruning.objectives.ClassifierFisher` from one fresh batch, solved by any registered
 backend, accepted on the exact block model and kept only when the held-out calibration
@@ -36,7 +36,7 @@ from qcbo.problem import Problem
 
 from .baselines import BASELINES, masks_from_scores, prunable_weights, scores_for
 from .engine import BlockSolver, ICBSEngine, SelectionPolicy, StepRecord
-from .objectives import ClassifierFisher, calibration_loss
+from .objectives import ClassifierFisher, calibration_loss, tempered_loss
 
 __all__ = ["INITS", "ICBSConfig", "ICBSReport", "prune", "evaluate_loader",
            "resolve_block_size", "step_schedule", "choose_start"]
@@ -68,7 +68,9 @@ class ICBSConfig:
     ``loss_z`` > 0 asks more: the loss must fall by ``loss_z`` standard errors of the
     paired per-sample change (a test against calibration noise; `pruning.engine`).
     ``calibration_samples``: size of that set when the caller
-    lets iCBS carve it (`pruning.run.prune_classifier`). γ, λ, fixing and tabu
+    lets iCBS carve it (`pruning.run.prune_classifier`). ``start_score``: how
+    ``init="auto"`` ranks its candidates (`choose_start`): "tempered" (default) by the
+    temperature-scaled calibration loss, "loss" by the plain one. γ, λ, fixing and tabu
     fractions default to ICBS.md's; the step counts and block size to the values chosen
     on the model zoo (benchmarks/README.md, "Choosing the defaults").
     """
@@ -77,6 +79,7 @@ class ICBSConfig:
     backend: str = "sa"
     backend_options: Mapping[str, Any] | None = None
     init: str = "auto"
+    start_score: Literal["tempered", "loss"] = "tempered"
     block_size: int | None = None
     block_k: int | None = None
     epochs: int = 4
@@ -108,6 +111,8 @@ class ICBSConfig:
             raise InputError(f"density must be in (0, 1], got {self.density}")
         if self.init not in INITS:
             raise InputError(f"unknown init {self.init!r}; choose one of: {', '.join(INITS)}")
+        if self.start_score not in ("tempered", "loss"):
+            raise InputError(f"start_score must be tempered or loss, got {self.start_score!r}")
         if self.block_size is not None and self.block_size < 2:
             raise InputError(f"block size must be at least 2, got {self.block_size}")
         if self.epochs < 0 or self.steps_per_epoch < 0:
@@ -215,12 +220,15 @@ def _metrics(model: nn.Module, loader: Iterable[Batch] | None, loss_fn: LossFn,
 def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Parameter],
                  density: float, candidates: Sequence[str], score_batches: Sequence[Batch],
                  calibration: Batch, seed: int = 0, *,
-                 measure: Mapping[str, Callable[[nn.Module], dict[str, Any]]] | None = None
-                 ) -> tuple[str, dict[str, dict[str, Any]], dict]:
+                 measure: Mapping[str, Callable[[nn.Module], dict[str, Any]]] | None = None,
+                 score: str = "tempered") -> tuple[str, dict[str, dict[str, Any]], dict]:
     """Score every start of ``candidates`` (`BASELINES` names or "chita") on the
     calibration set.
 
-    Returns (chosen name: lowest calibration loss, per-candidate {loss, accuracy, time},
+    ``score``: "tempered" ranks candidates by their temperature-scaled calibration loss
+    (`pruning.objectives.tempered_loss`; the plain loss where it does not apply),
+    "loss" by the plain mean loss. Both, the temperature and the accuracy are recorded.
+    Returns (chosen name: lowest score, per-candidate {loss, accuracy, time},
     {"masks", "scores", "values"} of the chosen one: masks True = kept, selection scores,
     and the dense values iCBS keeps on kept weights, None for the original weights).
     ``measure`` maps candidate names to a function of the pruned model whose dict joins
@@ -260,8 +268,13 @@ def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Par
                     base = dense[n] if values is None else values[n]
                     p.copy_(base * masks[n].to(p.dtype))
             loss, acc = calibration_loss(model, *calibration, loss_fn)
+            tempered = tempered_loss(model, *calibration, loss_fn)
             table[name] = {"calibration_loss": loss, "calibration_accuracy": acc,
+                           "tempered_loss": None if tempered is None else tempered[0],
+                           "temperature": None if tempered is None else tempered[1],
                            "time_s": time.perf_counter() - t0}
+            if score == "tempered" and tempered is not None:
+                loss = tempered[0]
             if measure and name in measure:
                 table[name].update(measure[name](model), **extra, layers={
                     n: float(masks[n].float().mean()) for n in weights})
@@ -379,7 +392,8 @@ def prune(
     chosen, table, start_masks = choose_start(model, loss_fn, weights, config.density,
                                               candidates, score_batches, calibration,
                                               seed=config.seed,
-                                              measure={n: measured for n in measure_starts})
+                                              measure={n: measured for n in measure_starts},
+                                              score=config.start_score)
     if start_masks["values"] is not None:  # CHITA: its weights become iCBS's dense values
         with torch.no_grad():
             for n, p in weights.items():

@@ -23,7 +23,7 @@ from .block import block_problem
 from .engine import Block, Objective
 from .fisher import exact_hessian_block, fisher_block
 
-__all__ = ["CalibrationCache", "ClassifierFisher", "calibration_loss"]
+__all__ = ["CalibrationCache", "ClassifierFisher", "calibration_loss", "tempered_loss"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -59,6 +59,42 @@ def calibration_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn
     finally:
         model.train(was_training)
     return total / len(x), (correct / len(x) if classify else None)
+
+
+@torch.no_grad()
+def tempered_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
+                  chunk: int = EVAL_CHUNK) -> tuple[float, float] | None:
+    """(min over T > 0 of the mean loss of logits / T, that T) on x (N, ...), y (N,), in
+    eval mode; None unless the outputs are (N, C) logits of integer class targets.
+
+    Temperature scaling removes what one global logit scale would fix, so the value
+    measures what the network still ranks right rather than how (mis)confident it is:
+    near chance, where every one-shot mask of a model lands at a loss of about ln C, the
+    plain loss mostly ranks the scale of wrong logits. T is searched on log T in [-6, 6]
+    (bounded Brent), in float64; T = 1 is always a candidate, so the value never
+    exceeds the plain loss by more than rounding.
+    """
+    from scipy.optimize import minimize_scalar
+
+    was_training = model.training
+    model.eval()
+    try:
+        outs = [model(x[i:i + chunk]) for i in range(0, len(x), chunk)]
+    finally:
+        model.train(was_training)
+    z = torch.cat(outs).double()
+    if z.ndim != 2 or y.ndim != 1 or y.is_floating_point():
+        return None
+
+    def loss_at(log_t: float) -> float:
+        return float(loss_fn(z / float(np.exp(log_t)), y))
+
+    best = minimize_scalar(loss_at, bounds=(-6.0, 6.0), method="bounded",
+                           options={"xatol": 1e-4})
+    plain = loss_at(0.0)
+    if not best.fun < plain:
+        return plain, 1.0
+    return float(best.fun), float(np.exp(best.x))
 
 
 class CalibrationCache:

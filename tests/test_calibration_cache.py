@@ -164,3 +164,24 @@ def test_per_sample_losses_follow_every_change_and_average_to_the_loss(plain):
     mean_only = CalibrationCache(net, names, x, y, lambda out, t: CE(out, t))
     mean_only.loss()
     assert mean_only.samples() is None
+
+
+def test_tempered_loss_is_the_loss_at_the_best_temperature():
+    from pruning.objectives import tempered_loss
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(5, 4))
+    x, y = torch.randn(200, 5), torch.randint(0, 4, (200,))
+    with torch.no_grad():
+        net[0].weight.mul_(25.0)  # over-confident logits: a temperature above 1 helps
+    value, T = tempered_loss(net, x, y, CE)
+    plain = calibration_loss(net, x, y, CE)[0]
+    assert T > 1.0 and value < plain
+    with torch.no_grad():
+        z = net(x).double()
+    grid = [float(CE(z / t, y)) for t in torch.logspace(-2, 3, 2001, dtype=torch.float64)]
+    assert value == pytest.approx(min(grid), rel=1e-4)
+    assert value == pytest.approx(float(CE(z / T, y)), rel=1e-9)
+    # Not a classifier (regression outputs): no temperature.
+    reg = nn.Sequential(nn.Linear(5, 1), nn.Flatten(0))
+    assert tempered_loss(reg, x, torch.randn(200), nn.functional.mse_loss) is None

@@ -173,17 +173,23 @@ def test_calibration_loss_never_rises_across_steps_and_groups_are_reverted():
     assert report["blocks_applied"] == sum(s.applied and not s.reverted for s in steps)
 
 
-def test_auto_start_picks_the_lowest_calibration_loss():
+@pytest.mark.parametrize("score,key", [("loss", "calibration_loss"),
+                                       ("tempered", "tempered_loss")])
+def test_auto_start_picks_the_lowest_calibration_score(score, key):
     net, x, y = _digits_like(1)
     train = make_loader(x[:1000], y[:1000], batch_size=100, shuffle=True, seed=1)
     val = make_loader(x[1000:1300], y[1000:1300], batch_size=300, shuffle=False)
-    cfg = ICBSConfig(density=0.3, backend="sa", block_size=16, epochs=0, steps_per_epoch=0)
+    cfg = ICBSConfig(density=0.3, backend="sa", block_size=16, epochs=0, steps_per_epoch=0,
+                     start_score=score)
     report = prune(net, CE, train, val, cfg, calibration=(x[1300:], y[1300:])).to_dict()
     table = report["initial"]["candidates"]
     assert set(table) >= {"magnitude", "wanda", "gradient", "magnitude-global"}
     chosen = report["initial"]["method"]
-    assert table[chosen]["calibration_loss"] == min(v["calibration_loss"] for v in table.values())
+    assert table[chosen][key] == min(v[key] for v in table.values())
     assert report["final"]["calibration_loss"] == pytest.approx(table[chosen]["calibration_loss"])
+    for v in table.values():  # the best temperature is never worse than T = 1
+        assert v["tempered_loss"] <= v["calibration_loss"] * (1 + 1e-9)
+        assert v["temperature"] > 0
 
 
 def test_answers_do_not_depend_on_the_executor():
