@@ -10,6 +10,11 @@ magnitude-global, Wanda, gradient). Writes benchmarks/results/zoo.json and zoo.p
 
     nice -n 10 python benchmarks/zoo.py                                  # every model, 0.1 and 0.3
     nice -n 10 python benchmarks/zoo.py --models digits-mlp --densities 0.1 0.2 0.3 0.5
+    python benchmarks/zoo.py --models fmnist-vit --densities 0.1 --seeds 0 1 2 --starts-only
+
+``--starts-only``: no iCBS; every candidate of the automatic start scored on the
+calibration set as `pruning.icbs.choose_start` scores it (plain and temperature-scaled
+loss, accuracy, temperature), written to results/NAME.json.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an ICBSConfig field for every run (value read as JSON), e.g. "
                         "--set loss_check=false --set shrink_steps=0")
+    p.add_argument("--starts-only", action="store_true",
+                   help="only score the automatic start's candidates (plain and tempered loss)")
     p.add_argument("--name", default="zoo")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--report", nargs="+", metavar="NAME", default=None,
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report:
         return _report(args.report, args.name)
+    if args.starts_only:
+        return _starts(args)
     import torch
 
     from pruning.icbs import ICBSConfig
@@ -142,6 +151,47 @@ def main(argv: list[str] | None = None) -> int:
         _seed_table(rows)
     _plot(rows, RESULTS / f"{args.name}.png")
     print(f"wrote {out} and {RESULTS / (args.name + '.png')}")
+    return 0
+
+
+def _starts(args: argparse.Namespace) -> int:
+    """Score the automatic start's candidates per model, density and seed (no iCBS)."""
+    import torch
+    from torch import nn
+
+    from pruning.baselines import prunable_weights
+    from pruning.data import make_loader
+    from pruning.icbs import AUTO_CANDIDATES, ICBSConfig, _batches_forever, choose_start
+    from pruning.run import split_calibration
+    from pruning.zoo import load_zoo
+
+    torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
+    rows = []
+    for model in args.models:
+        for density in args.densities:
+            for seed in args.seeds:
+                loaded = load_zoo(model)
+                config = ICBSConfig(density=density, seed=seed)
+                (x_fit, y_fit), cal = split_calibration(loaded.data.x_train, loaded.data.y_train,
+                                                        config.calibration_samples, seed)
+                # The batches prune_classifier's iCBS run scores its candidates on.
+                batches = _batches_forever(make_loader(x_fit, y_fit, batch_size=512,
+                                                       shuffle=True, seed=seed))
+                score = [next(batches) for _ in range(config.calibration_batches)]
+                chosen, table, _ = choose_start(
+                    loaded.model, nn.functional.cross_entropy,
+                    prunable_weights(loaded.model, None), density, list(AUTO_CANDIDATES),
+                    score, cal, seed=seed, score=config.start_score)
+                plain = min(table, key=lambda k: table[k]["calibration_loss"])
+                rows.append({"model": model, "density": density, "seed": seed,
+                             "chosen": chosen, "plain_choice": plain, "candidates": table})
+                print(f"{model} d={density} seed={seed}: chosen {chosen} (plain loss: {plain})")
+                for k, v in table.items():
+                    print(f"    {k:17s} loss {v['calibration_loss']:.3f}  tempered "
+                          f"{v['tempered_loss']:.3f} (T {v['temperature']:.2f})  accuracy "
+                          f"{v['calibration_accuracy']:.3f}", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"runs": rows}, indent=1) + "\n")
     return 0
 
 
