@@ -199,9 +199,7 @@ class CalibrationCache:
                     h = self.stages[i](h)
                     if i in self._linear:
                         _store(self._outs.setdefault(i, []), c, h)
-                yb = self.y[lo:lo + self.chunk]
-                total += float(self.loss_fn(h, yb)) * len(yb)
-                parts.append(self._sample_losses(h, yb))
+                total += self._chunk_loss(h, self.y[lo:lo + self.chunk], parts)
         finally:
             self.model.train(was_training)
         self._keep_samples(parts)
@@ -222,13 +220,18 @@ class CalibrationCache:
         try:
             for lo in range(0, len(self.x), self.chunk):
                 out = self.model(self.x[lo:lo + self.chunk])
-                yb = self.y[lo:lo + self.chunk]
-                total += float(self.loss_fn(out, yb)) * len(yb)
-                parts.append(self._sample_losses(out, yb))
+                total += self._chunk_loss(out, self.y[lo:lo + self.chunk], parts)
         finally:
             self.model.train(was_training)
         self._keep_samples(parts)
         return total / len(self.x)
+
+    def _chunk_loss(self, out: torch.Tensor, y: torch.Tensor,
+                    parts: list[torch.Tensor | None]) -> float:
+        """Summed loss of one chunk (mean x count, as `calibration_loss` adds it); its
+        per-sample losses go to ``parts``."""
+        parts.append(self._sample_losses(out, y))
+        return float(self.loss_fn(out, y)) * len(y)
 
     def _keep_samples(self, parts: list[torch.Tensor | None]) -> None:
         self._last_samples = (None if not parts or any(p is None for p in parts)
