@@ -405,7 +405,8 @@ class ICBSEngine:
     ``loss_z`` > 0 makes the check a paired test when the objective gives per-sample
     losses: a group is kept only if the loss changes by at most ``loss_tol`` minus
     ``loss_z`` standard errors of the mean per-sample change (so a step must lower the
-    loss by more than its noise on the held-out set; 0: the plain rule);
+    loss by more than its noise on the held-out set; 0: the plain rule; the test starts
+    at the first accepted check when ``initial_loss`` is given, whose samples are unknown);
     ``initial_loss``: the objective's loss now, when the caller already measured it.
     ``block_sink(problem)`` receives every solved problem, its metadata completed with
     the answer; ``on_step(record)`` every `StepRecord`.

@@ -236,6 +236,8 @@ def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Par
     with ``layers`` (per-layer density) and, for CHITA, its objective and iterations.
     The model's weights are left dense.
     """
+    if score not in ("tempered", "loss"):
+        raise InputError(f"start score must be tempered or loss, got {score!r}")
     dense = {n: p.detach().clone() for n, p in weights.items()}
     table: dict[str, dict[str, Any]] = {}
     best: tuple[float, str] | None = None
