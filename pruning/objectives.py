@@ -64,15 +64,17 @@ def calibration_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn
 @torch.no_grad()
 def tempered_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
                   chunk: int = EVAL_CHUNK) -> tuple[float, float] | None:
-    """(min over T > 0 of the mean loss of logits / T, that T) on x (N, ...), y (N,), in
+    """(min over T >= 1 of the mean loss of logits / T, that T) on x (N, ...), y (N,), in
     eval mode; None unless the outputs are (N, C) logits of integer class targets.
 
-    Temperature scaling removes what one global logit scale would fix, so the value
-    measures what the network still ranks right rather than how (mis)confident it is:
-    near chance, where every one-shot mask of a model lands at a loss of about ln C, the
-    plain loss mostly ranks the scale of wrong logits. T is searched on log T in [-6, 6]
-    (bounded Brent), in float64; T = 1 is always a candidate, so the value never
-    exceeds the plain loss by more than rounding.
+    Softening the logits removes what one global scale would fix in over-confident wrong
+    answers, so near chance, where every one-shot mask of a model lands at a loss of
+    about ln C, the value measures what the network still ranks right rather than how
+    confident its mistakes are. T is searched on log T in [0, 6] (bounded Brent), in
+    float64, and T = 1 is always a candidate: the value is never above the plain loss,
+    and equals it when softening does not help. Sharpening (T < 1) is not allowed: on a
+    calibration set a mask classifies perfectly it would drive every such mask's loss
+    to 0 and erase the ranking.
     """
     from scipy.optimize import minimize_scalar
 
@@ -89,7 +91,7 @@ def tempered_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: L
     def loss_at(log_t: float) -> float:
         return float(loss_fn(z / float(np.exp(log_t)), y))
 
-    best = minimize_scalar(loss_at, bounds=(-6.0, 6.0), method="bounded",
+    best = minimize_scalar(loss_at, bounds=(0.0, 6.0), method="bounded",
                            options={"xatol": 1e-4})
     plain = loss_at(0.0)
     if not best.fun < plain:

@@ -179,9 +179,17 @@ def test_tempered_loss_is_the_loss_at_the_best_temperature():
     assert T > 1.0 and value < plain
     with torch.no_grad():
         z = net(x).double()
-    grid = [float(CE(z / t, y)) for t in torch.logspace(-2, 3, 2001, dtype=torch.float64)]
+    grid = [float(CE(z / t, y)) for t in torch.logspace(0, 3, 2001, dtype=torch.float64)]
     assert value == pytest.approx(min(grid), rel=1e-4)
     assert value == pytest.approx(float(CE(z / T, y)), rel=1e-9)
+    # Perfectly separated, confident logits: sharpening would reach 0; softening only.
+    sep = nn.Sequential(nn.Linear(4, 4, bias=False))
+    with torch.no_grad():
+        sep[0].weight.copy_(torch.eye(4) * 3.0)
+    xs = torch.eye(4).repeat(10, 1)
+    ys = torch.arange(4).repeat(10)
+    value, T = tempered_loss(sep, xs, ys, CE)
+    assert T == 1.0 and value == pytest.approx(calibration_loss(sep, xs, ys, CE)[0], rel=1e-6)
     # Not a classifier (regression outputs): no temperature.
     reg = nn.Sequential(nn.Linear(5, 1), nn.Flatten(0))
     assert tempered_loss(reg, x, torch.randn(200), nn.functional.mse_loss) is None

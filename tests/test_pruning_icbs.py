@@ -188,7 +188,7 @@ def test_auto_start_picks_the_lowest_calibration_score(score, key):
     assert table[chosen][key] == min(v[key] for v in table.values())
     assert report["final"]["calibration_loss"] == pytest.approx(table[chosen]["calibration_loss"])
     for v in table.values():  # the best temperature is never worse than T = 1
-        assert v["tempered_loss"] <= v["calibration_loss"] * (1 + 1e-9)
+        assert v["tempered_loss"] <= v["calibration_loss"] * (1 + 1e-6)  # float32 forward
         assert v["temperature"] > 0
 
 
