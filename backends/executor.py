@@ -36,12 +36,13 @@ import multiprocessing
 import os
 import pickle
 import socket
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Any, ClassVar, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -235,6 +236,12 @@ def _init_worker() -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    # The forkserver may have imported torch already (it preloads the main module): its
+    # thread pool was sized for the whole machine, and workers x threads > cores makes
+    # coarse `Executor.map` tasks several times slower.
+    torch = sys.modules.get("torch")
+    if torch is not None and os.environ["OMP_NUM_THREADS"] == "1":
+        torch.set_num_threads(1)
     _exit_with_parent()
     import backends  # noqa: F401
 
@@ -345,6 +352,17 @@ class Executor(abc.ABC):
                             self._pack(problem), on_ray)
 
         return generate()
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """``fn(item)`` for every item, in the workers; yields the results in input order.
+
+        For coarse tasks that are not QCBO solves (e.g. pruning a whole Linear). ``fn``
+        must be a module-level function (so a worker can import it) and ``items`` and the
+        results picklable. Items are submitted in the order given: put the longest first.
+        An exception raised by ``fn`` is re-raised here; a task whose worker died runs
+        again (up to ``max_retries`` times).
+        """
+        return (fn(item) for item in items)
 
     def _pack(self, problem: Problem) -> _ProblemData:
         return _ProblemData(problem)
@@ -521,6 +539,41 @@ class ProcessExecutor(Executor):
             if lookahead is not None:
                 self._release(lookahead, reuse=False)
 
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        items = list(items)
+        tries = [0] * len(items)
+        futures: dict[int, Future] = {}
+        try:
+            for i in range(len(items)):
+                while True:
+                    future = futures.get(i)
+                    if future is None:
+                        for j in range(i, len(items)):  # (re)submit everything not done
+                            if j not in futures:
+                                futures[j] = self._get_pool().submit(fn, items[j])
+                        future = futures[i]
+                    try:
+                        result = future.result()
+                        break
+                    except BrokenProcessPool:
+                        for j in [j for j, f in futures.items() if j >= i and (
+                                not f.done() or isinstance(f.exception(), BrokenProcessPool))]:
+                            tries[j] += 1
+                            if tries[j] > self.max_retries:
+                                raise SolverError(f"map task {j} lost its worker {tries[j]} "
+                                                  "times; giving up") from None
+                            del futures[j]
+                        log.warning("a worker process died; restarting the pool")
+                        if self._pool is not None:
+                            self._pool.shutdown(wait=False, cancel_futures=True)
+                        self._pool = None
+                        self.restarts += 1
+                del futures[i]
+                yield result
+        finally:
+            for future in futures.values():
+                future.cancel()
+
     def _rebuild(self, pending: dict[Future, list[_Task]], again: collections.deque[_Task],
                  tries: dict[int, int]) -> None:
         """A worker died: a fresh pool, and every unfinished task queued again."""
@@ -580,6 +633,7 @@ class RayExecutor(Executor):
                                               f"{exc}") from None
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._ray = ray
+        self._max_retries = max_retries
         self._remote = ray.remote(num_cpus=1, max_retries=max_retries)(_run_task)
 
     def _run(self, tasks: Iterator[_Task], errors: Errors) -> Iterator[tuple[int, Any, dict]]:
@@ -611,6 +665,24 @@ class RayExecutor(Executor):
                 yield outcome
         finally:
             for ref in pending:
+                ray.cancel(ref)
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        ray = self._ray
+        remote = ray.remote(num_cpus=1, max_retries=self._max_retries)(fn)
+        refs = [remote.remote(item) for item in items]
+        try:
+            while refs:
+                try:
+                    result = ray.get(refs[0])
+                except ray.exceptions.RayTaskError as exc:
+                    cause = getattr(exc, "cause", None)
+                    raise (cause if isinstance(cause, Exception) else SolverError(
+                        f"map task failed on Ray: {str(exc).splitlines()[0]}")) from None
+                refs.pop(0)
+                yield result
+        finally:
+            for ref in refs:
                 ray.cancel(ref)
 
     def close(self) -> None:

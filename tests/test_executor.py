@@ -443,3 +443,42 @@ def test_two_ray_nodes_share_a_block_set_and_agree_with_serial(tmp_path):
         current = "/tmp/ray/ray_current_cluster"
         if os.path.exists(current) and address.split(":")[1] in open(current).read():
             os.unlink(current)
+
+
+# --------------------------------------------------------------------------- map
+def _square_or_fail(item):
+    """A map task: item² (item < 0 raises; a (marker path, value) pair kills its worker
+    once, leaving the marker behind)."""
+    if isinstance(item, tuple):
+        marker, value = item
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return value * value
+    if item < 0:
+        raise InputError(f"negative item {item}")
+    return item * item
+
+
+def test_map_yields_results_in_input_order_on_every_executor(processes):
+    items = [5, 1, 4, 2, 3, 0]
+    expected = [i * i for i in items]
+    assert list(make_executor("serial").map(_square_or_fail, items)) == expected
+    assert list(processes.map(_square_or_fail, items)) == expected
+    with pytest.raises(InputError, match="negative item -2"):
+        list(processes.map(_square_or_fail, [1, -2, 3]))
+    assert list(processes.map(_square_or_fail, [])) == []
+
+
+def test_map_reruns_the_task_of_a_killed_worker(tmp_path):
+    items = [1, (str(tmp_path / "killed-once"), 7), 2, 3]
+    with make_executor("processes", workers=2) as executor:
+        assert list(executor.map(_square_or_fail, items)) == [1, 49, 4, 9]
+        assert executor.restarts >= 1
+
+
+def test_map_on_ray_gives_the_serial_results(ray_executor):
+    items = [3, 1, 2]
+    assert list(ray_executor.map(_square_or_fail, items)) == [9, 1, 4]
+    with pytest.raises(InputError, match="negative item -1"):
+        list(ray_executor.map(_square_or_fail, [-1]))

@@ -121,14 +121,17 @@ def _init_mask(kind: str, W0: torch.Tensor, stats: LinearStats, cfg: LMPruneConf
 
 
 class _Counts:
-    """Solved and applied blocks over a whole run (the engine's ``on_step``)."""
+    """Solved and applied blocks (the engine's ``on_step``), passed on to ``inner``."""
 
-    def __init__(self) -> None:
+    def __init__(self, inner: Any = None) -> None:
         self.solved = self.applied = 0
+        self.inner = inner
 
     def __call__(self, record: StepRecord) -> None:
         self.solved += 1
         self.applied += int(record.applied and not record.reverted)
+        if self.inner is not None:
+            self.inner(record)
 
 
 def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig, *,
@@ -148,7 +151,7 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
     solver = None
     counts = _Counts()
     sink = writer.add if writer is not None else None
-    if config.method == "icbs":
+    if config.method == "icbs":  # the fisher objective's solver (reconstruction: per Linear)
         solver = BlockSolver(icfg.backend, icfg.backend_options, seed=icfg.seed,
                              executor=executor)
     fisher_state: dict[str, tuple[nn.Linear, torch.Tensor, torch.Tensor]] = {}
@@ -160,27 +163,39 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
                     keep = baselines.magnitude_mask(lin.weight, config.density, config.pattern)
                     lin.weight.mul_(keep)
     else:
+        # One task per Linear: its start, then (reconstruction iCBS) its block steps. With
+        # an executor of several workers (and no block writer, which must see every
+        # problem here), a decoder block's Linears run in parallel, each solving its own
+        # blocks serially; otherwise one after another here, their blocks solved through
+        # the executor. Each Linear's solver is seeded by its position in the model, so
+        # the answers are the same either way.
+        by_linears = (executor is not None and getattr(executor, "workers", 1) > 1
+                      and writer is None)
+        numbered = 0
+
         def prune_block(index: int, linears: dict[str, nn.Linear],
                         stats: dict[str, LinearStats]) -> None:
-            for name, lin in linears.items():
-                full = f"{index}.{name}"
-                W0 = lin.weight.detach().clone()
-                kind = config.method if config.method != "icbs" else icfg.init
-                facts: dict[str, Any] = {}
-                # An exact re-fit follows (reconstruction + refit): ALPS's own is redundant.
-                exact_refit = (config.method == "icbs" and icfg.objective == "reconstruction"
-                               and icfg.refit)
-                W, keep = _init_mask(kind, W0, stats[name], config, facts,
-                                     refit_after=exact_refit)
-                if facts:
-                    report["layers"][full] = facts
-                if config.method == "icbs" and icfg.objective == "reconstruction":
-                    W, keep = _reconstruct(full, W0, W, keep, stats[name], config, solver,
-                                           report["layers"], block_sink=sink, on_step=counts)
-                elif config.method == "icbs":
-                    fisher_state[full] = (lin, W0, keep)
+            nonlocal numbered
+            tasks = [_LinearTask(f"{index}.{name}", lin.weight.detach().clone(), stats[name],
+                                 config, numbered + j) for j, (name, lin) in enumerate(linears.items())]
+            numbered += len(tasks)
+            if by_linears:  # the largest first: the workers finish at about the same time
+                order = sorted(range(len(tasks)), key=lambda j: -tasks[j].W0.numel())
+                results = dict(zip(order, executor.map(_prune_linear, [tasks[j] for j in order])))
+            else:
+                results = {j: _prune_linear(task, executor=executor, block_sink=sink,
+                                            on_step=counts) for j, task in enumerate(tasks)}
+            for j, (name, lin) in enumerate(linears.items()):
+                task, result = tasks[j], results[j]
+                if result.facts:
+                    report["layers"][task.name] = result.facts
+                if by_linears:
+                    counts.solved += result.solved
+                    counts.applied += result.applied
+                if config.method == "icbs" and icfg.objective == "fisher":
+                    fisher_state[task.name] = (lin, task.W0, result.keep)
                 with torch.no_grad():
-                    lin.weight.copy_(W.to(lin.weight.dtype))
+                    lin.weight.copy_(result.W.to(lin.weight.dtype))
 
         report["layerwise"] = run_layerwise(model, calibration, prune_block,
                                             batch_size=config.batch_size)
@@ -198,6 +213,55 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
                             "init": icfg.init}
     report["prune_s"] = time.perf_counter() - started
     return report
+
+
+@dataclass
+class _LinearTask:
+    """One Linear to prune: its dense weights W0 (d_out, d_in), input statistics, the
+    run's config and its running number in the model (its iCBS solver's seed)."""
+
+    name: str
+    W0: torch.Tensor
+    stats: LinearStats
+    config: LMPruneConfig
+    number: int
+
+
+@dataclass
+class _LinearResult:
+    """What `_prune_linear` gives back: weights (zero where ~keep), mask, the layer
+    report entry, and its iCBS blocks solved and applied."""
+
+    W: torch.Tensor
+    keep: torch.Tensor
+    facts: dict[str, Any]
+    solved: int = 0
+    applied: int = 0
+
+
+def _prune_linear(task: _LinearTask, *, executor: Any = None, block_sink: Any = None,
+                  on_step: Any = None) -> _LinearResult:
+    """The one-shot start of one Linear and, for reconstruction iCBS, its block steps
+    (module-level: an executor's worker runs it). ``executor``, ``block_sink`` and
+    ``on_step`` apply when it runs in the calling process."""
+    config, icfg = task.config, task.config.icbs
+    icbs = config.method == "icbs"
+    kind = icfg.init if icbs else config.method
+    facts: dict[str, Any] = {}
+    # An exact re-fit follows (reconstruction + refit): ALPS's own is redundant.
+    exact_refit = icbs and icfg.objective == "reconstruction" and icfg.refit
+    W, keep = _init_mask(kind, task.W0, task.stats, config, facts, refit_after=exact_refit)
+    counts = _Counts(on_step)
+    if icbs and icfg.objective == "reconstruction":
+        from backends.executor import task_seed
+
+        solver = BlockSolver(icfg.backend, icfg.backend_options,
+                             seed=task_seed(icfg.seed, task.number), executor=executor)
+        layers = {task.name: facts} if facts else {}
+        W, keep = _reconstruct(task.name, task.W0, W, keep, task.stats, config, solver,
+                               layers, block_sink=block_sink, on_step=counts)
+        facts = layers[task.name]
+    return _LinearResult(W, keep, facts, counts.solved, counts.applied)
 
 
 def _reconstruct(name: str, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor,
