@@ -139,7 +139,9 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
     """Prune ``model`` in place with calibration windows (m, T) int64; returns a report.
 
     ``writer``: an optional `qcbo.io.BlockSetWriter` receiving every iCBS block problem;
-    ``executor`` (`backends.executor`): solves each Linear's blocks in parallel.
+    ``executor`` (`backends.executor`): with several workers and no ``writer``, prunes a
+    decoder block's Linears in parallel (`Executor.map`, one Linear per task); otherwise
+    solves each Linear's blocks through it. The answers are the same either way.
     """
     config.validate()
     check_pattern(model, config)

@@ -91,7 +91,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="classifiers: keep a group only when the calibration loss falls by "
                              "more than Z standard errors of its paired per-sample change "
                              "(a noise-aware check; default: the library's ICBSConfig.loss_z)")
-    add_executor_arguments(parser, "a group's blocks")
+    add_executor_arguments(parser, "a group's blocks (--task lm: a decoder block's Linears)")
     parser.add_argument("--keep-best", action="store_true",
                         help="end with the mask of the epoch with the best validation accuracy")
     lm = parser.add_argument_group("language models (--task lm)")
