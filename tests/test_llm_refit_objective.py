@@ -194,6 +194,28 @@ def test_a_start_already_refit_is_not_refit_again_and_gives_the_same_answer():
     assert torch.equal(out[0][1], out[1][1]) and torch.equal(out[0][0], out[1][0])
 
 
+def test_a_lazy_start_refit_reports_the_same_stages_and_returns_a_full_refit():
+    """``lazy_refit``: rows are re-fit from their first block's factors (a row no block
+    reaches, here one with every weight pruned, at the end); the reported start re-fit
+    error equals the up-front re-fit's, and the returned weights are the least-squares
+    re-fit of the returned mask."""
+    W0, H, keep = _layer(d_out=6, d_in=12, seed=6)
+    keep[0] = False
+    errors = {}
+    for lazy in (False, True):
+        cfg = LMICBSConfig(refit=True, row_rounds=2, block_size=6, lazy_refit=lazy)
+        W, k, errors[lazy] = reconstruct_layer(W0, W0 * keep, keep, H, _solver(), cfg)
+        assert torch.allclose(W, refit_rows(W0, k, H), rtol=1e-9, atol=1e-12)
+        assert torch.equal(k.sum(dim=1), keep.sum(dim=1))
+    assert errors[True].refit == pytest.approx(errors[False].refit, rel=1e-9)
+    assert errors[True].refit == pytest.approx(float(row_errors(W0, refit_rows(W0, keep, H), H).sum()), rel=1e-9)
+    assert errors[True].blocks_refit < errors[True].refit
+    assert errors[True].blocks_solved == errors[False].blocks_solved == 5 * 2
+    with pytest.raises(InputError, match="lazy"):
+        refine_rows(W0, W0 * keep, keep, H, _solver(), block_size=6, rounds=1, refit="aware",
+                    fitted=True, lazy=True)
+
+
 def test_bad_refit_mode_is_an_input_error():
     W0, H, keep = _layer()
     with pytest.raises(InputError, match="refit must be"):

@@ -66,6 +66,10 @@ class LMICBSConfig:
     ``row_rounds`` (reconstruction): blocks per row per epoch, every row visited (0: the
     old schedule of ``steps_per_layer`` blocks on the worst rows); ``refit_aware``: with
     ``refit``, pose blocks on the re-fit-aware bound (else fixed weights, re-fit after).
+    ``lazy_refit`` (re-fit-aware rows): re-fit each row of the start when its first block
+    is posed, from that block's Schur factors, instead of all rows up front by their own
+    factorisations (half the factorisations; a row's first block is then selected on the
+    start's weights).
     ``trust`` (fisher): cost per flipped weight added to each block QCBO, in units of the
     block's mean |coefficient| (`pruning.llm.objectives.trust_region`): a bounded step.
     """
@@ -89,6 +93,7 @@ class LMICBSConfig:
     row_rounds: int = 0
     refit_aware: bool = True
     trust: float = 0.0
+    lazy_refit: bool = True
 
     def validate(self) -> None:
         if self.objective not in ("reconstruction", "fisher"):
@@ -162,6 +167,7 @@ def refine_rows(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.
                 solver: Any, *, block_size: int, steps: int = 0, rounds: int = 0,
                 refit: Literal["none", "aware", "after"] = "none", name: str = "",
                 pattern: tuple[int, int] | None = None, fitted: bool = False,
+                lazy: bool = False, info: dict[str, Any] | None = None,
                 block_sink: Callable[[Problem], None] | None = None,
                 on_step: Callable[[Any], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """iCBS block steps on the rows of one Linear (reconstruction objective), on the engine.
@@ -180,6 +186,9 @@ def refine_rows(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.
     changed it (`pruning.llm.objectives.RowRefit`: the re-fit-aware bound, or the fixed-
     weight model), so the returned W is the least-squares re-fit of the returned keep;
     ``fitted``: W already is `refit_rows(W0, keep, H)`, so that first re-fit is skipped.
+    ``lazy`` (with "aware", W not fitted): each row is re-fit when its first block is
+    posed, from that block's Schur factors, instead of by a factorisation of its own
+    (`RowRefit`); ``info["refit_error"]`` then receives Σ_r E_r of the start re-fitted.
     With ``pattern=(n, m)`` a block is ``block_size // m`` whole groups of m inputs and
     each group's count is kept by the penalty P Σ_groups (Σ_group x − (m − n))², P from
     `Problem.default_penalty` (so a violating answer never beats a feasible one); answers
@@ -199,7 +208,7 @@ def refine_rows(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.
                                       score="flip" if rounds else "saliency")
     else:
         objective = RowRefit(W0, W, keep, H, name=name, pattern=pattern,
-                             aware=refit == "aware", fitted=fitted)
+                             aware=refit == "aware", fitted=fitted, lazy=lazy)
     engine = ICBSEngine(objective, solver, block_size=block_size, policy=LM_POLICY,
                         loss_check=False, block_sink=block_sink, on_step=on_step)
     if rounds:
@@ -216,7 +225,9 @@ def refine_rows(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.
         order = objective.row_order()
         schedule = [order[s % len(order)] for s in range(steps)]
         engine.run(schedule, group_size=max(1, len(schedule)))
-    objective.settle()
+    objective.finish()
+    if lazy and info is not None:
+        info["refit_error"] = objective.refit_error
     return objective.W, objective.keep_t
 
 
@@ -254,12 +265,14 @@ def reconstruct_layer(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: 
     W = W.to(torch.float64)
     errors = LayerErrors(start=float(row_errors(W0, W, H64).sum()))
     refitted: torch.Tensor | None = None
-    if config.refit or both:
+    rounds = config.row_rounds * config.epochs
+    # A lazy start re-fit: each row is re-fit from its first block's factors (see RowRefit).
+    lazy = config.lazy_refit and config.refit and config.refit_aware and rounds > 0 and not both
+    if (config.refit or both) and not lazy:
         # A Cholesky solve per row: most of a run without re-fit, so only when it is used.
         refitted = refit_rows(W0, keep, H64)
         errors.refit = float(row_errors(W0, refitted, H64).sum())
     counter = _StepCounter(on_step)
-    rounds = config.row_rounds * config.epochs
     steps = config.steps_per_layer * config.epochs
     variants = [config.refit, not config.refit] if both else [config.refit]
     result: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -269,11 +282,15 @@ def reconstruct_layer(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: 
         if with_refit and not rounds:
             mode = "none"  # the old schedule: blocks at the re-fit weights, re-fit at the end
         start = refitted if with_refit and refitted is not None else W
+        info: dict[str, Any] = {}
         Wn, kn = refine_rows(W0, start, keep, H64, solver, block_size=config.block_size,
                              steps=steps, rounds=rounds, refit=mode, name=name,
                              pattern=pattern, fitted=with_refit and refitted is not None,
+                             lazy=lazy and with_refit, info=info,
                              block_sink=block_sink if primary else None,
                              on_step=counter if primary else None)
+        if "refit_error" in info:
+            errors.refit = info["refit_error"]
         if with_refit and mode == "none":
             changed = torch.nonzero((kn != keep).any(dim=1)).flatten()
             if changed.numel():

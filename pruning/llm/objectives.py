@@ -132,6 +132,10 @@ class RowReconstruction(Objective):
     def settle(self) -> None:
         """Bring the weights to the state blocks are posed from (nothing to do here)."""
 
+    def finish(self) -> None:
+        """Bring the weights to their final state after the last group (`settle`)."""
+        self.settle()
+
     def gradient(self, unit: int) -> torch.Tensor:
         """∇E_r = 2 H (ŵ_r − w_r), (d_in,) float64."""
         if not self._batch:
@@ -236,25 +240,49 @@ class RowRefit(RowReconstruction):
     a group are re-fit (`settle`) before the next group is selected, and after the last
     group by calling `settle`. Selection score ("flip"): kept ŵ_j² H_jj (removal without
     re-fit, since g_j = 0), pruned g_i² / (4 H_ii) (best single return, no re-fit).
+    ``lazy`` ("aware", start not fitted): a row is re-fit when its first block is posed,
+    by the block elimination of that block's factors (one factorisation per row, not
+    two), and selected until then on the start's weights; call `finish` after the last
+    group; ``refit_error`` sums the start re-fit's row errors.
     """
 
     def __init__(self, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
                  *, name: str = "", pattern: tuple[int, int] | None = None,
-                 aware: bool = True, fitted: bool = False) -> None:
+                 aware: bool = True, fitted: bool = False, lazy: bool = False) -> None:
         super().__init__(W0, W, keep, H, name=name, pattern=pattern, score="flip")
         self.aware = bool(aware)
+        if lazy and (fitted or not aware):
+            raise InputError("lazy applies to the re-fit-aware model of an unfitted start")
         self._H_np = self.H.contiguous().numpy()
+        rows = self.W.shape[0]
         # ``fitted``: W is already `refit_rows(W0, keep, H)` (the caller's), not re-fit again.
-        self.dirty = torch.full((self.W.shape[0],), not fitted, dtype=torch.bool)
+        # ``lazy``: each row is re-fit when its first block is posed, from that block's
+        # Schur factors (no factorisation of its own); until then it is selected on the
+        # start's weights. `finish` re-fits the rows no block reached.
+        self.lazy = bool(lazy)
+        self.dirty = torch.full((rows,), not (fitted or lazy), dtype=torch.bool)
+        self.pending = torch.full((rows,), self.lazy, dtype=torch.bool)
+        #: Σ_r E_r of the start mask re-fitted, summed as rows are re-fit (lazy only).
+        self.refit_error = 0.0
         self._factors: dict[int, _Factors] = {}
 
     def settle(self) -> None:
-        """Re-fit every row a group changed (all rows at the start)."""
+        """Re-fit every row a group changed (all rows at the start, unless lazy)."""
         rows = torch.nonzero(self.dirty).flatten()
         if rows.numel():
             self.W[rows] = refit_rows(self.W0[rows], self.keep_t[rows], self.H)
             self.dirty[rows] = False
             self._touch(rows)
+
+    def finish(self) -> None:
+        """`settle`, and re-fit the rows of a lazy start that no block reached."""
+        rows = torch.nonzero(self.pending).flatten()
+        if rows.numel():
+            self.W[rows] = refit_rows(self.W0[rows], self.keep_t[rows], self.H)
+            self.refit_error += float(row_errors(self.W0[rows], self.W[rows], self.H).sum())
+            self.pending[rows] = False
+            self._touch(rows)
+        self.settle()
 
     def score(self, unit: int) -> np.ndarray:
         g, w = self.gradient(unit), self.W[unit]
@@ -284,10 +312,18 @@ class RowRefit(RowReconstruction):
             problem.metadata["objective"] = "reconstruction-refit-after"
             return problem
         r, idx = block.unit, torch.from_numpy(block.indices)
-        g = self.gradient(r)[idx]
         S, factors = self.schur(r, idx)
+        factors.S = S
+        if self.pending[r]:  # a lazy start: the row's re-fit, from this block's factors
+            w = factors.refit(self.H @ self.W0[r], idx, self.keep_t[r, idx])
+            self.W[r] = w
+            d = w - self.W0[r]
+            self.refit_error += float(d @ (self.H @ d))
+            self.pending[r] = False
+            self._touch(r)
+        g = self.gradient(r)[idx]
         v = torch.where(self.keep_t[r, idx], self.W[r, idx], -g / (2.0 * torch.diagonal(S)))
-        factors.S, factors.row = S, self.W[r].clone()
+        factors.row = self.W[r].clone()
         block.data = v
         self._factors[id(block)] = factors
         problem = block_problem(v.numpy(), block.x_current, g.numpy(), (2.0 * S).numpy(),
