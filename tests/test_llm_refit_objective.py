@@ -216,6 +216,19 @@ def test_a_lazy_start_refit_reports_the_same_stages_and_returns_a_full_refit():
                     fitted=True, lazy=True)
 
 
+def test_approximate_refit_converges_to_the_exact_one():
+    from pruning.llm.icbs import approx_refit_rows
+
+    W0, H, keep = _layer(d_out=5, d_in=12, seed=7)
+    exact = refit_rows(W0, keep, H)
+    errors = [float(row_errors(W0, approx_refit_rows(W0, keep, H, W0 * keep, iters), H).sum())
+              for iters in (0, 2, 4, 12)]
+    assert errors[0] > errors[1] > errors[2] >= errors[3]
+    close = approx_refit_rows(W0, keep, H, W0 * keep, iters=12)  # d_in steps: exact
+    assert torch.allclose(close, exact, atol=1e-8)
+    assert torch.equal(close[~keep], torch.zeros_like(close[~keep]))
+
+
 def test_bad_refit_mode_is_an_input_error():
     W0, H, keep = _layer()
     with pytest.raises(InputError, match="refit must be"):

@@ -51,7 +51,8 @@ from qcbo.problem import Problem
 
 from ..block import block_problem
 from ..engine import Block, BlockSelector, Objective, SelectionPolicy
-from .icbs import _group_block, _groups_ok, _with_group_penalty, refit_rows, row_errors
+from .icbs import (_group_block, _groups_ok, _with_group_penalty, approx_refit_rows, refit_rows,
+                   row_errors)
 
 __all__ = ["RowReconstruction", "RowRefit", "DecoderFisher", "LM_POLICY", "trust_region"]
 
@@ -242,8 +243,9 @@ class RowRefit(RowReconstruction):
     re-fit, since g_j = 0), pruned g_i² / (4 H_ii) (best single return, no re-fit).
     ``lazy`` ("aware", start not fitted): a row is re-fit when its first block is posed,
     by the block elimination of that block's factors (one factorisation per row, not
-    two), and selected until then on the start's weights; call `finish` after the last
-    group; ``refit_error`` sums the start re-fit's row errors.
+    two), and selected until then on an approximate re-fit (`approx_refit_rows`: a few
+    batched CG steps); call `finish` after the last group; ``refit_error`` sums the
+    start re-fit's (exact) row errors.
     """
 
     def __init__(self, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,
@@ -260,6 +262,8 @@ class RowRefit(RowReconstruction):
         # Schur factors (no factorisation of its own); until then it is selected on the
         # start's weights. `finish` re-fits the rows no block reached.
         self.lazy = bool(lazy)
+        if self.lazy:  # selection scores from an approximate re-fit (a few batched CG steps)
+            self.W = approx_refit_rows(self.W0, self.keep_t, self.H, self.W)
         self.dirty = torch.full((rows,), not (fitted or lazy), dtype=torch.bool)
         self.pending = torch.full((rows,), self.lazy, dtype=torch.bool)
         #: Σ_r E_r of the start mask re-fitted, summed as rows are re-fit (lazy only).
