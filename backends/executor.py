@@ -653,19 +653,23 @@ class RayExecutor(Executor):
                     return
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 task = pending.pop(ready[0])
-                try:
-                    outcome = ray.get(ready[0])
-                except ray.exceptions.RayTaskError as exc:
-                    cause = getattr(exc, "cause", None)
-                    raise (cause if isinstance(cause, Exception) else SolverError(
-                        f"task {task.index} failed on Ray: {str(exc).splitlines()[0]}")) from None
-                except ray.exceptions.RayError as exc:
-                    raise SolverError(f"task {task.index} failed on Ray: "
-                                      f"{type(exc).__name__}") from None
-                yield outcome
+                yield self._get(ready[0], f"task {task.index}")
         finally:
             for ref in pending:
                 ray.cancel(ref)
+
+    def _get(self, ref: Any, what: str) -> Any:
+        """``ray.get(ref)``; a task's own exception is re-raised as it was, other Ray
+        failures become one-line SolverErrors naming ``what``."""
+        ray = self._ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, Exception) else SolverError(
+                f"{what} failed on Ray: {str(exc).splitlines()[0]}")) from None
+        except ray.exceptions.RayError as exc:
+            raise SolverError(f"{what} failed on Ray: {type(exc).__name__}") from None
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         ray = self._ray
@@ -673,12 +677,7 @@ class RayExecutor(Executor):
         refs = [remote.remote(item) for item in items]
         try:
             while refs:
-                try:
-                    result = ray.get(refs[0])
-                except ray.exceptions.RayTaskError as exc:
-                    cause = getattr(exc, "cause", None)
-                    raise (cause if isinstance(cause, Exception) else SolverError(
-                        f"map task failed on Ray: {str(exc).splitlines()[0]}")) from None
+                result = self._get(refs[0], "map task")
                 refs.pop(0)
                 yield result
         finally:

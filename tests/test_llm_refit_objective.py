@@ -239,16 +239,21 @@ def test_bad_refit_mode_is_an_input_error():
         LMICBSConfig(objective="fisher", trust=-1.0).validate()
 
 
+def _tiny_llama(transformers, layers: int):
+    """A random LlamaForCausalLM (hidden 16) and 4 calibration windows of 16 tokens."""
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                   num_hidden_layers=layers, num_attention_heads=2,
+                                   num_key_value_heads=1, max_position_embeddings=32)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    return model, torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1))
+
+
 def test_prune_lm_visits_every_row_and_reports_the_stages():
     transformers = pytest.importorskip("transformers")
     from pruning.llm.prune import LMPruneConfig, prune_lm
 
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                                   num_hidden_layers=1, num_attention_heads=2,
-                                   num_key_value_heads=1, max_position_embeddings=32)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    calibration = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1))
+    model, calibration = _tiny_llama(transformers, layers=1)
     icbs = LMICBSConfig(backend="exact", refit=True, row_rounds=1, block_size=6)
     report = prune_lm(model, calibration, LMPruneConfig(method="icbs", density=0.5, icbs=icbs),
                       executor=None)
@@ -330,13 +335,8 @@ def test_prune_lm_gives_the_same_model_with_linears_in_parallel():
     from backends.executor import make_executor
     from pruning.llm.prune import LMPruneConfig, prune_lm
 
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                                   num_hidden_layers=2, num_attention_heads=2,
-                                   num_key_value_heads=1, max_position_embeddings=32)
-    dense = transformers.LlamaForCausalLM(cfg).eval()
+    dense, calibration = _tiny_llama(transformers, layers=2)
     state = {k: v.clone() for k, v in dense.state_dict().items()}
-    calibration = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1))
     icbs = LMICBSConfig(backend="sa", backend_options={"sweeps": 20, "restarts": 2},
                         init="alps", refit=True, row_rounds=1, block_size=6, seed=3)
     config = LMPruneConfig(method="icbs", density=0.4, icbs=icbs, alps_max_iter=20)
