@@ -68,8 +68,8 @@ class LMICBSConfig:
     ``refit``, pose blocks on the re-fit-aware bound (else fixed weights, re-fit after).
     ``lazy_refit`` (re-fit-aware rows): re-fit each row of the start when its first block
     is posed, from that block's Schur factors, instead of all rows up front by their own
-    factorisations (half the factorisations; a row's first block is then selected on the
-    start's weights).
+    factorisations (half the factorisations; a row's first block is then selected on an
+    approximate re-fit, `approx_refit_rows`).
     ``trust`` (fisher): cost per flipped weight added to each block QCBO, in units of the
     block's mean |coefficient| (`pruning.llm.objectives.trust_region`): a bounded step.
     """

@@ -121,17 +121,14 @@ def _init_mask(kind: str, W0: torch.Tensor, stats: LinearStats, cfg: LMPruneConf
 
 
 class _Counts:
-    """Solved and applied blocks (the engine's ``on_step``), passed on to ``inner``."""
+    """Solved and applied blocks (the engine's ``on_step``)."""
 
-    def __init__(self, inner: Any = None) -> None:
+    def __init__(self) -> None:
         self.solved = self.applied = 0
-        self.inner = inner
 
     def __call__(self, record: StepRecord) -> None:
         self.solved += 1
         self.applied += int(record.applied and not record.reverted)
-        if self.inner is not None:
-            self.inner(record)
 
 
 def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig, *,
@@ -150,12 +147,13 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
                               "pattern": None if config.pattern is None else
                               f"{config.pattern[0]}:{config.pattern[1]}", "layers": {}}
     icfg = config.icbs
-    solver = None
     counts = _Counts()
     sink = writer.add if writer is not None else None
-    if config.method == "icbs":  # the fisher objective's solver (reconstruction: per Linear)
+    solver = None
+    if config.method == "icbs":  # built here so a bad backend or option fails before any work
         solver = BlockSolver(icfg.backend, icfg.backend_options, seed=icfg.seed,
-                             executor=executor)
+                             executor=executor)  # the fisher objective's (reconstruction:
+        # one per Linear, `_prune_linear`)
     fisher_state: dict[str, tuple[nn.Linear, torch.Tensor, torch.Tensor]] = {}
 
     if config.method == "magnitude":
@@ -187,15 +185,14 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
                 order = sorted(range(len(tasks)), key=lambda j: -_cost(tasks[j].W0))
                 results = dict(zip(order, executor.map(_prune_linear, [tasks[j] for j in order])))
             else:
-                results = {j: _prune_linear(task, executor=executor, block_sink=sink,
-                                            on_step=counts) for j, task in enumerate(tasks)}
+                results = {j: _prune_linear(task, executor=executor, block_sink=sink)
+                           for j, task in enumerate(tasks)}
             for j, (name, lin) in enumerate(linears.items()):
                 task, result = tasks[j], results[j]
                 if result.facts:
                     report["layers"][task.name] = result.facts
-                if by_linears:
-                    counts.solved += result.solved
-                    counts.applied += result.applied
+                counts.solved += result.solved
+                counts.applied += result.applied
                 if config.method == "icbs" and icfg.objective == "fisher":
                     fisher_state[task.name] = (lin, task.W0, result.keep)
                 with torch.no_grad():
@@ -209,7 +206,7 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
     if config.method == "icbs" and icfg.objective == "fisher":
         report["fisher"] = _fisher(model, calibration, fisher_state, config, solver,
                                    block_sink=sink, on_step=counts)
-    if solver is not None:
+    if config.method == "icbs":
         report["blocks"] = {"solved": counts.solved, "applied": counts.applied,
                             "backend": icfg.backend, "block_size": icfg.block_size,
                             "steps_per_layer": icfg.steps_per_layer,
@@ -248,11 +245,11 @@ def _cost(W0: torch.Tensor) -> int:
     return int(W0.shape[0]) * int(W0.shape[1]) ** 2
 
 
-def _prune_linear(task: _LinearTask, *, executor: Any = None, block_sink: Any = None,
-                  on_step: Any = None) -> _LinearResult:
+def _prune_linear(task: _LinearTask, *, executor: Any = None,
+                  block_sink: Any = None) -> _LinearResult:
     """The one-shot start of one Linear and, for reconstruction iCBS, its block steps
-    (module-level: an executor's worker runs it). ``executor``, ``block_sink`` and
-    ``on_step`` apply when it runs in the calling process."""
+    (module-level: an executor's worker runs it). ``executor`` and ``block_sink`` apply
+    when it runs in the calling process."""
     config, icfg = task.config, task.config.icbs
     icbs = config.method == "icbs"
     kind = icfg.init if icbs else config.method
@@ -260,7 +257,7 @@ def _prune_linear(task: _LinearTask, *, executor: Any = None, block_sink: Any = 
     # An exact re-fit follows (reconstruction + refit): ALPS's own is redundant.
     exact_refit = icbs and icfg.objective == "reconstruction" and icfg.refit
     W, keep = _init_mask(kind, task.W0, task.stats, config, facts, refit_after=exact_refit)
-    counts = _Counts(on_step)
+    counts = _Counts()
     if icbs and icfg.objective == "reconstruction":
         from backends.executor import task_seed
 
