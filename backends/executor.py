@@ -244,6 +244,15 @@ def _init_worker() -> None:
         torch.set_num_threads(1)
     _exit_with_parent()
     import backends  # noqa: F401
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS, so the limit below reaches it)
+
+    if os.environ["OPENBLAS_NUM_THREADS"] == "1":
+        # Likewise numpy's and scipy's BLAS, loaded before the variables were set: with
+        # two threads each, the many small factorisations of a Linear's row blocks (LAPACK
+        # through scipy) ran 1.5x slower than with one, even in a single process.
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
 
 
 # --------------------------------------------------------------------------- executors

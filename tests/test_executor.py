@@ -460,6 +460,21 @@ def _square_or_fail(item):
     return item * item
 
 
+def test_worker_start_limits_a_blas_pool_loaded_before_it():
+    """A forkserver preloads the main module, so numpy's and scipy's BLAS may be loaded,
+    at full size, before `_init_worker` runs: it must still leave one thread."""
+    code = ("import os, numpy, scipy.linalg\n"
+            "from threadpoolctl import threadpool_info, threadpool_limits\n"
+            "threadpool_limits(limits=3, user_api='blas')\n"
+            "for v in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'): os.environ.pop(v, None)\n"
+            "from backends.executor import _init_worker\n"
+            "_init_worker()\n"
+            "print(max(p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "1"
+
+
 def test_map_yields_results_in_input_order_on_every_executor(processes):
     items = [5, 1, 4, 2, 3, 0]
     expected = [i * i for i in items]

@@ -229,6 +229,25 @@ def test_approximate_refit_converges_to_the_exact_one():
     assert torch.equal(close[~keep], torch.zeros_like(close[~keep]))
 
 
+def test_lapack_factors_solve_like_numpy_and_refuse_an_indefinite_matrix():
+    from pruning.llm.objectives import _cholesky_upper, _solve_lt, _solve_u
+
+    _, H, _ = _layer(d_in=40)
+    A = H.numpy()[:30, :30]
+    B = np.random.default_rng(0).standard_normal((30, 5))
+    U = _cholesky_upper(A.copy())
+    np.testing.assert_allclose(U.T @ U, A, rtol=1e-12, atol=1e-12)
+    assert np.allclose(np.tril(U, -1), 0.0)
+    L = np.linalg.cholesky(A)
+    np.testing.assert_allclose(_solve_lt(U, B), np.linalg.solve(L, B), rtol=1e-10)
+    np.testing.assert_allclose(_solve_u(U, B[:, 0]), np.linalg.solve(L.T, B[:, 0]),
+                               rtol=1e-10)
+    indefinite = A.copy()
+    indefinite[3, 3] = -1.0
+    with pytest.raises(np.linalg.LinAlgError, match="order 4"):
+        _cholesky_upper(indefinite)
+
+
 def test_bad_refit_mode_is_an_input_error():
     W0, H, keep = _layer()
     with pytest.raises(InputError, match="refit must be"):

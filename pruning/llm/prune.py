@@ -250,6 +250,17 @@ def _prune_linear(task: _LinearTask, *, executor: Any = None,
     """The one-shot start of one Linear and, for reconstruction iCBS, its block steps
     (module-level: an executor's worker runs it). ``executor`` and ``block_sink`` apply
     when it runs in the calling process."""
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: numpy's and scipy's BLAS only serve the many small factorisations
+    # and products of the row blocks, which two threads slow down (1.5x on a row's
+    # Cholesky factorisation here); torch's own thread count is the caller's.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _prune_linear_body(task, executor=executor, block_sink=block_sink)
+
+
+def _prune_linear_body(task: _LinearTask, *, executor: Any = None,
+                       block_sink: Any = None) -> _LinearResult:
     config, icfg = task.config, task.config.icbs
     icbs = config.method == "icbs"
     kind = icfg.init if icbs else config.method
