@@ -249,7 +249,7 @@ def _init_worker() -> None:
     if os.environ["OPENBLAS_NUM_THREADS"] == "1":
         # Likewise numpy's and scipy's BLAS, loaded before the variables were set: with
         # two threads each, the many small factorisations of a Linear's row blocks (LAPACK
-        # through scipy) ran 1.5x slower than with one, even in a single process.
+        # through scipy) ran up to 1.4x slower than with one, even in a single process.
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=1, user_api="blas")

@@ -253,8 +253,8 @@ def _prune_linear(task: _LinearTask, *, executor: Any = None,
     from threadpoolctl import threadpool_limits
 
     # One BLAS thread: numpy's and scipy's BLAS only serve the many small factorisations
-    # and products of the row blocks, which two threads slow down (1.5x on a row's
-    # Cholesky factorisation here); torch's own thread count is the caller's.
+    # and products of the row blocks, which two threads slow down (down_proj's rows: 1.4x
+    # slower here); torch's own thread count is the caller's.
     with threadpool_limits(limits=1, user_api="blas"):
         return _prune_linear_body(task, executor=executor, block_sink=block_sink)
 
