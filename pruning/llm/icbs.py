@@ -49,8 +49,8 @@ import torch
 from qcbo.errors import InputError
 from qcbo.problem import Problem
 
-__all__ = ["LMICBSConfig", "LayerErrors", "refit_rows", "approx_refit_rows", "row_errors", "refine_rows",
-           "reconstruct_layer", "error_totals", "fisher_refine_block", "capture_fisher_inputs"]
+__all__ = ["LMICBSConfig", "LayerErrors", "refit_rows", "approx_refit_rows", "row_errors",
+           "refine_rows", "reconstruct_layer", "error_totals", "fisher_refine_block", "capture_fisher_inputs"]
 
 log = logging.getLogger(__name__)
 

@@ -150,10 +150,11 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
     counts = _Counts()
     sink = writer.add if writer is not None else None
     solver = None
-    if config.method == "icbs":  # built here so a bad backend or option fails before any work
+    if config.method == "icbs":
+        # Built here so a bad backend or option fails before any work; the fisher objective
+        # solves with it (reconstruction builds one per Linear, in `_prune_linear`).
         solver = BlockSolver(icfg.backend, icfg.backend_options, seed=icfg.seed,
-                             executor=executor)  # the fisher objective's (reconstruction:
-        # one per Linear, `_prune_linear`)
+                             executor=executor)
     fisher_state: dict[str, tuple[nn.Linear, torch.Tensor, torch.Tensor]] = {}
 
     if config.method == "magnitude":
