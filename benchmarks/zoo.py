@@ -126,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                        "steps_per_epoch": config.steps_per_epoch,
                        "epochs": [{k: e.get(k) for k in ("epoch", "test_accuracy", "val_accuracy", "val_loss",
                                                          "calibration_loss", "blocks_applied",
-                                                         "blocks_reverted", "elapsed_s")}
+                                                         "blocks_reverted", "elapsed_s", "refit")}
                                   for e in r["epochs"]],
+                       "start_refit": r["initial"].get("refit"),
                        "icbs": r["final"]["test_accuracy"], "R": recovered(r["final"]["test_accuracy"]),
                        "wall_time_s": r["wall_time_s"],
                        "predicted_vs_measured": [(g["predicted"], g["measured"])

@@ -78,6 +78,7 @@ __all__ = [
     "StackedGradients",
     "SparseQuadraticSolution",
     "chita_prune",
+    "gradient_operators",
     "per_sample_gradients",
     "quadratic_objective",
     "solve_sparse_quadratic",
@@ -552,9 +553,12 @@ def _linear_gradients(model: nn.Module, loss_fn: LossFn, modules: dict[str, nn.L
     return {n: LinearGradients(x, delta) for n, (x, delta) in pairs.items()}
 
 
-def _operators(model: nn.Module, loss_fn: LossFn, weights: dict[str, nn.Parameter],
-               names: Sequence[str], inputs: torch.Tensor, targets: torch.Tensor
-               ) -> dict[str, GradientOperator]:
+def gradient_operators(model: nn.Module, loss_fn: LossFn, weights: dict[str, nn.Parameter],
+                       names: Sequence[str], inputs: torch.Tensor, targets: torch.Tensor
+                       ) -> dict[str, GradientOperator]:
+    """Per-sample gradients (N x numel) of the named weights at the model's current
+    values: factored `LinearGradients` for nn.Linear, materialised `DenseGradients`
+    otherwise; name -> operator, in ``names`` order."""
     all_modules = dict(model.named_modules())
     module_of = {n: all_modules[n.rsplit(".", 1)[0] if "." in n else ""] for n in names}
     linear = {n: m for n, m in module_of.items() if isinstance(m, nn.Linear)}
@@ -623,7 +627,7 @@ def chita_prune(model: nn.Module, loss_fn: LossFn,
         new_values: dict[str, torch.Tensor] = {}
         for group in groups:
             # One layer's gradients at a time for budget "layer": memory of the largest.
-            ops = _operators(model, loss_fn, weights, group, inputs, targets)
+            ops = gradient_operators(model, loss_fn, weights, group, inputs, targets)
             op = ops[group[0]] if len(group) == 1 else StackedGradients([ops[n] for n in group])
             w_bar = torch.cat([weights[n].detach().reshape(-1).float() for n in group])
             keep = int(round(density * w_bar.numel()))

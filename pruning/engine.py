@@ -444,6 +444,14 @@ class ICBSEngine:
             if self.loss_z > 0 and initial_loss is None:
                 self._samples = _copy(objective.loss_samples())
 
+    def rebase(self) -> None:
+        """The weights changed outside the steps (e.g. a re-fit of the kept weights): the
+        objective's held-out loss now becomes the reference of the next check."""
+        if self.loss is not None:
+            value = self.objective.loss()
+            assert value is not None
+            self._accept(float(value))
+
     def selector(self, unit: int) -> Any:
         if unit not in self._selectors:
             self._selectors[unit] = self.objective.selector(unit, self.policy, self.n)

@@ -67,6 +67,13 @@ class ICBSConfig:
     ``loss_tol`` (loss units), else halve its answers up to ``shrink_steps`` times;
     ``loss_z`` > 0 asks more: the loss must fall by ``loss_z`` standard errors of the
     paired per-sample change (a test against calibration noise; `pruning.engine`).
+    ``refit``: after the steps, re-fit the kept weights by damped Gauss-Newton steps
+    on iCBS's own Fisher model, each kept only if the calibration loss falls
+    (`pruning.refit`; "final": after the last epoch, "epoch": on the start and after
+    every epoch, so the next blocks see the new values; "none": ICBS.md's iCBS, kept weights at their
+    dense values), ``refit_rounds`` rounds each time (a round from fresh samples; the
+    first rejected round ends them), a round kept only when the calibration loss falls
+    by more than ``refit_z`` standard errors of the paired per-sample change.
     ``calibration_samples``: size of that set when the caller
     lets iCBS carve it (`pruning.run.prune_classifier`). ``start_score``: how
     ``init="auto"`` ranks its candidates (`choose_start`): "tempered" (default) by the
@@ -101,6 +108,9 @@ class ICBSConfig:
     calibration_samples: int = 4096
     solver_time_limit: float | None = None
     keep_best: bool = False
+    refit: Literal["none", "final", "epoch"] = "none"
+    refit_rounds: int = 1
+    refit_z: float = 2.0
     patterns: tuple[str, ...] | None = None
     calibration_batches: int = 4
     seed: int = 0
@@ -134,6 +144,15 @@ class ICBSConfig:
             raise InputError(f"loss_tol must be >= 0, got {self.loss_tol}")
         if not self.loss_z >= 0.0:
             raise InputError(f"loss_z must be >= 0, got {self.loss_z}")
+        if self.refit not in ("none", "final", "epoch"):
+            raise InputError(f"refit must be none, final or epoch, got {self.refit!r}")
+        if not self.refit_z >= 0.0:
+            raise InputError(f"refit_z must be >= 0, got {self.refit_z}")
+        if self.refit_rounds < 1:
+            raise InputError(f"refit_rounds must be >= 1, got {self.refit_rounds}")
+        if self.refit != "none" and not self.loss_check:
+            raise InputError("refit checks its steps on the calibration loss: it needs "
+                             "loss_check on")
 
     @property
     def policy(self) -> SelectionPolicy:
@@ -313,6 +332,7 @@ class ICBSReport:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     engine: dict[str, Any] = field(default_factory=dict)
+    refits: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
     final_epoch: int = 0
     final: dict[str, Any] = field(default_factory=dict)
@@ -433,6 +453,24 @@ def prune(
     log.info("iCBS: start %s, %d layers, %d steps per epoch, blocks of %d (k=%d), backend %s",
              chosen, len(units), len(schedule), n_block, k_block, backend.name)
 
+    def refit(epoch: int) -> dict[str, Any]:
+        """``refit_rounds`` re-fit rounds of the kept weights; a summary for the epoch."""
+        t0 = time.perf_counter()
+        before = engine.loss
+        for _ in range(config.refit_rounds):
+            record = objective.refit(z=config.refit_z)
+            report.refits.append({"epoch": epoch, **record})
+            log.info("re-fit after epoch %d: calibration loss %.5f -> %.5f (%s)", epoch,
+                     record["loss_before"], record["loss_after"],
+                     "kept" if record["accepted"] else "restored")
+            if not record["accepted"]:
+                break
+            engine.rebase()
+        return {"loss_before": before, "loss_after": engine.loss,
+                "time_s": time.perf_counter() - t0}
+
+    if config.refit == "epoch":  # the start too, so the first blocks see fitted weights
+        report.initial["refit"] = refit(0)
     best_key = (report.initial.get("val_accuracy") or 0.0, -report.initial["val_loss"])
     best = (0, {n: objective.keep(u).copy() for u, n in enumerate(objective.names)})
     for epoch in range(1, config.epochs + 1):
@@ -440,6 +478,8 @@ def prune(
         before = engine.stats.to_dict(with_groups=False)
         first_step = engine.step_count
         engine.run(schedule, config.group_size)
+        refitted = (refit(epoch) if config.refit == "epoch"
+                    or (config.refit == "final" and epoch == config.epochs) else None)
         after = engine.stats.to_dict(with_groups=False)
         record = {"epoch": epoch,
                   "blocks_solved": after["blocks_solved"] - before["blocks_solved"],
@@ -449,6 +489,7 @@ def prune(
                                               if r.step > first_step and r.applied
                                               and not r.reverted),
                   "calibration_loss": engine.loss,
+                  **({} if refitted is None else {"refit": refitted}),
                   **_metrics(model, val_loader, loss_fn, "val"),
                   **_metrics(model, test_loader, loss_fn, "test"),
                   "wall_time_s": time.perf_counter() - epoch_start,
@@ -464,6 +505,8 @@ def prune(
         if on_epoch is not None:
             on_epoch(record)
 
+    if config.refit == "final" and config.epochs == 0:
+        report.initial["refit"] = refit(0)
     report.best_epoch = best[0]
     if config.keep_best and report.epochs and best[0] != report.epochs[-1]["epoch"]:
         objective.set_masks(best[1])

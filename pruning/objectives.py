@@ -11,12 +11,13 @@ never come from (the caller keeps it apart; see `pruning.run.prune_classifier`).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Literal, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from qcbo.errors import InputError
 from qcbo.problem import Problem
 
 from .block import block_problem
@@ -349,3 +350,33 @@ class ClassifierFisher(Objective):
 
     def loss_samples(self) -> np.ndarray | None:
         return None if self._cache is None else self._cache.samples()
+
+    def refit(self, **options: Any) -> dict:
+        """One `pruning.refit.refit_weights` round on the kept weights, from a fresh
+        batch of ``samples`` training samples, checked on the calibration loss. An
+        accepted step becomes the kept weights' dense values (``w0``), so later blocks
+        and `set_masks` use them; pruned weights keep theirs. Returns the round's record.
+        """
+        if self._cache is None:
+            raise InputError("the re-fit needs a calibration set to check its steps on "
+                             "(enable the loss check)")
+        from .refit import refit_weights
+
+        self.refresh()
+        assert self._batch is not None
+        support = torch.from_numpy(np.concatenate(self._keep))
+
+        def held_out() -> float:
+            for name in self.names:
+                self._cache.touch(name)  # type: ignore[union-attr]
+            return self._cache.loss()  # type: ignore[union-attr]
+
+        record = refit_weights(self.model, self.loss_fn, self.params, self.names, support,
+                               self._batch, held_out, held_out_samples=self._cache.samples,
+                               **options)
+        if record["accepted"]:
+            with torch.no_grad():
+                for u, p in enumerate(self.params):
+                    keep = torch.from_numpy(self._keep[u])
+                    self.w0[u] = torch.where(keep, p.detach().reshape(-1), self.w0[u])
+        return record

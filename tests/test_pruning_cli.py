@@ -137,7 +137,10 @@ def test_prune_refuses_bad_input_before_any_work(tmp_path, capsys):
                        (["--group-size", "0"], "--group-size"),
                        (["--pattern", "2:4"], "--task lm only"),
                        (["--row-rounds", "1"], "--task lm only"),
-                       (["--model", "zoo:nope"], "unknown zoo model")]:
+                       (["--model", "zoo:nope"], "unknown zoo model"),
+                       (["--refit", "--refit-rounds", "0"], "refit_rounds must be >= 1"),
+                       (["--refit", "--no-loss-check"], "needs loss_check on"),
+                       (["--task", "lm", "--refit-rounds", "2"], "--refit-rounds is for classifiers")]:
         code = main(["prune", *argv, "--epochs", "0"] + ([] if "--out" in argv else
                                                          ["--out", str(tmp_path / "o")]))
         err = capsys.readouterr().err.strip().splitlines()

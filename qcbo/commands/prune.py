@@ -91,13 +91,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="classifiers: keep a group only when the calibration loss falls by "
                              "more than Z standard errors of its paired per-sample change "
                              "(a noise-aware check; default: the library's ICBSConfig.loss_z)")
+    parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
+                        help="re-fit the surviving weights (iCBS alone keeps them at their "
+                             "dense values): classifiers by damped Gauss-Newton steps on the "
+                             "start and after every epoch, each kept only when the calibration "
+                             "loss falls beyond its noise; --task lm by least squares per row "
+                             "(default: the library's; classifiers ICBSConfig.refit, lm off)")
+    parser.add_argument("--refit-rounds", type=int, default=None, metavar="R",
+                        help="classifiers: re-fit rounds each time, from fresh samples "
+                             "(default: ICBSConfig.refit_rounds)")
     add_executor_arguments(parser, "a group's blocks (--task lm: a decoder block's Linears)")
     parser.add_argument("--keep-best", action="store_true",
                         help="end with the mask of the epoch with the best validation accuracy")
     lm = parser.add_argument_group("language models (--task lm)")
     lm.add_argument("--objective", choices=["fisher", "reconstruction"], default="fisher",
                     help="block objective for language models")
-    lm.add_argument("--refit", action="store_true", help="re-fit surviving weights (lm)")
     lm.add_argument("--pattern", default=None, metavar="N:M", help="semi-structured pattern, e.g. 2:4")
     lm.add_argument("--row-rounds", type=non_negative_int, default=None, metavar="R",
                     help="reconstruction objective: every row of every Linear gets R blocks "
@@ -155,11 +163,14 @@ def _check_writable_folder(out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.task == "lm":
-        if args.loss_z is not None:
-            from ..errors import InputError
+        from ..errors import InputError
 
+        if args.loss_z is not None:
             raise InputError("--loss-z is for classifiers; --task lm checks perplexity "
                              "without a paired test")
+        if args.refit_rounds is not None:
+            raise InputError("--refit-rounds is for classifiers; --task lm re-fits each row "
+                             "exactly (use --row-rounds for its block rounds)")
         return _run_lm(args)
 
     import os
@@ -217,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
         group_size=args.group_size,
         loss_check=not args.no_loss_check,
         **({} if args.loss_z is None else {"loss_z": args.loss_z}),
+        **({} if args.refit is None else {"refit": "epoch" if args.refit else "none"}),
+        **({} if args.refit_rounds is None else {"refit_rounds": args.refit_rounds}),
         calibration_samples=args.calibration_samples,
         patterns=tuple(args.layers) if args.layers else None,
         seed=args.seed,
