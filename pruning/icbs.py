@@ -67,15 +67,17 @@ class ICBSConfig:
     ``loss_tol`` (loss units), else halve its answers up to ``shrink_steps`` times;
     ``loss_z`` > 0 asks more: the loss must fall by ``loss_z`` standard errors of the
     paired per-sample change (a test against calibration noise; `pruning.engine`).
-    ``refit``: after the steps, re-fit the kept weights by damped Gauss-Newton steps
-    on iCBS's own Fisher model, each kept only if the calibration loss falls
-    (`pruning.refit`; "final": after the last epoch, "epoch": on the start and after
-    every epoch, so the next blocks see the new values; "none": ICBS.md's iCBS, kept weights at their
-    dense values), ``refit_rounds`` rounds each time (a round from fresh samples; the
-    first rejected round ends them), a round kept only when the calibration loss falls
-    by more than ``refit_z`` standard errors of the paired per-sample change.
-    ``calibration_samples``: size of that set when the caller
-    lets iCBS carve it (`pruning.run.prune_classifier`). ``start_score``: how
+    ``refit``: re-fit the kept weights by damped Gauss-Newton steps on iCBS's own
+    Fisher model (`pruning.refit`): "epoch" on the start and after every epoch, so the
+    next blocks see the new values; "final" after the last epoch; "none" is ICBS.md's
+    iCBS, kept weights at their dense values; "auto" (default) is "epoch" when the loss
+    check is on (it needs the calibration set), else "none": chosen on the zoo's worst
+    case (benchmarks/README.md, session 7). ``refit_rounds`` rounds each time, each
+    from fresh samples; the first rejected round ends them, and a time that keeps none
+    ends the run's re-fits. A round is kept only when the calibration loss falls by
+    more than ``refit_z`` standard errors of the paired per-sample change, on half of
+    the set (the other half chooses the step). ``calibration_samples``: size of that
+    set when the caller lets iCBS carve it (`pruning.run.prune_classifier`). ``start_score``: how
     ``init="auto"`` ranks its candidates (`choose_start`): "tempered" (default) by the
     temperature-scaled calibration loss, "loss" by the plain one. γ, λ, fixing and tabu
     fractions default to ICBS.md's; the step counts and block size to the values chosen
@@ -108,8 +110,8 @@ class ICBSConfig:
     calibration_samples: int = 4096
     solver_time_limit: float | None = None
     keep_best: bool = False
-    refit: Literal["none", "final", "epoch"] = "none"
-    refit_rounds: int = 1
+    refit: Literal["auto", "none", "final", "epoch"] = "auto"
+    refit_rounds: int = 3
     refit_z: float = 2.0
     patterns: tuple[str, ...] | None = None
     calibration_batches: int = 4
@@ -144,15 +146,22 @@ class ICBSConfig:
             raise InputError(f"loss_tol must be >= 0, got {self.loss_tol}")
         if not self.loss_z >= 0.0:
             raise InputError(f"loss_z must be >= 0, got {self.loss_z}")
-        if self.refit not in ("none", "final", "epoch"):
-            raise InputError(f"refit must be none, final or epoch, got {self.refit!r}")
+        if self.refit not in ("auto", "none", "final", "epoch"):
+            raise InputError(f"refit must be auto, none, final or epoch, got {self.refit!r}")
         if not self.refit_z >= 0.0:
             raise InputError(f"refit_z must be >= 0, got {self.refit_z}")
         if self.refit_rounds < 1:
             raise InputError(f"refit_rounds must be >= 1, got {self.refit_rounds}")
-        if self.refit != "none" and not self.loss_check:
+        if self.refit in ("final", "epoch") and not self.loss_check:
             raise InputError("refit checks its steps on the calibration loss: it needs "
                              "loss_check on")
+
+    @property
+    def refit_mode(self) -> str:
+        """``refit`` with "auto" resolved: "epoch" when the loss check is on, else "none"."""
+        if self.refit != "auto":
+            return self.refit
+        return "epoch" if self.loss_check else "none"
 
     @property
     def policy(self) -> SelectionPolicy:
@@ -453,10 +462,16 @@ def prune(
     log.info("iCBS: start %s, %d layers, %d steps per epoch, blocks of %d (k=%d), backend %s",
              chosen, len(units), len(schedule), n_block, k_block, backend.name)
 
+    refit_mode = config.refit_mode
+    refit_on = refit_mode != "none"
+
     def refit(epoch: int) -> dict[str, Any]:
-        """``refit_rounds`` re-fit rounds of the kept weights; a summary for the epoch."""
+        """``refit_rounds`` re-fit rounds of the kept weights; a summary for the epoch.
+        A call that keeps no round ends the re-fits of the run (none was kept after such
+        a call on the zoo; benchmarks/README.md, session 7)."""
+        nonlocal refit_on
         t0 = time.perf_counter()
-        before = engine.loss
+        before, kept = engine.loss, 0
         for _ in range(config.refit_rounds):
             record = objective.refit(z=config.refit_z)
             report.refits.append({"epoch": epoch, **record})
@@ -465,21 +480,29 @@ def prune(
                      "kept" if record["accepted"] else "restored")
             if not record["accepted"]:
                 break
+            kept += 1
             engine.rebase()
-        return {"loss_before": before, "loss_after": engine.loss,
+        refit_on = kept > 0
+        return {"loss_before": before, "loss_after": engine.loss, "rounds_kept": kept,
                 "time_s": time.perf_counter() - t0}
 
-    if config.refit == "epoch":  # the start too, so the first blocks see fitted weights
-        report.initial["refit"] = refit(0)
+    def snapshot() -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+        return ({n: objective.keep(u).copy() for u, n in enumerate(objective.names)},
+                objective.values())
+
     best_key = (report.initial.get("val_accuracy") or 0.0, -report.initial["val_loss"])
-    best = (0, {n: objective.keep(u).copy() for u, n in enumerate(objective.names)})
+    if refit_mode == "epoch":  # the start too, so the first blocks see fitted weights
+        report.initial["refit"] = {**refit(0), **_metrics(model, val_loader, loss_fn, "val")}
+        best_key = (report.initial["refit"].get("val_accuracy") or 0.0,
+                    -report.initial["refit"]["val_loss"])
+    best = (0, *snapshot())
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
         before = engine.stats.to_dict(with_groups=False)
         first_step = engine.step_count
         engine.run(schedule, config.group_size)
-        refitted = (refit(epoch) if config.refit == "epoch"
-                    or (config.refit == "final" and epoch == config.epochs) else None)
+        refitted = (refit(epoch) if refit_on and (refit_mode == "epoch"
+                                                  or epoch == config.epochs) else None)
         after = engine.stats.to_dict(with_groups=False)
         record = {"epoch": epoch,
                   "blocks_solved": after["blocks_solved"] - before["blocks_solved"],
@@ -498,18 +521,18 @@ def prune(
         key = (record.get("val_accuracy") or 0.0, -record["val_loss"])
         if key > best_key:
             best_key = key
-            best = (epoch, {n: objective.keep(u).copy() for u, n in enumerate(objective.names)})
+            best = (epoch, *snapshot())
         log.info("epoch %d: val loss %.4f, val accuracy %s, %d/%d blocks applied", epoch,
                  record["val_loss"], record.get("val_accuracy"), record["blocks_applied"],
                  record["blocks_solved"])
         if on_epoch is not None:
             on_epoch(record)
 
-    if config.refit == "final" and config.epochs == 0:
+    if refit_mode == "final" and config.epochs == 0:
         report.initial["refit"] = refit(0)
     report.best_epoch = best[0]
     if config.keep_best and report.epochs and best[0] != report.epochs[-1]["epoch"]:
-        objective.set_masks(best[1])
+        objective.set_masks(best[1], best[2])
     report.final_epoch = best[0] if config.keep_best else (report.epochs[-1]["epoch"]
                                                            if report.epochs else 0)
     report.final = {**_metrics(model, val_loader, loss_fn, "val"),

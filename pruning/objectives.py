@@ -306,10 +306,18 @@ class ClassifierFisher(Objective):
         return {n: torch.from_numpy(k.copy()).view_as(p)
                 for n, k, p in zip(self.names, self._keep, self.params)}
 
-    def set_masks(self, masks: Mapping[str, np.ndarray]) -> None:
-        """Restore whole masks (flat bool arrays by name), weights included."""
+    def values(self) -> dict[str, torch.Tensor]:
+        """Copies of the dense values kept weights take (``w0``, flat, by name)."""
+        return {n: w.clone() for n, w in zip(self.names, self.w0)}
+
+    def set_masks(self, masks: Mapping[str, np.ndarray],
+                  values: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Restore whole masks (flat bool arrays by name), weights included, with the
+        dense values of `values` when given (a state saved before a re-fit moved them)."""
         with torch.no_grad():
             for u, name in enumerate(self.names):
+                if values is not None:
+                    self.w0[u] = values[name].clone()
                 self._keep[u][:] = masks[name]
                 self.params[u].copy_((self.w0[u] * torch.from_numpy(self._keep[u]).to(
                     self.w0[u].dtype)).view_as(self.params[u]))

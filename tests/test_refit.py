@@ -9,8 +9,10 @@ from torch import nn
 from pruning.baselines import prunable_weights
 from pruning.chita import DenseGradients, gradient_operators, per_sample_gradients
 from pruning.data import make_loader
+from pruning.engine import Block
 from pruning.icbs import ICBSConfig, prune
-from pruning.refit import _curvature, damped_steps, refit_weights
+from pruning.objectives import ClassifierFisher
+from pruning.refit import damped_steps, refit_weights
 from qcbo.errors import InputError
 
 CE = nn.functional.cross_entropy
@@ -35,11 +37,28 @@ def test_damped_step_is_the_dense_regularised_newton_step_on_the_support():
         got = step.delta.double().numpy()
         np.testing.assert_allclose(got, d, rtol=1e-4, atol=1e-6)
         assert np.all(got[~S] == 0)
-        pred = g @ d + 0.5 * d @ F @ d
-        assert step.predicted == pytest.approx(pred, rel=1e-4)
+        assert step.gradient == pytest.approx(g @ d, rel=1e-4)
+        assert step.curvature == pytest.approx(d @ F @ d, rel=1e-4)
+        assert step.predicted == pytest.approx(g @ d + 0.5 * d @ F @ d, rel=1e-4)
         assert step.predicted < 0
-        # the scaled prediction the record reports uses dᵀFd recovered from the step
-        assert _curvature(step) == pytest.approx(d @ F @ d, rel=1e-3)
+
+
+def test_damped_steps_agree_for_factored_and_stacked_linear_gradients():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))
+    weights = prunable_weights(net)
+    names = list(weights)
+    ops = gradient_operators(net, CE, weights, names, x, y)
+    dense = per_sample_gradients(net, CE, names, x, y)
+    from pruning.chita import StackedGradients
+
+    stacked = StackedGradients([ops[n] for n in names])
+    G = torch.cat([dense[n] for n in names], dim=1)
+    support = torch.rand(G.shape[1]) < 0.5
+    for a, b in zip(damped_steps(stacked, support), damped_steps(DenseGradients(G), support)):
+        torch.testing.assert_close(a.delta, b.delta, rtol=1e-3, atol=1e-5)
+        assert a.predicted == pytest.approx(b.predicted, rel=1e-3)
 
 
 def test_damped_steps_of_an_empty_support_and_bad_input():
@@ -109,14 +128,17 @@ def test_refit_round_lowers_the_held_out_loss_or_restores_the_weights_exactly(z)
 
     record = refit_weights(net, CE, [weights[n] for n in names], names, support,
                            (x[600:900], y[600:900]), loss, held_out_samples=samples, z=z)
-    assert len(record["candidates"]) == 12
+    assert len(record["candidates"]) == 12 and record["split"]
     for n, w in weights.items():
         assert torch.all(w[before[n] == 0] == 0)  # pruned weights stay pruned
     if z == 0.0:
         # magnitude pruning to 20 % leaves a lot for the kept weights to win back
-        assert record["accepted"]
+        assert record["accepted"] and record["test_change"] < 0
         assert record["loss_after"] < record["loss_before"]
-        assert record["loss_after"] == pytest.approx(min(c["loss"] for c in record["candidates"]))
+        # chosen on the even half of the held-out samples, not on the whole mean
+        chosen = min(record["candidates"], key=lambda c: c["select_loss"])
+        assert record["loss_after"] == pytest.approx(chosen["loss"])
+        assert (record["rho"], record["scale"]) == (chosen["rho"], chosen["scale"])
         assert any(not torch.equal(w, before[n]) for n, w in weights.items())
     else:
         assert not record["accepted"] and record["threshold"] < 0
@@ -153,8 +175,6 @@ def test_icbs_with_refit_keeps_its_mask_and_never_raises_the_calibration_loss(wh
     refits = report["refits"]
     assert refits and {r["epoch"] for r in refits} == ({2} if where == "final" else {0, 1, 2})
     assert refits[0]["accepted"]  # magnitude at 0.2 leaves room on this model
-    for r in refits:
-        assert r["loss_after"] <= r["loss_before"]
     epochs = {e["epoch"]: e for e in report["epochs"]}
     assert ("refit" in epochs[1]) == (where == "epoch") and "refit" in epochs[2]
     assert epochs[2]["refit"]["loss_after"] <= epochs[2]["refit"]["loss_before"]
@@ -164,9 +184,107 @@ def test_icbs_with_refit_keeps_its_mask_and_never_raises_the_calibration_loss(wh
 def test_refit_config_errors():
     with pytest.raises(InputError, match="refit must be"):
         ICBSConfig(density=0.5, refit="always").validate()
+    assert ICBSConfig(density=0.5).refit_mode == "epoch"
+    assert ICBSConfig(density=0.5, loss_check=False).refit_mode == "none"
+    assert ICBSConfig(density=0.5, refit="final").refit_mode == "final"
     with pytest.raises(InputError, match="loss_check"):
         ICBSConfig(density=0.5, refit="final", loss_check=False).validate()
     with pytest.raises(InputError, match="refit_rounds"):
         ICBSConfig(density=0.5, refit="final", refit_rounds=0).validate()
     with pytest.raises(InputError, match="refit_z"):
         ICBSConfig(density=0.5, refit="final", refit_z=-1.0).validate()
+
+
+def test_an_exception_while_measuring_restores_the_weights():
+    net, x, y = _blobs()
+    weights, names, support = _pruned(net)
+    before = {n: w.detach().clone() for n, w in weights.items()}
+    calls = []
+
+    def loss():
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("measurement failed")
+        return 1.0
+
+    with pytest.raises(RuntimeError, match="measurement failed"):
+        refit_weights(net, CE, [weights[n] for n in names], names, support,
+                      (x[600:900], y[600:900]), loss)
+    for n, w in weights.items():
+        assert torch.equal(w, before[n])
+
+
+def test_refitted_values_survive_later_block_changes():
+    # ClassifierFisher keeps an accepted re-fit as the kept weights' dense values, so a
+    # block applied afterwards leaves the re-fitted weights outside it in place.
+    torch.manual_seed(0)
+    net, x, y = _blobs()
+    weights = prunable_weights(net)
+    first = next(iter(weights))
+    masks = {n: w.abs() >= w.abs().flatten().kthvalue(int(0.8 * w.numel())).values
+             for n, w in weights.items()}
+    scores = {n: w.detach().abs() for n, w in weights.items()}
+    original = weights[first].detach().reshape(-1).clone()
+
+    def forever():
+        while True:
+            yield from make_loader(x[:600], y[:600], batch_size=100, shuffle=True, seed=1)
+
+    obj = ClassifierFisher(net, CE, weights, masks, scores, forever(), samples=200,
+                           gamma=0.75, lam=1e-3, calibration=(x[900:], y[900:]))
+    assert obj.refit(z=0.0)["accepted"]
+    refitted = weights[first].detach().reshape(-1).clone()
+    keep = obj.keep(0).copy()
+    assert not torch.equal(refitted[keep], original[keep])
+    # swap two kept weights out and two pruned ones in
+    idx = np.concatenate([np.flatnonzero(keep)[:2], np.flatnonzero(~keep)[:2]])
+    x_now = (~keep[idx]).astype(np.int8)
+    obj.apply(Block(unit=0, indices=idx, x_current=x_now), 1 - x_now)
+    w = weights[first].detach().reshape(-1)
+    outside = np.setdiff1d(np.flatnonzero(keep), idx)
+    assert torch.equal(w[outside], refitted[outside])
+    assert torch.equal(w[idx[:2]], torch.zeros(2))
+    # a weight re-entering comes back at its dense value, which the re-fit never moved
+    assert torch.equal(w[idx[2:]], original[idx[2:]])
+
+
+def test_keep_best_restores_the_best_epochs_refitted_values():
+    torch.manual_seed(0)
+    net, x, y = _blobs(1)
+    train = make_loader(x[:600], y[:600], batch_size=100, shuffle=True, seed=1)
+    val = make_loader(x[600:750], y[600:750], batch_size=150, shuffle=False)
+    cfg = ICBSConfig(density=0.2, backend="exact", block_size=10, epochs=3, steps_per_epoch=4,
+                     fisher_samples=200, init="magnitude", refit="epoch", refit_z=0.0,
+                     keep_best=True, seed=0)
+    report = prune(net, CE, train, val, cfg, calibration=(x[750:], y[750:])).to_dict()
+    from pruning.icbs import evaluate_loader
+
+    loss, acc = evaluate_loader(net, val, CE)
+    best = report["best_epoch"]
+    seen = ({"val_loss": report["initial"]["refit"]["val_loss"],
+             "val_accuracy": report["initial"]["refit"]["val_accuracy"]} if best == 0
+            else report["epochs"][best - 1])
+    # the restored model is the one that was measured as best, weights included
+    assert loss == pytest.approx(seen["val_loss"], rel=1e-5)
+    assert acc == pytest.approx(seen["val_accuracy"])
+
+
+def test_refit_with_paired_tests_in_the_engine_and_no_epochs():
+    torch.manual_seed(0)
+    net, x, y = _blobs(2)
+    train = make_loader(x[:600], y[:600], batch_size=100, shuffle=True, seed=1)
+    val = make_loader(x[600:750], y[600:750], batch_size=150, shuffle=False)
+    cfg = ICBSConfig(density=0.2, backend="exact", block_size=10, epochs=1, steps_per_epoch=4,
+                     fisher_samples=200, init="magnitude", refit="epoch", refit_z=1.0,
+                     loss_z=1.0, seed=0)
+    report = prune(net, CE, train, val, cfg, calibration=(x[750:], y[750:])).to_dict()
+    kept = [r for r in report["refits"] if r["accepted"]]
+    assert kept and all(r["test_change"] < r["threshold"] < 0 for r in kept)
+    assert report["final"]["calibration_loss"] == pytest.approx(
+        report["epochs"][-1]["calibration_loss"])
+    net2, _, _ = _blobs(2)
+    cfg0 = ICBSConfig(density=0.2, backend="exact", block_size=10, epochs=0,
+                      fisher_samples=200, init="magnitude", refit="final", refit_z=0.0, seed=0)
+    report0 = prune(net2, CE, train, val, cfg0, calibration=(x[750:], y[750:])).to_dict()
+    assert [r["epoch"] for r in report0["refits"]][:1] == [0]
+    assert report0["initial"]["refit"]["loss_after"] < report0["initial"]["refit"]["loss_before"]
