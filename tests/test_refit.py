@@ -10,7 +10,7 @@ from pruning.baselines import prunable_weights
 from pruning.chita import DenseGradients, gradient_operators, per_sample_gradients
 from pruning.data import make_loader
 from pruning.engine import Block
-from pruning.icbs import ICBSConfig, prune
+from pruning.icbs import REFIT_MIN_CALIBRATION, ICBSConfig, prune
 from pruning.objectives import ClassifierFisher
 from pruning.refit import damped_steps, refit_weights
 from qcbo.errors import InputError
@@ -184,9 +184,11 @@ def test_icbs_with_refit_keeps_its_mask_and_never_raises_the_calibration_loss(wh
 def test_refit_config_errors():
     with pytest.raises(InputError, match="refit must be"):
         ICBSConfig(density=0.5, refit="always").validate()
-    assert ICBSConfig(density=0.5).refit_mode == "epoch"
-    assert ICBSConfig(density=0.5, loss_check=False).refit_mode == "none"
-    assert ICBSConfig(density=0.5, refit="final").refit_mode == "final"
+    assert ICBSConfig(density=0.5).refit_mode() == "epoch"
+    assert ICBSConfig(density=0.5).refit_mode(REFIT_MIN_CALIBRATION - 1) == "none"
+    assert ICBSConfig(density=0.5, refit="epoch").refit_mode(10) == "epoch"
+    assert ICBSConfig(density=0.5, loss_check=False).refit_mode() == "none"
+    assert ICBSConfig(density=0.5, refit="final").refit_mode() == "final"
     with pytest.raises(InputError, match="loss_check"):
         ICBSConfig(density=0.5, refit="final", loss_check=False).validate()
     with pytest.raises(InputError, match="refit_rounds"):
