@@ -11,6 +11,8 @@ from pruning.engine import BlockSelector, SelectionPolicy
 from pruning.icbs import ICBSConfig, prune, resolve_block_size, step_schedule
 from qcbo.errors import InputError, UnsupportedProblemError
 
+from .helpers import blob_classifier
+
 CE = nn.functional.cross_entropy
 
 
@@ -135,19 +137,8 @@ def test_blocks_of_one_group_are_disjoint():
 
 
 def _digits_like(seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    centres = torch.randn(4, 12, generator=gen) * 1.2
-    y = torch.randint(0, 4, (1600,), generator=gen)
-    x = centres[y] + torch.randn(1600, 12, generator=gen)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 4))
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(200):
-        opt.zero_grad()
-        CE(net(x[:1000]), y[:1000]).backward()
-        opt.step()
-    return net, x, y
+    return blob_classifier(seed, classes=4, features=12, hidden=32, samples=1600, train=1000,
+                           steps=200, spread=1.2)
 
 
 def test_calibration_loss_never_rises_across_steps_and_groups_are_reverted():

@@ -15,6 +15,8 @@ from pruning.objectives import ClassifierFisher
 from pruning.refit import damped_steps, refit_weights
 from qcbo.errors import InputError
 
+from .helpers import blob_classifier
+
 CE = nn.functional.cross_entropy
 
 
@@ -43,14 +45,19 @@ def test_damped_step_is_the_dense_regularised_newton_step_on_the_support():
         assert step.predicted < 0
 
 
-def test_damped_steps_agree_for_factored_and_stacked_linear_gradients():
+def _tiny_gradients():
+    """Factored and vmap per-sample gradients of a 6-5-3 MLP on 9 samples."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
     x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))
     weights = prunable_weights(net)
     names = list(weights)
-    ops = gradient_operators(net, CE, weights, names, x, y)
-    dense = per_sample_gradients(net, CE, names, x, y)
+    return (weights, names, gradient_operators(net, CE, weights, names, x, y),
+            per_sample_gradients(net, CE, names, x, y))
+
+
+def test_damped_steps_agree_for_factored_and_stacked_linear_gradients():
+    _, names, ops, dense = _tiny_gradients()
     from pruning.chita import StackedGradients
 
     stacked = StackedGradients([ops[n] for n in names])
@@ -71,32 +78,21 @@ def test_damped_steps_of_an_empty_support_and_bad_input():
 
 
 def test_gradient_operators_match_vmap_per_sample_gradients():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
-    x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))
-    weights = prunable_weights(net)
-    names = list(weights)
-    ops = gradient_operators(net, CE, weights, names, x, y)
-    ref = per_sample_gradients(net, CE, names, x, y)
+    weights, names, ops, ref = _tiny_gradients()
     for n in names:
         v = torch.randn(weights[n].numel())
         torch.testing.assert_close(ops[n].matvec(v), ref[n] @ v, rtol=1e-4, atol=1e-5)
 
 
 def _blobs(seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    centres = torch.randn(3, 10, generator=gen) * 1.5
-    y = torch.randint(0, 3, (1200,), generator=gen)
-    x = centres[y] + torch.randn(1200, 10, generator=gen)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = nn.Sequential(nn.Linear(10, 24), nn.ReLU(), nn.Linear(24, 3))
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(150):
-        opt.zero_grad()
-        CE(net(x[:600]), y[:600]).backward()
-        opt.step()
-    return net, x, y
+    return blob_classifier(seed, classes=3, features=10, hidden=24, samples=1200, train=600,
+                           steps=150, spread=1.5)
+
+
+def _loaders(x, y):
+    """(shuffled training loader on the first 600 samples, validation loader on 150)."""
+    return (make_loader(x[:600], y[:600], batch_size=100, shuffle=True, seed=1),
+            make_loader(x[600:750], y[600:750], batch_size=150, shuffle=False))
 
 
 def _pruned(net, density=0.2):
@@ -162,8 +158,7 @@ def test_refit_rejects_bad_options():
 def test_icbs_with_refit_keeps_its_mask_and_never_raises_the_calibration_loss(where):
     torch.manual_seed(0)
     net, x, y = _blobs(1)
-    train = make_loader(x[:600], y[:600], batch_size=100, shuffle=True, seed=1)
-    val = make_loader(x[600:750], y[600:750], batch_size=150, shuffle=False)
+    train, val = _loaders(x, y)
     cal = (x[750:1200], y[750:1200])
     cfg = ICBSConfig(density=0.2, backend="exact", block_size=10, epochs=2, steps_per_epoch=4,
                      fisher_samples=200, init="magnitude", refit=where, refit_rounds=2,
@@ -253,8 +248,7 @@ def test_refitted_values_survive_later_block_changes():
 def test_keep_best_restores_the_best_epochs_refitted_values():
     torch.manual_seed(0)
     net, x, y = _blobs(1)
-    train = make_loader(x[:600], y[:600], batch_size=100, shuffle=True, seed=1)
-    val = make_loader(x[600:750], y[600:750], batch_size=150, shuffle=False)
+    train, val = _loaders(x, y)
     cfg = ICBSConfig(density=0.2, backend="exact", block_size=10, epochs=3, steps_per_epoch=4,
                      fisher_samples=200, init="magnitude", refit="epoch", refit_z=0.0,
                      keep_best=True, seed=0)
@@ -274,8 +268,7 @@ def test_keep_best_restores_the_best_epochs_refitted_values():
 def test_refit_with_paired_tests_in_the_engine_and_no_epochs():
     torch.manual_seed(0)
     net, x, y = _blobs(2)
-    train = make_loader(x[:600], y[:600], batch_size=100, shuffle=True, seed=1)
-    val = make_loader(x[600:750], y[600:750], batch_size=150, shuffle=False)
+    train, val = _loaders(x, y)
     cfg = ICBSConfig(density=0.2, backend="exact", block_size=10, epochs=1, steps_per_epoch=4,
                      fisher_samples=200, init="magnitude", refit="epoch", refit_z=1.0,
                      loss_z=1.0, seed=0)
