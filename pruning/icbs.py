@@ -83,8 +83,8 @@ class ICBSConfig:
     ends the run's re-fits. A round is kept only when the calibration loss falls by
     more than ``refit_z`` standard errors of the paired per-sample change, on half of
     the set (the other half chooses the step). ``calibration_samples``: size of that
-    set when the caller lets iCBS carve it (`pruning.run.prune_classifier`). ``start_score``: how
-    ``init="auto"`` ranks its candidates (`choose_start`): "tempered" (default) by the
+    set when the caller lets iCBS carve it (`pruning.run.prune_classifier`).
+    ``start_score``: how ``init="auto"`` ranks its candidates (`choose_start`): "tempered" (default) by the
     temperature-scaled calibration loss, "loss" by the plain one. γ, λ, fixing and tabu
     fractions default to ICBS.md's; the step counts and block size to the values chosen
     on the model zoo (benchmarks/README.md, "Choosing the defaults").

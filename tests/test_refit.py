@@ -95,6 +95,18 @@ def _loaders(x, y):
             make_loader(x[600:750], y[600:750], batch_size=150, shuffle=False))
 
 
+def _prune_blobs(seed: int, **options):
+    """iCBS (exact backend, blocks of 10, magnitude start, re-fit every epoch) at density
+    0.2 on `_blobs(seed)`, calibration = its last 450 samples; (net, val, report dict)."""
+    torch.manual_seed(0)
+    net, x, y = _blobs(seed)
+    train, val = _loaders(x, y)
+    settings = dict(density=0.2, backend="exact", block_size=10, steps_per_epoch=4,
+                    fisher_samples=200, init="magnitude", refit="epoch", seed=0)
+    cfg = ICBSConfig(**{**settings, **options})
+    return net, val, prune(net, CE, train, val, cfg, calibration=(x[750:], y[750:])).to_dict()
+
+
 def _pruned(net, density=0.2):
     weights = prunable_weights(net)
     with torch.no_grad():
@@ -156,14 +168,7 @@ def test_refit_rejects_bad_options():
 
 @pytest.mark.parametrize("where", ["final", "epoch"])
 def test_icbs_with_refit_keeps_its_mask_and_never_raises_the_calibration_loss(where):
-    torch.manual_seed(0)
-    net, x, y = _blobs(1)
-    train, val = _loaders(x, y)
-    cal = (x[750:1200], y[750:1200])
-    cfg = ICBSConfig(density=0.2, backend="exact", block_size=10, epochs=2, steps_per_epoch=4,
-                     fisher_samples=200, init="magnitude", refit=where, refit_rounds=2,
-                     refit_z=0.0, seed=0)
-    report = prune(net, CE, train, val, cfg, calibration=cal).to_dict()
+    net, _, report = _prune_blobs(1, epochs=2, refit=where, refit_rounds=2, refit_z=0.0)
     weights = prunable_weights(net)
     for name, w in weights.items():
         assert int((w != 0).sum()) == round(0.2 * w.numel())
@@ -246,13 +251,7 @@ def test_refitted_values_survive_later_block_changes():
 
 
 def test_keep_best_restores_the_best_epochs_refitted_values():
-    torch.manual_seed(0)
-    net, x, y = _blobs(1)
-    train, val = _loaders(x, y)
-    cfg = ICBSConfig(density=0.2, backend="exact", block_size=10, epochs=3, steps_per_epoch=4,
-                     fisher_samples=200, init="magnitude", refit="epoch", refit_z=0.0,
-                     keep_best=True, seed=0)
-    report = prune(net, CE, train, val, cfg, calibration=(x[750:], y[750:])).to_dict()
+    net, val, report = _prune_blobs(1, epochs=3, refit_z=0.0, keep_best=True)
     from pruning.icbs import evaluate_loader
 
     loss, acc = evaluate_loader(net, val, CE)
@@ -266,20 +265,11 @@ def test_keep_best_restores_the_best_epochs_refitted_values():
 
 
 def test_refit_with_paired_tests_in_the_engine_and_no_epochs():
-    torch.manual_seed(0)
-    net, x, y = _blobs(2)
-    train, val = _loaders(x, y)
-    cfg = ICBSConfig(density=0.2, backend="exact", block_size=10, epochs=1, steps_per_epoch=4,
-                     fisher_samples=200, init="magnitude", refit="epoch", refit_z=1.0,
-                     loss_z=1.0, seed=0)
-    report = prune(net, CE, train, val, cfg, calibration=(x[750:], y[750:])).to_dict()
+    _, _, report = _prune_blobs(2, epochs=1, refit_z=1.0, loss_z=1.0)
     kept = [r for r in report["refits"] if r["accepted"]]
     assert kept and all(r["test_change"] < r["threshold"] < 0 for r in kept)
     assert report["final"]["calibration_loss"] == pytest.approx(
         report["epochs"][-1]["calibration_loss"])
-    net2, _, _ = _blobs(2)
-    cfg0 = ICBSConfig(density=0.2, backend="exact", block_size=10, epochs=0,
-                      fisher_samples=200, init="magnitude", refit="final", refit_z=0.0, seed=0)
-    report0 = prune(net2, CE, train, val, cfg0, calibration=(x[750:], y[750:])).to_dict()
+    _, _, report0 = _prune_blobs(2, epochs=0, refit="final", refit_z=0.0)
     assert [r["epoch"] for r in report0["refits"]][:1] == [0]
     assert report0["initial"]["refit"]["loss_after"] < report0["initial"]["refit"]["loss_before"]

@@ -96,7 +96,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "dense values): classifiers by damped Gauss-Newton steps on the "
                              "start and after every epoch, each kept only when the calibration "
                              "loss falls beyond its noise; --task lm by least squares per row "
-                             "(default: classifiers on when the loss check is, lm off)")
+                             "(default: classifiers on when the loss check has a calibration "
+                             "set of >= 1024 samples, lm off)")
     parser.add_argument("--refit-rounds", type=int, default=None, metavar="R",
                         help="classifiers: re-fit rounds each time, from fresh samples "
                              "(default: ICBSConfig.refit_rounds)")
