@@ -215,6 +215,24 @@ class CalibrationCache:
         self._last = total / len(self.x)
         return self._last
 
+    @torch.no_grad()
+    def even_samples(self) -> np.ndarray | None:
+        """Per-sample losses (⌈N/2⌉,) of the even-numbered samples x[0::2] at the current
+        weights, by a plain forward that leaves the cache as it is; None when ``loss_fn``
+        does not take ``reduction="none"``."""
+        was_training = self.model.training
+        self.model.eval()
+        x, y, parts = self.x[0::2], self.y[0::2], []
+        try:
+            for lo in range(0, len(x), self.chunk):
+                parts.append(self._sample_losses(self.model(x[lo:lo + self.chunk]),
+                                                 y[lo:lo + self.chunk]))
+        finally:
+            self.model.train(was_training)
+        if not parts or any(p is None for p in parts):
+            return None
+        return torch.cat(parts).numpy()  # type: ignore[arg-type]
+
     def _full_loss(self) -> float:
         """`calibration_loss`'s value, keeping the per-sample losses as well."""
         was_training = self.model.training
@@ -381,7 +399,7 @@ class ClassifierFisher(Objective):
 
         record = refit_weights(self.model, self.loss_fn, self.params, self.names, support,
                                self._batch, held_out, held_out_samples=self._cache.samples,
-                               **options)
+                               choose_samples=self._cache.even_samples, **options)
         if record["accepted"]:
             with torch.no_grad():
                 for u, p in enumerate(self.params):

@@ -108,6 +108,7 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
                   names: Sequence[str], support: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor],
                   held_out_loss: Callable[[], float], *,
                   held_out_samples: Callable[[], np.ndarray | None] | None = None,
+                  choose_samples: Callable[[], np.ndarray | None] | None = None,
                   z: float = Z, dampings: Sequence[float] | None = None,
                   scales: Sequence[float] | None = None) -> dict:
     """One re-fit round on ``params`` (changed in place; named ``names`` in ``model``).
@@ -120,7 +121,11 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
     on the even-numbered samples and tested on the odd-numbered ones, where it must lower
     the mean loss by more than ``z`` standard errors of the paired per-sample change (so
     choosing among the candidates does not spend the test's confidence); the whole set's
-    mean must fall too. Without them: chosen on the mean, kept on any decrease. A
+    mean must fall too. ``choose_samples()``, if given, returns the per-sample losses of
+    the even-numbered held-out samples alone at the current weights: candidates are then
+    scored on that half only (half the forward cost; the same choice) and only the chosen
+    one on the whole set (its candidate entries then have ``loss`` None). Without
+    per-sample losses: chosen on the mean, kept on any decrease. A
     rejected candidate, or an exception on the way, leaves the weights as they were.
     Returns the round's record: accepted, loss before and after, ρ, λ, t, predicted
     change, the test's change and threshold, time, and every candidate's loss.
@@ -153,16 +158,31 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
         del ops, op
         tried: list[dict] = []
         best: tuple[float, RefitStep, float, float, np.ndarray | None] | None = None
+        halves = split and choose_samples is not None
         for step in steps:
             for t in scales:
                 write(step.delta, t)
-                value = float(held_out_loss())
-                values = _samples(held_out_samples) if split else None
-                select = value if values is None else float(values[0::2].mean())
+                value: float | None
+                if halves:
+                    even = _samples(choose_samples)
+                    if even is None or len(even) != (len(base) + 1) // 2:
+                        raise InputError("choose_samples must return the per-sample losses "
+                                         "of the even-numbered held-out samples")
+                    value, values, select = None, None, float(even.mean())
+                else:
+                    value = float(held_out_loss())
+                    values = _samples(held_out_samples) if split else None
+                    select = value if values is None else float(values[0::2].mean())
                 tried.append({"rho": step.rho, "scale": float(t), "loss": value,
                               "select_loss": select})
                 if math.isfinite(select) and (best is None or select < best[0]):
                     best = (select, step, float(t), value, values)
+        if halves and best is not None:  # the chosen candidate on the whole set
+            write(best[1].delta, best[2])
+            value = float(held_out_loss())
+            best = (best[0], best[1], best[2], value, _samples(held_out_samples))
+            tried[[(c["rho"], c["scale"]) for c in tried].index(
+                (best[1].rho, best[2]))]["loss"] = value
         change, threshold = None, 0.0
         if best is not None and best[3] < before:
             if best[4] is not None and base is not None and len(best[4]) == len(base):

@@ -20,7 +20,7 @@ from qcbo.problem import Problem
 
 from .baselines import BASELINES, layer_densities, one_shot
 from .data import make_loader
-from .icbs import ICBSConfig, _batches_forever, evaluate_loader, prune
+from .icbs import AUTO_CANDIDATES, ICBSConfig, _batches_forever, evaluate_loader, prune
 from .models import LoadedModel
 from .objectives import EVAL_CHUNK
 
@@ -100,7 +100,7 @@ def prune_classifier(
     results: dict[str, dict[str, Any]] = {}
     # CHITA baselines of an automatic iCBS start are the start's own candidates (same
     # batches, same seed): measured there instead of pruned twice.
-    reuse = ([b for b in baselines if b in ("chita", "chita++")]
+    reuse = ([b for b in baselines if b in ("chita", "chita++") and b in AUTO_CANDIDATES]
              if method == "icbs" and config.init == "auto" else [])
     for name in dict.fromkeys(list(baselines) + ([method] if method != "icbs" else [])):
         if name in reuse:

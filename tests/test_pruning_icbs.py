@@ -1,5 +1,7 @@
 """The iCBS loop on a tiny trained classifier, solved exactly."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -112,6 +114,14 @@ def test_keep_best_restores_the_best_epoch(trained):
     accs = [report["initial"]["val_accuracy"]] + [e["val_accuracy"] for e in report["epochs"]]
     assert report["final"]["val_accuracy"] == pytest.approx(max(accs))
     assert report["final_epoch"] == best
+    # each epoch records the best epoch so far; without keep_best the last epoch stays
+    assert [e["best_epoch"] for e in report["epochs"]][-1] == best
+    assert all(e["best_epoch"] <= e["epoch"] for e in report["epochs"])
+    net2 = _net(state)
+    last = prune(net2, CE, train, val, dataclasses.replace(cfg, keep_best=False)).to_dict()
+    assert last["final_epoch"] == 3
+    assert last["final"]["val_accuracy"] == pytest.approx(last["epochs"][-1]["val_accuracy"])
+    assert ICBSConfig(density=0.5).keep_best
 
 
 def test_tabu_never_starves_a_block():
@@ -148,7 +158,8 @@ def test_calibration_loss_never_rises_across_steps_and_groups_are_reverted():
     calibration = (x[1300:], y[1300:])
     steps = []
     cfg = ICBSConfig(density=0.2, backend="sa", block_size=16, epochs=3, steps_per_epoch=10,
-                     group_size=2, fisher_samples=50, lam=0.0, gamma=5.0, seed=0)
+                     group_size=2, fisher_samples=50, lam=0.0, gamma=5.0, seed=0,
+                     keep_best=False)
     report = prune(net, CE, train, val, cfg, calibration=calibration,
                    on_step=steps.append).to_dict()
     losses = [e["calibration_loss"] for e in report["epochs"]]
@@ -244,13 +255,17 @@ def test_chita_baselines_of_an_automatic_start_are_the_start_candidates():
                             method="icbs", config=ICBSConfig(**cfg),
                             baselines=("magnitude", "chita", "chita++"), batch_size=100)
     alone = prune_classifier(LoadedModel("blobs", copy.deepcopy(net), data, None),
-                             method="chita", config=ICBSConfig(**cfg, init="chita"),
-                             baselines=("chita",), batch_size=100)
-    reused = auto["baselines"]["chita"]
+                             method="chita++", config=ICBSConfig(**cfg, init="chita++"),
+                             baselines=("chita++",), batch_size=100)
+    reused = auto["baselines"]["chita++"]
     assert reused["from_start_candidates"] is True
-    assert "from_start_candidates" not in alone["baselines"]["chita"]
+    assert "from_start_candidates" not in alone["baselines"]["chita++"]
     for key in ("test_accuracy", "test_loss", "val_accuracy", "objective", "iterations"):
-        assert reused[key] == pytest.approx(alone["baselines"]["chita"][key], rel=1e-6)
-    assert reused["layers"] == pytest.approx(alone["baselines"]["chita"]["layers"])
-    assert auto["baselines"]["chita++"]["stages"] > 1
+        assert reused[key] == pytest.approx(alone["baselines"]["chita++"][key], rel=1e-6)
+    assert reused["layers"] == pytest.approx(alone["baselines"]["chita++"]["layers"])
+    assert reused["stages"] > 1
+    # one-stage CHITA is not an automatic start candidate: pruned as a baseline of its own
+    assert "chita" not in auto["initial"]["candidates"]
+    assert "from_start_candidates" not in auto["baselines"]["chita"]
+    assert auto["baselines"]["chita"]["stages"] == 1
     assert set(auto["baselines"]) == {"magnitude", "chita", "chita++"}

@@ -155,6 +155,52 @@ def test_refit_round_lowers_the_held_out_loss_or_restores_the_weights_exactly(z)
             assert torch.equal(w, before[n])
 
 
+def test_scoring_candidates_on_the_choosing_half_alone_makes_the_same_choice():
+    torch.manual_seed(0)
+    net, x, y = _blobs()
+    weights, names, support = _pruned(net)
+    start = {n: w.detach().clone() for n, w in weights.items()}
+    held = (x[900:], y[900:])
+    calls = {"whole": 0}
+
+    def loss():
+        calls["whole"] += 1
+        with torch.no_grad():
+            return float(CE(net(held[0]), held[1]))
+
+    def samples():
+        with torch.no_grad():
+            return CE(net(held[0]), held[1], reduction="none").numpy()
+
+    def even():
+        with torch.no_grad():
+            return CE(net(held[0][0::2]), held[1][0::2], reduction="none").numpy()
+
+    records = []
+    for choose in (None, even):
+        with torch.no_grad():
+            for n, w in weights.items():
+                w.copy_(start[n])
+        calls["whole"] = 0
+        records.append(refit_weights(net, CE, [weights[n] for n in names], names, support,
+                                     (x[600:900], y[600:900]), loss, held_out_samples=samples,
+                                     choose_samples=choose, z=0.0))
+        records[-1]["whole_calls"] = calls["whole"]
+    full, half = records
+    assert full["accepted"] and half["accepted"]
+    assert (half["rho"], half["scale"]) == (full["rho"], full["scale"])
+    assert half["loss_after"] == pytest.approx(full["loss_after"], rel=1e-6)
+    assert [c["select_loss"] for c in half["candidates"]] == pytest.approx(
+        [c["select_loss"] for c in full["candidates"]], rel=1e-5)
+    # before, the chosen one, after: three whole-set losses instead of 12 + 2
+    assert (full["whole_calls"], half["whole_calls"]) == (14, 3)
+    assert sum(c["loss"] is not None for c in half["candidates"]) == 1
+    with pytest.raises(InputError, match="even-numbered"):
+        refit_weights(net, CE, [weights[n] for n in names], names, support,
+                      (x[600:900], y[600:900]), loss, held_out_samples=samples,
+                      choose_samples=samples, z=0.0)
+
+
 def test_refit_rejects_bad_options():
     net, x, y = _blobs()
     weights, names, support = _pruned(net)
@@ -168,7 +214,8 @@ def test_refit_rejects_bad_options():
 
 @pytest.mark.parametrize("where", ["final", "epoch"])
 def test_icbs_with_refit_keeps_its_mask_and_never_raises_the_calibration_loss(where):
-    net, _, report = _prune_blobs(1, epochs=2, refit=where, refit_rounds=2, refit_z=0.0)
+    net, _, report = _prune_blobs(1, epochs=2, refit=where, refit_rounds=2, refit_z=0.0,
+                                  keep_best=False)
     weights = prunable_weights(net)
     for name, w in weights.items():
         assert int((w != 0).sum()) == round(0.2 * w.numel())
@@ -265,7 +312,7 @@ def test_keep_best_restores_the_best_epochs_refitted_values():
 
 
 def test_refit_with_paired_tests_in_the_engine_and_no_epochs():
-    _, _, report = _prune_blobs(2, epochs=1, refit_z=1.0, loss_z=1.0)
+    _, _, report = _prune_blobs(2, epochs=1, refit_z=1.0, loss_z=1.0, keep_best=False)
     kept = [r for r in report["refits"] if r["accepted"]]
     assert kept and all(r["test_change"] < r["threshold"] < 0 for r in kept)
     assert report["final"]["calibration_loss"] == pytest.approx(

@@ -102,8 +102,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="classifiers: re-fit rounds each time, from fresh samples "
                              "(default: ICBSConfig.refit_rounds)")
     add_executor_arguments(parser, "a group's blocks (--task lm: a decoder block's Linears)")
-    parser.add_argument("--keep-best", action="store_true",
-                        help="end with the mask of the epoch with the best validation accuracy")
+    parser.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
+                        help="classifiers: end with the mask and weights of the epoch (the "
+                             "start counted) of best validation accuracy; the validation split "
+                             "is used by nothing else (default: on)")
     lm = parser.add_argument_group("language models (--task lm)")
     lm.add_argument("--objective", choices=["fisher", "reconstruction"], default="fisher",
                     help="block objective for language models")
@@ -172,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
         if args.refit_rounds is not None:
             raise InputError("--refit-rounds is for classifiers; --task lm re-fits each row "
                              "exactly (use --row-rounds for its block rounds)")
+        if args.keep_best is not None:
+            raise InputError("--keep-best is for classifiers (it picks an epoch on their "
+                             "validation split); drop it for --task lm")
         return _run_lm(args)
 
     import os
@@ -225,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         fisher_samples=args.fisher_samples,
         hessian=args.hessian,
         solver_time_limit=args.solver_time_limit,
-        keep_best=args.keep_best,
+        **({} if args.keep_best is None else {"keep_best": args.keep_best}),
         group_size=args.group_size,
         loss_check=not args.no_loss_check,
         **({} if args.loss_z is None else {"loss_z": args.loss_z}),
