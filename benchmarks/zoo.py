@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--set loss_check=false --set shrink_steps=0")
     p.add_argument("--starts-only", action="store_true",
                    help="only score the automatic start's candidates (plain and tempered loss)")
+    p.add_argument("--calibration", choices=["train", "val"], default="train",
+                   help="where iCBS's calibration set comes from: held apart from the "
+                        "training split (default) or drawn from the validation split")
     p.add_argument("--name", default="zoo")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--report", nargs="+", metavar="NAME", default=None,
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                         kwargs[key] = value
                 config = ICBSConfig(density=density, epochs=args.epochs, seed=seed, init=init,
                                     **kwargs)
-                r = prune_classifier(loaded, method="icbs", config=config, baselines=baselines)
+                r = prune_classifier(loaded, method="icbs", config=config, baselines=baselines,
+                                     calibration_split=args.calibration)
                 dense = r["dense"]["test_accuracy"]
                 one_shot = {k: r["baselines"][k]["test_accuracy"] for k in MASK_BASELINES}
                 best = max(one_shot.values())
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                        "chita_time_s": r["baselines"].get("chita", {}).get("wall_time_s"),
                        "chita++": r["baselines"].get("chita++", {}).get("test_accuracy"),
                        "chita++_time_s": r["baselines"].get("chita++", {}).get("wall_time_s"),
-                       "settings": args.set, "start": r["initial"]["method"], "start_candidates": r["initial"]["candidates"],
+                       "settings": args.set, "calibration": args.calibration, "start": r["initial"]["method"], "start_candidates": r["initial"]["candidates"],
                        "steps_per_epoch": config.steps_per_epoch,
                        "epochs": [{k: e.get(k) for k in ("epoch", "test_accuracy", "val_accuracy", "val_loss",
                                                          "calibration_loss", "blocks_applied",

@@ -67,12 +67,16 @@ def prune_classifier(
     on_step: Callable[[Any], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     executor: Any = None,
+    calibration_split: str = "train",
 ) -> dict[str, Any]:
     """Prune ``loaded.model`` in place with ``method`` ("icbs" or a `BASELINES` name).
 
     ``config.calibration_samples`` training samples (seeded) are held apart as the
-    calibration set of iCBS (automatic start, loss check); the rest feed the training
-    batches, reshuffled with ``config.seed``. Wanda and gradient scores use the first
+    calibration set of iCBS (automatic start, loss check, re-fit test); the rest feed the
+    training batches, reshuffled with ``config.seed``. ``calibration_split="val"`` draws
+    that set from the validation split instead (data the dense model was not trained on;
+    all training samples then feed the batches, and ``keep_best`` selects on a split the
+    steps have seen). Wanda and gradient scores use the first
     ``config.calibration_batches`` of those batches, for the baselines as for iCBS.
     """
     if method != "icbs" and method not in METHODS:
@@ -82,8 +86,17 @@ def prune_classifier(
     data, model = loaded.data, loaded.model
     loss_fn = nn.functional.cross_entropy
 
-    (x_fit, y_fit), calibration_set = split_calibration(data.x_train, data.y_train,
-                                                        config.calibration_samples, config.seed)
+    if calibration_split == "train":
+        (x_fit, y_fit), calibration_set = split_calibration(
+            data.x_train, data.y_train, config.calibration_samples, config.seed)
+    elif calibration_split == "val":
+        x_fit, y_fit = data.x_train, data.y_train
+        x_val, y_val = data.split("val")
+        order = torch.randperm(len(x_val), generator=torch.Generator().manual_seed(
+            int(config.seed) + 7919))[:min(int(config.calibration_samples), len(x_val))]
+        calibration_set = (x_val[order], y_val[order])
+    else:
+        raise InputError(f"calibration split must be train or val, got {calibration_split!r}")
 
     def train_loader():
         return make_loader(x_fit, y_fit, batch_size=batch_size, shuffle=True, seed=config.seed)

@@ -122,7 +122,12 @@ class Block(nn.Module):
         self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+        return self.mlp_residual(self.attention_residual(x))
+
+    def attention_residual(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.attn(self.ln1(x))
+
+    def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.fc2(torch.relu(self.fc1(self.ln2(x))))
 
 
@@ -153,9 +158,15 @@ class PatchViT(nn.Module):
 
     def forward_stages(self) -> list[tuple[tuple[str, ...], Callable[[torch.Tensor], torch.Tensor]]]:
         """The forward as a chain of (parameter-name prefixes used, callable): patch
-        embedding, each transformer block, the head (see `pruning.objectives.CalibrationCache`)."""
-        return [(("norm", "embed", "position"), self._embed),
-                *((((f"blocks.{i}",), block) for i, block in enumerate(self.blocks))),
+        embedding, the attention and the MLP half of each transformer block (so a step on
+        an MLP weight re-runs the loss from that half), the head (see
+        `pruning.objectives.CalibrationCache`)."""
+        halves = []
+        for i, block in enumerate(self.blocks):
+            halves += [((f"blocks.{i}.ln1", f"blocks.{i}.attn"), block.attention_residual),
+                       ((f"blocks.{i}.ln2", f"blocks.{i}.fc1", f"blocks.{i}.fc2"),
+                        block.mlp_residual)]
+        return [(("norm", "embed", "position"), self._embed), *halves,
                 (("ln", "head"), self._head)]
 
 

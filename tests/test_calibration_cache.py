@@ -125,10 +125,13 @@ def test_forward_stages_of_the_attention_model_give_the_same_loss():
     x, y = torch.rand(40, 784), torch.randint(0, 10, (40,))
     names = [n for n, p in vit.named_parameters() if n.endswith("weight") and p.ndim == 2]
     cache = CalibrationCache(vit, names, x, y, CE, chunk=16)
-    assert cache.stages is not None and len(cache.stages) == 4
+    # embedding, the attention and MLP halves of both blocks, the head
+    assert cache.stages is not None and len(cache.stages) == 6
+    assert cache._stage["blocks.0.fc1.weight"] == 2 and cache._stage["blocks.1.attn.v.weight"] == 3
     assert cache.loss() == calibration_loss(vit, x, y, CE, chunk=16)[0]
     params = dict(vit.named_parameters())
-    for name in ("blocks.1.fc2.weight", "head.weight", "blocks.0.attn.q.weight", "embed.weight"):
+    for name in ("blocks.1.fc2.weight", "head.weight", "blocks.0.attn.q.weight", "embed.weight",
+                 "blocks.0.fc1.weight", "blocks.1.attn.v.weight"):
         with torch.no_grad():
             params[name].view(-1)[3] = 0.0
         cache.touch(name)

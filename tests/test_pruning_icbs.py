@@ -269,3 +269,33 @@ def test_chita_baselines_of_an_automatic_start_are_the_start_candidates():
     assert "from_start_candidates" not in auto["baselines"]["chita"]
     assert auto["baselines"]["chita"]["stages"] == 1
     assert set(auto["baselines"]) == {"magnitude", "chita", "chita++"}
+
+
+def test_calibration_drawn_from_the_validation_split():
+    import copy
+
+    from pruning.baselines import one_shot
+    from pruning.data import ClassificationData
+    from pruning.models import LoadedModel
+    from pruning.run import prune_classifier
+
+    net, x, y = _digits_like(4)
+    data = ClassificationData("blobs", x[:1000], y[:1000], x[1000:1300], y[1000:1300],
+                              x[1300:], y[1300:])
+    cfg = ICBSConfig(density=0.3, backend="sa", block_size=16, epochs=0, steps_per_epoch=0,
+                     init="magnitude", calibration_samples=10_000)
+    report = prune_classifier(LoadedModel("blobs", copy.deepcopy(net), data, None),
+                              method="icbs", config=cfg, baselines=(), batch_size=100,
+                              calibration_split="val")
+    pruned = copy.deepcopy(net)
+    one_shot(pruned, "magnitude", 0.3)
+    val = make_loader(x[1000:1300], y[1000:1300], batch_size=300, shuffle=False)
+    from pruning.icbs import evaluate_loader
+
+    # the whole validation split (300 < 10,000 asked) in a seeded order: the same mean
+    expected, _ = evaluate_loader(pruned, val, CE)
+    got = report["initial"]["candidates"]["magnitude"]["calibration_loss"]
+    assert got == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(InputError, match="calibration split"):
+        prune_classifier(LoadedModel("blobs", copy.deepcopy(net), data, None), method="icbs",
+                         config=cfg, baselines=(), calibration_split="test")
