@@ -60,6 +60,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Literal, Protocol, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
@@ -310,7 +311,11 @@ def _objective(Gd: torch.Tensor, d: torch.Tensor, lam: float, samples: int) -> f
 def _hard_threshold(v: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(v on its ``keep`` largest |v|, zero elsewhere; that support as a bool mask)."""
     support = torch.zeros(v.shape, dtype=torch.bool, device=v.device)
-    if keep > 0:
+    if 0 < keep < v.numel() and v.device.type == "cpu":
+        # numpy's introselect: O(n), about 3x faster than topk for large keep
+        a = v.detach().abs().numpy()
+        support[torch.from_numpy(np.argpartition(a, a.size - keep)[a.size - keep:])] = True
+    elif keep > 0:
         support[torch.topk(v.abs(), keep, sorted=False).indices] = True
     return v * support, support
 
