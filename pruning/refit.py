@@ -157,7 +157,7 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
         steps = damped_steps(op, support, dampings)
         del ops, op
         tried: list[dict] = []
-        best: tuple[float, RefitStep, float, float, np.ndarray | None] | None = None
+        best: tuple[float, RefitStep, float, float | None, np.ndarray | None] | None = None
         halves = split and choose_samples is not None
         for step in steps:
             for t in scales:
