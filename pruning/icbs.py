@@ -90,8 +90,9 @@ class ICBSConfig:
     counted as epoch 0) of best validation accuracy, ties to the lower validation loss.
     The validation split is seen by neither the steps nor the loss check, so this is
     model selection on held-out data; it keeps extra epochs from costing accuracy
-    (benchmarks/README.md, session 8). ``start_score``: how ``init="auto"`` ranks its candidates (`choose_start`): "tempered" (default) by the
-    temperature-scaled calibration loss, "loss" by the plain one. γ, λ, fixing and tabu
+    (benchmarks/README.md, session 8). ``start_score``: how ``init="auto"`` ranks its
+    candidates (`choose_start`): "tempered" (default) by the temperature-scaled
+    calibration loss, "loss" by the plain one. γ, λ, fixing and tabu
     fractions default to ICBS.md's; the step counts and block size to the values chosen
     on the model zoo (benchmarks/README.md, "Choosing the defaults").
     """

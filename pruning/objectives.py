@@ -220,32 +220,30 @@ class CalibrationCache:
         """Per-sample losses (⌈N/2⌉,) of the even-numbered samples x[0::2] at the current
         weights, by a plain forward that leaves the cache as it is; None when ``loss_fn``
         does not take ``reduction="none"``."""
-        was_training = self.model.training
-        self.model.eval()
-        x, y, parts = self.x[0::2], self.y[0::2], []
-        try:
-            for lo in range(0, len(x), self.chunk):
-                parts.append(self._sample_losses(self.model(x[lo:lo + self.chunk]),
-                                                 y[lo:lo + self.chunk]))
-        finally:
-            self.model.train(was_training)
+        _, parts = self._forward(self.x[0::2], self.y[0::2])
         if not parts or any(p is None for p in parts):
             return None
         return torch.cat(parts).numpy()  # type: ignore[arg-type]
 
     def _full_loss(self) -> float:
         """`calibration_loss`'s value, keeping the per-sample losses as well."""
+        total, parts = self._forward(self.x, self.y)
+        self._keep_samples(parts)
+        return total / len(self.x)
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor
+                 ) -> tuple[float, list[torch.Tensor | None]]:
+        """(summed loss, per-chunk per-sample losses) of a plain forward in eval mode."""
         was_training = self.model.training
         self.model.eval()
         total, parts = 0.0, []
         try:
-            for lo in range(0, len(self.x), self.chunk):
-                out = self.model(self.x[lo:lo + self.chunk])
-                total += self._chunk_loss(out, self.y[lo:lo + self.chunk], parts)
+            for lo in range(0, len(x), self.chunk):
+                total += self._chunk_loss(self.model(x[lo:lo + self.chunk]),
+                                          y[lo:lo + self.chunk], parts)
         finally:
             self.model.train(was_training)
-        self._keep_samples(parts)
-        return total / len(self.x)
+        return total, parts
 
     def _chunk_loss(self, out: torch.Tensor, y: torch.Tensor,
                     parts: list[torch.Tensor | None]) -> float:

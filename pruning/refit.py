@@ -157,7 +157,7 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
         steps = damped_steps(op, support, dampings)
         del ops, op
         tried: list[dict] = []
-        best: tuple[float, RefitStep, float, float | None, np.ndarray | None] | None = None
+        best: tuple[float, RefitStep, float, float | None, np.ndarray | None, dict] | None = None
         halves = split and choose_samples is not None
         for step in steps:
             for t in scales:
@@ -173,16 +173,15 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
                     value = float(held_out_loss())
                     values = _samples(held_out_samples) if split else None
                     select = value if values is None else float(values[0::2].mean())
-                tried.append({"rho": step.rho, "scale": float(t), "loss": value,
-                              "select_loss": select})
+                entry = {"rho": step.rho, "scale": float(t), "loss": value,
+                         "select_loss": select}
+                tried.append(entry)
                 if math.isfinite(select) and (best is None or select < best[0]):
-                    best = (select, step, float(t), value, values)
+                    best = (select, step, float(t), value, values, entry)
         if halves and best is not None:  # the chosen candidate on the whole set
             write(best[1].delta, best[2])
-            value = float(held_out_loss())
-            best = (best[0], best[1], best[2], value, _samples(held_out_samples))
-            tried[[(c["rho"], c["scale"]) for c in tried].index(
-                (best[1].rho, best[2]))]["loss"] = value
+            value = best[5]["loss"] = float(held_out_loss())
+            best = (*best[:3], value, _samples(held_out_samples), best[5])
         change, threshold = None, 0.0
         if best is not None and best[3] < before:
             if best[4] is not None and base is not None and len(best[4]) == len(base):

@@ -38,11 +38,12 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 _FALLBACK = {"density": 0.2, "epochs": 4, "steps_per_epoch": 100, "block_size": 1024}
 
 
-def split_calibration(x: torch.Tensor, y: torch.Tensor, size: int, seed: int = 0
+def split_calibration(x: torch.Tensor, y: torch.Tensor, size: int, seed: int = 0,
+                      max_fraction: float = 0.25
                       ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """((x, y) to train on, (x, y) calibration set): a seeded random ``size`` samples
-    (at most a quarter of the data) held apart from the training batches."""
-    size = max(1, min(int(size), len(x) // 4))
+    (at most ``max_fraction`` of the data) held apart from the training batches."""
+    size = max(1, min(int(size), int(len(x) * max_fraction)))
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed) + 7919))
     cal, rest = order[:size], order[size:]
     return (x[rest], y[rest]), (x[cal], y[cal])
@@ -91,10 +92,8 @@ def prune_classifier(
             data.x_train, data.y_train, config.calibration_samples, config.seed)
     elif calibration_split == "val":
         x_fit, y_fit = data.x_train, data.y_train
-        x_val, y_val = data.split("val")
-        order = torch.randperm(len(x_val), generator=torch.Generator().manual_seed(
-            int(config.seed) + 7919))[:min(int(config.calibration_samples), len(x_val))]
-        calibration_set = (x_val[order], y_val[order])
+        _, calibration_set = split_calibration(*data.split("val"), config.calibration_samples,
+                                               config.seed, max_fraction=1.0)
     else:
         raise InputError(f"calibration split must be train or val, got {calibration_split!r}")
 
