@@ -24,7 +24,9 @@ instead prunes the whole model with `pruning.llm.prune.prune_lm` (iCBS, reconstr
 objective with the re-fit-aware blocks, or with --no-refit the exact blocks at dense
 values, every row visited ROUNDS times, Wanda start) and writes its perplexity, time and
 summed layer errors to llm_blocks_full.json; --fisher [--trust T] [--blocks-per-pass B]
-runs the Fisher objective instead (64 blocks of BLOCK_SIZE per Linear, held-out check).
+runs the Fisher objective instead (64 blocks of BLOCK_SIZE per Linear, held-out check;
+--fisher-groups: a gradient pass and check per attention / MLP group; --blend B: K-FAC
+curvature weight).
 torch runs on one thread: on shared cores its second thread spins and slows every
 small factorisation down many times over.
 """
@@ -95,7 +97,8 @@ def full_run(args: argparse.Namespace) -> int:
         options = {"sweeps": 200, "restarts": 4}
         icbs = LMICBSConfig(objective="fisher", backend="sa", backend_options=options,
                             block_size=args.block_size, steps_per_layer=64, seed=args.seed,
-                            blocks_per_pass=args.blocks_per_pass, trust=args.trust)
+                            blocks_per_pass=args.blocks_per_pass, trust=args.trust,
+                            fisher_groups=args.fisher_groups, blend=args.blend)
     else:
         icbs = LMICBSConfig(refit=not args.no_refit, row_rounds=args.rounds,
                             block_size=args.block_size, backend="sa", backend_options=options,
@@ -111,6 +114,7 @@ def full_run(args: argparse.Namespace) -> int:
                         "start": "wanda", "objective": icbs.objective, "refit": icbs.refit,
                         "rounds": icbs.row_rounds, "trust": icbs.trust,
                         "blocks_per_pass": icbs.blocks_per_pass,
+                        "fisher_groups": icbs.fisher_groups, "blend": icbs.blend,
                         "block_size": args.block_size,
                         "backend": "sa", "backend_options": options, "executor": "processes",
                         "workers": args.workers, "torch_threads": 1,
@@ -146,6 +150,11 @@ def main() -> int:
     parser.add_argument("--trust", type=float, default=0.0, help="with --fisher: cost per flip")
     parser.add_argument("--blocks-per-pass", type=int, default=10,
                         help="with --fisher: decoder blocks per gradient pass")
+    parser.add_argument("--fisher-groups", action="store_true",
+                        help="with --fisher: a gradient pass per group of Linears "
+                             "(attention, MLP) of each decoder block")
+    parser.add_argument("--blend", type=float, default=0.0,
+                        help="with --fisher: weight of the K-FAC curvature in each block")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -244,6 +244,41 @@ def test_factored_linear_gradients_match_vmap_and_stacking():
     assert net[0].weight.requires_grad
 
 
+class _Tokens(nn.Module):
+    """(N, 12) -> 3 tokens of 4 -> Linear 4->5 per token, ReLU, mean -> Linear 5->3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 5), nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x.reshape(-1, 3, 4))).mean(dim=1))
+
+
+def test_token_layers_are_materialised_within_the_byte_budget(monkeypatch):
+    """A Linear applied at T > 1 positions gets a dense G equal to the per-sample
+    gradients (products T times cheaper); T = 1 layers and any over budget stay
+    factored, and CHITA reaches the same objective with either form."""
+    from pruning import chita
+
+    torch.manual_seed(4)
+    net, x, y = _Tokens().eval(), torch.randn(40, 12), torch.randint(0, 3, (40,))
+    weights = {"a.weight": net.a.weight, "b.weight": net.b.weight}
+    ops = chita.gradient_operators(net, LOSS, weights, list(weights), x, y)
+    assert isinstance(ops["a.weight"], DenseGradients)  # T = 3
+    assert isinstance(ops["b.weight"], LinearGradients)  # T = 1
+    dense = per_sample_gradients(net, LOSS, ["a.weight"], x, y)["a.weight"]
+    assert torch.allclose(ops["a.weight"].G, dense, atol=1e-6)
+    monkeypatch.setattr(chita, "_MATERIALISE_BYTES", 4 * 40 * 20 - 1)  # one byte short
+    factored = chita.gradient_operators(net, LOSS, weights, list(weights), x, y)
+    assert isinstance(factored["a.weight"], LinearGradients)
+    w_bar = net.a.weight.detach().reshape(-1)
+    a = solve_sparse_quadratic(ops["a.weight"], w_bar, 8, 1e-3, seed=0)
+    b = solve_sparse_quadratic(factored["a.weight"], w_bar, 8, 1e-3, seed=0)
+    assert torch.equal(a.support, b.support)
+    assert a.objective == pytest.approx(b.objective, rel=1e-5)
+
+
 def test_conv2d_model():
     net, x, y = _cnn()
     before = {n: p.detach().clone() for n, p in net.named_parameters()}

@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pruning.llm import baselines  # noqa: E402
+from qcbo.errors import InputError  # noqa: E402
 from pruning.llm.icbs import (_groups_ok, _with_group_penalty, fisher_refine_block,  # noqa: E402
                               refine_rows, refit_rows, row_errors)
 from pruning.llm.sparsegpt import damped_hessian, sparsegpt  # noqa: E402
@@ -189,6 +190,34 @@ def test_fisher_refine_reverts_a_group_that_raises_the_held_out_loss():
         gamma=0.75, lam=1e-3, held_out_loss=lambda: float((lin.weight - before).abs().sum()))
     assert stats.blocks_solved > 0 and stats.blocks_applied == 0
     assert torch.equal(keeps["l"], keep) and torch.equal(lin.weight.detach(), before)
+
+
+def test_fisher_blend_is_the_kronecker_factored_curvature():
+    """Block curvature (1 − β) G_Bᵀ G_B / m + β T (Ā ⊗ S̄)[B, B], checked against an
+    explicit Kronecker product; for one window of one position the K-FAC curvature is the
+    empirical Fisher itself (δ ⊗ x)(δ ⊗ x)ᵀ, so every β gives the same block."""
+    from pruning.llm.objectives import DecoderFisher
+
+    lin, w0, keep, x, delta = _fisher_case(5)
+    idx = torch.tensor([0, 3, 7, 11, 16, 23])
+    m, T = x.shape[0], x.shape[1]
+    G = torch.einsum("std,ste->sde", delta.double(), x.double()).reshape(m, -1)
+    X, D = x.reshape(-1, 6).double(), delta.reshape(-1, 4).double()
+    kfac = T * np.kron((D.T @ D / (m * T)).numpy(), (X.T @ X / (m * T)).numpy())
+    for beta in (0.0, 0.3, 1.0):
+        fisher = DecoderFisher({"l": (lin, w0, keep)}, {"l": (x, delta)}, gamma=0.75, lam=1e-3,
+                               blend=beta)
+        expected = ((1 - beta) * (G[:, idx].T @ G[:, idx] / m).numpy()
+                    + beta * kfac[np.ix_(idx.numpy(), idx.numpy())])
+        assert np.allclose(fisher.curvature(0, idx).numpy(), expected, rtol=1e-10, atol=1e-12)
+        diag = (1 - beta) * (G * G).mean(dim=0).numpy() + beta * np.diag(kfac)
+        assert np.allclose(fisher.score(0), w0.reshape(-1).double().numpy() ** 2 * diag)
+    one = (x[:1, :1], delta[:1, :1])
+    plain = DecoderFisher({"l": (lin, w0, keep)}, {"l": one}, gamma=0.75, lam=1e-3)
+    blended = DecoderFisher({"l": (lin, w0, keep)}, {"l": one}, gamma=0.75, lam=1e-3, blend=0.7)
+    assert torch.allclose(plain.curvature(0, idx), blended.curvature(0, idx), rtol=1e-12)
+    with pytest.raises(InputError, match="blend"):
+        DecoderFisher({"l": (lin, w0, keep)}, {"l": (x, delta)}, gamma=0.75, lam=1e-3, blend=1.5)
 
 
 def test_icbs_config_rejects_contradictory_options():

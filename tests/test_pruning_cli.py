@@ -137,6 +137,7 @@ def test_prune_refuses_bad_input_before_any_work(tmp_path, capsys):
                        (["--group-size", "0"], "--group-size"),
                        (["--pattern", "2:4"], "--task lm only"),
                        (["--row-rounds", "1"], "--task lm only"),
+                       (["--blend", "0.5"], "--task lm --objective fisher only"),
                        (["--model", "zoo:nope"], "unknown zoo model"),
                        (["--refit", "--refit-rounds", "0"], "refit_rounds must be >= 1"),
                        (["--refit", "--no-loss-check"], "needs loss_check on"),

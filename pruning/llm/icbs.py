@@ -72,6 +72,12 @@ class LMICBSConfig:
     approximate re-fit, `approx_refit_rows`).
     ``trust`` (fisher): cost per flipped weight added to each block QCBO, in units of the
     block's mean |coefficient| (`pruning.llm.objectives.trust_region`): a bounded step.
+    ``fisher_groups`` (fisher): refresh the gradients per group of Linears of a decoder
+    block (its attention, then its MLP: the first component of the module path) instead
+    of per ``blocks_per_pass`` decoder blocks; each group is checked on its own.
+    ``blend`` (fisher): weight β in [0, 1] of the Kronecker-factored curvature (the
+    reconstruction Hessian weighted by the output-gradient covariance) in each block's
+    curvature (`pruning.llm.objectives.DecoderFisher`).
     """
 
     objective: Literal["reconstruction", "fisher"] = "reconstruction"
@@ -94,6 +100,8 @@ class LMICBSConfig:
     refit_aware: bool = True
     trust: float = 0.0
     lazy_refit: bool = True
+    fisher_groups: bool = False
+    blend: float = 0.0
 
     def validate(self) -> None:
         if self.objective not in ("reconstruction", "fisher"):
@@ -109,6 +117,12 @@ class LMICBSConfig:
             raise InputError(f"row_rounds must be >= 0, got {self.row_rounds}")
         if not self.trust >= 0.0:
             raise InputError(f"trust must be >= 0, got {self.trust}")
+        if not 0.0 <= self.blend <= 1.0:
+            raise InputError(f"blend must be in [0, 1], got {self.blend}")
+        if self.blocks_per_pass < 1:
+            raise InputError(f"blocks_per_pass must be >= 1, got {self.blocks_per_pass}")
+        if self.objective != "fisher" and (self.blend or self.fisher_groups):
+            raise ValueError("blend and fisher_groups apply to the fisher objective only")
         if self.objective == "fisher" and self.refit:
             raise ValueError("refit applies to the reconstruction objective only")
         if self.objective == "fisher" and self.row_rounds:
@@ -466,6 +480,7 @@ def fisher_refine_block(linears: Mapping[str, tuple[torch.nn.Linear, torch.Tenso
                         block_size: int, steps: int, gamma: float, lam: float,
                         held_out_loss: Callable[[], float] | None = None,
                         initial_loss: float | None = None, trust: float = 0.0,
+                        blend: float = 0.0,
                         block_sink: Callable[[Problem], None] | None = None,
                         on_step: Callable[[Any], None] | None = None) -> tuple[dict[str, torch.Tensor], Any]:
     """iCBS steps on the Linears of one decoder block with the empirical Fisher.
@@ -474,7 +489,8 @@ def fisher_refine_block(linears: Mapping[str, tuple[torch.nn.Linear, torch.Tenso
     kept, 0 where pruned). ``steps`` blocks per Linear, all posed from the captured
     gradients and solved as one group; with ``held_out_loss`` the group is checked on it
     (reverted, or its answers halved, when it rises); ``trust``: cost per flipped weight
-    (`pruning.llm.objectives.trust_region`). Returns ({name: new keep}, the
+    (`pruning.llm.objectives.trust_region`); ``blend``: weight of the K-FAC curvature
+    (`pruning.llm.objectives.DecoderFisher`). Returns ({name: new keep}, the
     engine's `EngineStats`) and leaves the engine's final loss in ``stats.final_loss``.
     """
     from pruning.engine import ICBSEngine
@@ -482,7 +498,7 @@ def fisher_refine_block(linears: Mapping[str, tuple[torch.nn.Linear, torch.Tenso
     from .objectives import LM_POLICY, DecoderFisher
 
     objective = DecoderFisher(linears, captured, gamma=gamma, lam=lam, held_out_loss=held_out_loss,
-                              trust=trust)
+                              trust=trust, blend=blend)
     engine = ICBSEngine(objective, solver, block_size=block_size, policy=LM_POLICY,
                         loss_check=held_out_loss is not None, initial_loss=initial_loss,
                         block_sink=block_sink, on_step=on_step)

@@ -13,7 +13,13 @@ by `admissible`).
 empirical Fisher G_Bᵀ G_B / m of the LM loss from per-sample gradients
 G = Σ_t δ_{s,t} x_{s,t}ᵀ (captured once per pass by `capture_fisher_inputs`; formed per
 Linear when its blocks are posed). Selection score: OBD saliency w0² F_ii. The held-out
-loss is the perplexity of calibration windows the gradients did not use.
+loss is the perplexity of calibration windows the gradients did not use. With m windows
+the empirical Fisher has rank ≤ m (8 by default), so ``blend`` β mixes in a full-rank
+curvature built from the same capture: the reconstruction Hessian weighted by the
+output-gradient covariance (the Kronecker-factored Fisher, K-FAC),
+F_kfac = T · Ā ⊗ S̄ with Ā = mean_{s,t} δ δᵀ (d_out²) and S̄ = mean_{s,t} x xᵀ (d_in²), which
+is E_s[G_s G_sᵀ] when different positions' terms are uncorrelated. Block curvature
+(1 − β) G_Bᵀ G_B / m + β F_kfac[B, B]: still a QCBO of the block.
 
 `RowRefit` (per output row, with the least-squares re-fit of the surviving weights
 interleaved): the row is kept at its re-fit optimum (a row is re-fit as its block is
@@ -402,16 +408,20 @@ class DecoderFisher(Objective):
 
     ``linears``: name -> (module, W0 dense, keep bool); ``captured``: name -> (X (m, T,
     d_in), δ (m, T, d_out)); ``held_out_loss``: () -> perplexity of held-out windows, or
-    None for no check. Weights are w0 where kept, 0 where pruned (updated in place).
+    None for no check; ``blend`` β in [0, 1]: weight of the K-FAC curvature (module docs).
+    Weights are w0 where kept, 0 where pruned (updated in place).
     """
 
     def __init__(self, linears: Mapping[str, tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]],
                  captured: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *, gamma: float,
                  lam: float, held_out_loss: Callable[[], float] | None = None,
-                 trust: float = 0.0) -> None:
+                 trust: float = 0.0, blend: float = 0.0) -> None:
         if not trust >= 0.0:
             raise InputError(f"trust must be >= 0, got {trust}")
-        self.trust = float(trust)
+        if not 0.0 <= blend <= 1.0:
+            raise InputError(f"blend must be in [0, 1], got {blend}")
+        self.trust, self.blend = float(trust), float(blend)
+        self._kfac: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.names = list(linears)
         self.modules = [linears[n][0] for n in self.names]
         self.w0 = [linears[n][1].reshape(-1).double() for n in self.names]
@@ -432,27 +442,55 @@ class DecoderFisher(Objective):
             self._cache[unit] = (G, G.mean(dim=0))
         return self._cache[unit]
 
+    def _kronecker(self, unit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T · Ā (d_out, d_out), S̄ (d_in, d_in)) float64 of one Linear: F_kfac = T Ā ⊗ S̄."""
+        if unit not in self._kfac:
+            x, delta = self.captured[self.names[unit]]
+            positions = int(x.shape[1])
+            X = x.reshape(-1, x.shape[-1]).double()
+            D = delta.reshape(-1, delta.shape[-1]).double()
+            self._kfac[unit] = (D.T @ D * (positions / D.shape[0]), X.T @ X / X.shape[0])
+        return self._kfac[unit]
+
+    def curvature(self, unit: int, idx: torch.Tensor) -> torch.Tensor:
+        """The block's curvature (n, n) float64 for flat weight indices ``idx`` (row-major):
+        (1 − β) G_Bᵀ G_B / m + β (T Ā ⊗ S̄)[B, B]."""
+        G, _ = self._gradients(unit)
+        Gb = G[:, idx]
+        C = Gb.T @ Gb / G.shape[0]
+        if self.blend:
+            A, S = self._kronecker(unit)
+            d_in = int(S.shape[0])
+            r, c = idx // d_in, idx % d_in
+            C = (1.0 - self.blend) * C + self.blend * A[r][:, r] * S[c][:, c]
+        return C
+
     def keep(self, unit: int) -> np.ndarray:
         return self._keep[unit]
 
     def score(self, unit: int) -> np.ndarray:
         if unit not in self._scores:
             G, _ = self._gradients(unit)
-            self._scores[unit] = (self.w0[unit] ** 2 * (G * G).mean(dim=0)).numpy()
+            diag = (G * G).mean(dim=0)
+            if self.blend:
+                A, S = self._kronecker(unit)
+                diag = (1.0 - self.blend) * diag + self.blend * torch.outer(
+                    A.diagonal(), S.diagonal()).reshape(-1)
+            self._scores[unit] = (self.w0[unit] ** 2 * diag).numpy()
         return self._scores[unit]
 
     def keep_tensor(self, unit: int) -> torch.Tensor:
         return torch.from_numpy(self._keep[unit].copy()).view(self.shapes[unit])
 
     def problem(self, block: Block, step: int) -> Problem:
-        G, g = self._gradients(block.unit)
+        _, g = self._gradients(block.unit)
         idx = torch.from_numpy(block.indices)
-        Gb = G[:, idx]
         problem = block_problem(self.w0[block.unit][idx].numpy(), block.x_current,
-                                g[idx].numpy(), (Gb.T @ Gb / G.shape[0]).numpy(),
+                                g[idx].numpy(), self.curvature(block.unit, idx).numpy(),
                                 gamma=self.gamma, lam=self.lam,
                                 metadata={"layer": self.names[block.unit], "step": step,
-                                          "objective": "fisher", "trust": self.trust})
+                                          "objective": "fisher", "trust": self.trust,
+                                          "blend": self.blend})
         return trust_region(problem, block.x_current, self.trust) if self.trust else problem
 
     @torch.no_grad()

@@ -304,41 +304,53 @@ def _fisher(model: nn.Module, calibration: torch.Tensor,
             on_step: Any = None) -> dict[str, Any]:
     """Fisher-objective iCBS over the decoder blocks (after the one-shot initial masks).
 
-    Per pass over ``blocks_per_pass`` decoder blocks: per-sample gradients on
-    ``fisher_samples`` random calibration windows, then, per decoder block, one engine
-    group of block steps on every Linear (`fisher_refine_block`). With ``loss_check`` the
-    group is checked on the perplexity of held-out calibration windows (other rows than
-    the gradient's, when there are enough): reverted, or its answers halved, when it rises.
+    Per pass (``blocks_per_pass`` decoder blocks, or with ``fisher_groups`` one group of a
+    decoder block's Linears: its attention, then its MLP): per-sample gradients on
+    ``fisher_samples`` random calibration windows at the current masks, then, per decoder
+    block (or group), one engine group of block steps on its Linears
+    (`fisher_refine_block`). With ``loss_check`` each is checked on the perplexity of
+    held-out calibration windows (other rows than the gradient's, when there are enough):
+    reverted, or its answers halved, when it rises. The report counts the checked units
+    (``check_unit``), how many were restored and how many halved.
     """
     from .perplexity import perplexity
 
     icfg = config.icbs
     rng = np.random.default_rng(icfg.seed)
-    by_block: dict[int, list[str]] = {}
+    units: dict[tuple[int, str], list[str]] = {}
     for name in state:  # names are "<decoder block>.<module path>"
-        by_block.setdefault(int(name.split(".")[0]), []).append(name)
+        block, _, path = name.partition(".")
+        group = path.split(".")[0] if icfg.fisher_groups else ""
+        units.setdefault((int(block), group), []).append(name)
+    order = sorted(units, key=lambda key: key[0])  # stable: groups in module order
     n_blocks = len(decoder_layers(model))
+    if icfg.fisher_groups:
+        passes = [[key] for key in order]
+    else:
+        passes = [[key for key in order if first <= key[0] < first + icfg.blocks_per_pass]
+                  for first in range(0, n_blocks, icfg.blocks_per_pass)]
+        passes = [p for p in passes if p]
     started = time.perf_counter()
     checked = restored = shrunk = 0
     for epoch in range(icfg.epochs):
-        for first in range(0, n_blocks, icfg.blocks_per_pass):
-            indices = [b for b in sorted(by_block) if first <= b < first + icfg.blocks_per_pass]
+        for keys in passes:
             m = min(icfg.fisher_samples, calibration.shape[0])
             perm = rng.permutation(calibration.shape[0])
             rows, others = np.sort(perm[:m]), np.sort(perm[m:2 * m])
             windows = calibration[rows, : icfg.fisher_window]
             held_out = calibration[others if others.size else rows, : icfg.fisher_window]
             captured = capture_fisher_inputs(
-                model, windows, {n: state[n][0] for b in indices for n in by_block[b]})
+                model, windows, {n: state[n][0] for key in keys for n in units[key]})
             check = (lambda: perplexity(model, held_out)) if icfg.loss_check else None
             reference = check() if check is not None else None
-            for index in indices:
-                names = by_block[index]
+            for key in keys:
+                names = units[key]
                 keeps, stats = fisher_refine_block(
                     {n: state[n] for n in names}, {n: captured.pop(n) for n in names}, solver,
                     block_size=icfg.block_size, steps=icfg.steps_per_layer, gamma=icfg.gamma,
                     lam=icfg.lam, held_out_loss=check, initial_loss=reference,
-                    trust=icfg.trust, block_sink=block_sink, on_step=on_step)
+                    trust=icfg.trust, blend=icfg.blend, block_sink=block_sink,
+                    on_step=on_step)
                 for n in names:
                     lin, W0, _ = state[n]
                     state[n] = (lin, W0, keeps[n])
@@ -347,7 +359,10 @@ def _fisher(model: nn.Module, calibration: torch.Tensor,
                     restored += int(stats.groups_reverted)
                     shrunk += int(stats.groups_shrunk)
                     reference = stats.final_loss
-            log.info("fisher epoch %d, blocks %d-%d done (%.1f s)", epoch, first,
-                     first + icfg.blocks_per_pass - 1, time.perf_counter() - started)
+            log.info("fisher epoch %d, %s done (%.1f s)", epoch,
+                     ", ".join(f"{b}.{g}" if g else f"block {b}" for b, g in keys),
+                     time.perf_counter() - started)
     return {"fisher_s": time.perf_counter() - started, "epochs": icfg.epochs,
+            "check_unit": "group of Linears" if icfg.fisher_groups else "decoder block",
+            "passes": len(passes) * icfg.epochs, "blend": icfg.blend, "trust": icfg.trust,
             "blocks_checked": checked, "blocks_restored": restored, "blocks_shrunk": shrunk}

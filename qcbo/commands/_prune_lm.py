@@ -44,7 +44,8 @@ def config_from_args(args: argparse.Namespace):
                          "block_size": args.block_size, "steps_per_layer": args.steps_per_epoch,
                    "row_rounds": args.row_rounds,
                          "epochs": args.epochs, "fisher_samples": args.lm_fisher_samples,
-                         "loss_check": not args.no_loss_check, "seed": args.seed}
+                         "loss_check": not args.no_loss_check, "seed": args.seed,
+                         "fisher_groups": args.fisher_groups, "blend": args.blend}
     options = dict(args.option or [])
     if args.backend == "sa" and not options:
         options = dict(DEFAULT_SA_OPTIONS)

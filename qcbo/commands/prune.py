@@ -121,6 +121,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="512-token calibration windows (default 32)")
     lm.add_argument("--lm-fisher-samples", type=int, default=8, metavar="M",
                     help="sequences per per-sample-gradient pass, fisher objective (default 8)")
+    lm.add_argument("--fisher-groups", action="store_true", default=None,
+                    help="fisher objective: a fresh gradient pass and loss check per group of "
+                         "a decoder block's Linears (attention, then MLP) instead of per 10 "
+                         "decoder blocks")
+    lm.add_argument("--blend", type=float, default=None, metavar="B",
+                    help="fisher objective: weight in [0, 1] of the Kronecker-factored "
+                         "curvature (the reconstruction Hessian weighted by the output-gradient "
+                         "covariance) beside the rank-M empirical Fisher (default 0)")
     parser.add_argument("--no-loss-check", action="store_true",
                         help="keep every step the block model accepts, even when the held-out "
                              "calibration loss (perplexity for --task lm, fisher objective) "
@@ -202,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
     if args.row_rounds is not None:
         raise InputError("--row-rounds is for --task lm only; classifiers take --epochs and "
                          "--steps-per-epoch")
+    if args.fisher_groups is not None or args.blend is not None:
+        raise InputError("--fisher-groups and --blend are for --task lm --objective fisher "
+                         "only; drop them for classifiers")
     if args.group_size < 1:
         raise InputError(f"--group-size must be >= 1, got {args.group_size}")
     if args.calibration_samples < 1:
