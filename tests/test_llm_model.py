@@ -33,17 +33,21 @@ def tiny():
 
 
 def test_layerwise_statistics_match_a_full_forward(tiny):
+    """Every Linear's XᵀX (q/k/v and gate/up share one product per batch) equals its own
+    inputs' Gram matrix from a plain forward of the model."""
     model, state, calib, _ = tiny
     model.load_state_dict(state)
-    seen = {}
-    target = decoder_layers(model)[1].mlp.down_proj
-    handle = target.register_forward_hook(
-        lambda _m, a, _o: seen.setdefault("x", []).append(a[0].reshape(-1, a[0].shape[-1])))
+    seen: dict[str, list[torch.Tensor]] = {}
+    handles = [lin.register_forward_hook(
+        lambda _m, a, _o, key=f"{i}.{name}": seen.setdefault(key, []).append(
+            a[0].reshape(-1, a[0].shape[-1])))
+        for i, block in enumerate(decoder_layers(model))
+        for name, lin in prunable_linears(block).items()]
     with torch.no_grad():
         for start in range(0, 8, 4):
             model(input_ids=calib[start:start + 4])
-    handle.remove()
-    X = torch.cat(seen["x"]).double()
+    for handle in handles:
+        handle.remove()
     got = {}
 
     def pruner(index, linears, stats):
@@ -51,8 +55,13 @@ def test_layerwise_statistics_match_a_full_forward(tiny):
 
     run_layerwise(model, calib, pruner, batch_size=4)
     assert set(got) == {0, 1}
-    assert got[1]["mlp.down_proj"].tokens == X.shape[0]
-    assert torch.allclose(got[1]["mlp.down_proj"].xtx, X.T @ X, rtol=1e-4, atol=1e-4)
+    assert len(seen) == 2 * 7
+    for key, xs in seen.items():
+        index, name = key.split(".", 1)
+        X = torch.cat(xs).double()
+        stats = got[int(index)][name]
+        assert stats.tokens == X.shape[0]
+        assert torch.allclose(stats.xtx, X.T @ X, rtol=1e-4, atol=1e-4), key
 
 
 @pytest.mark.parametrize("method,pattern,icbs", [

@@ -158,11 +158,16 @@ def run_layerwise(model: nn.Module, windows: torch.Tensor, prune_block: BlockPru
         stats = {name: LinearStats(torch.zeros(lin.in_features, lin.in_features,
                                                dtype=torch.float64)) for name, lin in linears.items()}
 
+        # Linears fed the same tensor (q/k/v, gate/up) share one XᵀX product per batch.
+        last: list[Any] = [None, None]  # that input tensor, its XᵀX float64
+
         def make_hook(name: str) -> Callable:
             def hook(_mod: nn.Module, args: tuple, _out: torch.Tensor) -> None:
-                x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
-                stats[name].xtx += (x.T @ x).to(torch.float64)
-                stats[name].tokens += x.shape[0]
+                if last[0] is not args[0]:
+                    x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
+                    last[0], last[1] = args[0], (x.T @ x).to(torch.float64)
+                stats[name].xtx += last[1]
+                stats[name].tokens += args[0].numel() // args[0].shape[-1]
             return hook
 
         handles = [lin.register_forward_hook(make_hook(name)) for name, lin in linears.items()]
@@ -170,6 +175,7 @@ def run_layerwise(model: nn.Module, windows: torch.Tensor, prune_block: BlockPru
             for h in hidden:
                 _block_out(block, h, kwargs)
         finally:
+            last[0] = last[1] = None
             for handle in handles:
                 handle.remove()
         prune_block(index, linears, stats)
