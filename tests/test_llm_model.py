@@ -64,6 +64,45 @@ def test_layerwise_statistics_match_a_full_forward(tiny):
         assert torch.allclose(stats.xtx, X.T @ X, rtol=1e-4, atol=1e-4), key
 
 
+def test_layerwise_statistics_see_an_input_changed_in_place():
+    """A Linear fed the tensor another Linear saw, after an in-place change, gets the
+    Gram matrix of the changed values, not the shared product."""
+    from types import SimpleNamespace
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+
+        def forward(self, h, **_kw):
+            x = h.clone()
+            y = self.a(x)
+            x.mul_(2.0)
+            return torch.cat([y + self.b(x), h[..., 3:]], dim=-1)
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = SimpleNamespace(num_hidden_layers=1)
+            self.emb = torch.nn.Embedding(10, 4)
+            self.layers = torch.nn.ModuleList([Block()])
+
+        def forward(self, input_ids, **_kw):
+            h = self.emb(input_ids)
+            for layer in self.layers:
+                h = layer(h)
+            return h
+
+    torch.manual_seed(0)
+    model = Model()
+    windows = torch.randint(0, 10, (4, 6))
+    got = {}
+    run_layerwise(model, windows, lambda i, linears, stats: got.update(stats), batch_size=2)
+    X = model.emb(windows).reshape(-1, 4).detach().double()
+    assert torch.allclose(got["a"].xtx, X.T @ X, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(got["b"].xtx, 4.0 * (X.T @ X), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("method,pattern,icbs", [
     ("magnitude", None, None), ("wanda", None, None), ("sparsegpt", None, None),
     ("wanda", (2, 4), None), ("sparsegpt", (2, 4), None), ("alps", None, None),

@@ -158,15 +158,16 @@ def run_layerwise(model: nn.Module, windows: torch.Tensor, prune_block: BlockPru
         stats = {name: LinearStats(torch.zeros(lin.in_features, lin.in_features,
                                                dtype=torch.float64)) for name, lin in linears.items()}
 
-        # Linears fed the same tensor (q/k/v, gate/up) share one XᵀX product per batch.
-        last: list[Any] = [None, None]  # that input tensor, its XᵀX float64
+        # Linears fed the same tensor (q/k/v, gate/up) share one XᵀX product per batch;
+        # the tensor's version counter tells an in-place change apart.
+        last: list[Any] = [None, -1, None]  # that input tensor, its version, its XᵀX float64
 
         def make_hook(name: str) -> Callable:
             def hook(_mod: nn.Module, args: tuple, _out: torch.Tensor) -> None:
-                if last[0] is not args[0]:
+                if last[0] is not args[0] or last[1] != args[0]._version:
                     x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
-                    last[0], last[1] = args[0], (x.T @ x).to(torch.float64)
-                stats[name].xtx += last[1]
+                    last[:] = [args[0], args[0]._version, (x.T @ x).to(torch.float64)]
+                stats[name].xtx += last[2]
                 stats[name].tokens += args[0].numel() // args[0].shape[-1]
             return hook
 
@@ -175,7 +176,7 @@ def run_layerwise(model: nn.Module, windows: torch.Tensor, prune_block: BlockPru
             for h in hidden:
                 _block_out(block, h, kwargs)
         finally:
-            last[0] = last[1] = None
+            last[:] = [None, -1, None]
             for handle in handles:
                 handle.remove()
         prune_block(index, linears, stats)
