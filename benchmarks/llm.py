@@ -15,7 +15,8 @@ benchmarks/results/llm.json and plotted to benchmarks/results/llm.png.
 Run names: METHOD@DENSITY, with DENSITY a number or 2:4; iCBS variants are
 icbs-rec, icbs-rec-refit, icbs-fisher (initial mask: Wanda), and the same with the
 suffix -sg (initial mask and weights: SparseGPT's) or -alps (ALPS's); one-shot methods magnitude, wanda,
-sparsegpt, alps.
+sparsegpt, alps. A method name ending in +dense (e.g. alps+dense@0.3) reconstructs the
+dense model's outputs (`LMPruneConfig.targets="dense"`) instead of each Linear's own.
 
 ``--method-errors BLOCKS``: instead, the relative layer reconstruction error
 ‖XW − XŴ‖²/‖XW‖² of Wanda, SparseGPT and ALPS on every Linear of the first BLOCKS decoder
@@ -43,12 +44,15 @@ DEFAULT_RUNS = [
 ]
 
 
-def config_for(name: str, steps: int, block: int, seed: int, row_rounds: int = 0):
+def config_for(name: str, steps: int, block: int, seed: int, row_rounds: int = 0,
+               target_ridge: float = 1.0):
     from pruning.llm.baselines import parse_pattern
     from pruning.llm.icbs import LMICBSConfig
     from pruning.llm.prune import LMPruneConfig
 
     method, level = name.split("@")
+    targets = "dense" if method.endswith("+dense") else "pruned"
+    method = method.removesuffix("+dense")
     pattern = parse_pattern(level) if ":" in level else None
     density = 0.5 if pattern else float(level)
     options = {"sweeps": 200, "restarts": 4}
@@ -60,8 +64,10 @@ def config_for(name: str, steps: int, block: int, seed: int, row_rounds: int = 0
                             refit=method.endswith("refit"), backend="sa", init=init,
                             backend_options=options, block_size=block, steps_per_layer=steps,
                             row_rounds=row_rounds, seed=seed)
-        return LMPruneConfig(method="icbs", density=density, pattern=pattern, icbs=icbs)
-    return LMPruneConfig(method=method, density=density, pattern=pattern)
+        return LMPruneConfig(method="icbs", density=density, pattern=pattern, icbs=icbs,
+                             targets=targets, target_ridge=target_ridge)
+    return LMPruneConfig(method=method, density=density, pattern=pattern, targets=targets,
+                         target_ridge=target_ridge)
 
 
 def window_order(count: int, order: int):
@@ -186,7 +192,7 @@ def layer_errors(model, calibration, args, out: Path) -> int:
 
     _first_blocks(model, calibration, args.layer_errors, measure)
     result = {"density": args.density, "blocks": args.layer_errors, "steps": args.steps,
-              "block_size": args.block_size, "error_sum": totals}
+              "block_size": args.block_size, "target_ridge": args.target_ridge, "error_sum": totals}
     logging.info("%s", json.dumps(result))
     out.with_name(out.stem + "_layer_errors.json").write_text(json.dumps(result, indent=2))
     return 0
@@ -279,6 +285,9 @@ def main() -> int:
     parser.add_argument("--executor", choices=("serial", "processes", "ray"), default="serial",
                         help="how iCBS solves a Linear's blocks (answers do not depend on it)")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--target-ridge", type=float, default=1.0,
+                        help="for +dense runs: ridge toward the dense weights, relative to "
+                             "mean(diag H) (LMPruneConfig.target_ridge)")
     parser.add_argument("--skip-dense", action="store_true",
                         help="do not measure the dense model (another run did)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -323,7 +332,7 @@ def main() -> int:
     setup = {"model": "builtin:smollm2-135m", "eval_windows": int(evaluation.shape[0]),
              "window": 512, "bos": True, "calibration_windows": int(calibration.shape[0]),
              "icbs_steps_per_layer": args.steps, "row_rounds": args.row_rounds,
-             "block_size": args.block_size,
+             "block_size": args.block_size, "target_ridge": args.target_ridge,
              "backend": "sa", "backend_options": {"sweeps": 200, "restarts": 4},
              "torch_threads": torch.get_num_threads()}
     setup["executor"], setup["workers"] = args.executor, args.workers
@@ -342,7 +351,8 @@ def main() -> int:
                         "peak_rss_gib": mem.peak_bytes / 2**30})
         logging.info("dense perplexity %.3f", dense)
     for name in args.runs:
-        config = config_for(name, args.steps, args.block_size, args.seed, args.row_rounds)
+        config = config_for(name, args.steps, args.block_size, args.seed, args.row_rounds,
+                            args.target_ridge)
         runs = []
         for order in range(args.first_order, args.first_order + args.orders):
             model.load_state_dict(dense_state)

@@ -103,6 +103,118 @@ def test_layerwise_statistics_see_an_input_changed_in_place():
     assert torch.allclose(got["b"].xtx, 4.0 * (X.T @ X), rtol=1e-5, atol=1e-5)
 
 
+def _inputs_by_linear(model, calib):
+    """Every prunable Linear's inputs (tokens, d_in) float64 from a plain forward."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    handles = [lin.register_forward_hook(
+        lambda _m, a, _o, key=f"{i}.{name}": seen.setdefault(key, []).append(
+            a[0].reshape(-1, a[0].shape[-1]).double()))
+        for i, block in enumerate(decoder_layers(model))
+        for name, lin in prunable_linears(block).items()]
+    with torch.no_grad():
+        for start in range(0, calib.shape[0], 4):
+            model(input_ids=calib[start:start + 4])
+    for handle in handles:
+        handle.remove()
+    return {key: torch.cat(xs) for key, xs in seen.items()}
+
+
+def test_dense_targets_prune_group_by_group_with_the_dense_cross_products(tiny):
+    """dense_targets: prune_block sees q/k/v, o, gate/up, down in turn; each group's XᵀX is
+    from its inputs after the groups before it were pruned (= its inputs in the final
+    pruned model) and its cross product pairs them with the dense model's inputs."""
+    model, state, calib, _ = tiny
+    model.load_state_dict(state)
+    dense_inputs = _inputs_by_linear(model, calib)
+    calls, got = [], {}
+
+    def pruner(index, linears, stats):
+        calls.append((index, sorted(linears)))
+        for name, lin in linears.items():
+            got[f"{index}.{name}"] = stats[name]
+            keep = lin.weight.abs() >= lin.weight.abs().median()
+            lin.weight.mul_(keep)
+
+    run_layerwise(model, calib, pruner, batch_size=4, dense_targets=True)
+    attn = ["self_attn.k_proj", "self_attn.q_proj", "self_attn.v_proj"]
+    groups = [attn, ["self_attn.o_proj"], ["mlp.gate_proj", "mlp.up_proj"], ["mlp.down_proj"]]
+    assert calls == [(i, g) for i in range(2) for g in groups]
+    pruned_inputs = _inputs_by_linear(model, calib)
+    for key, stats in got.items():
+        X, Xd = pruned_inputs[key], dense_inputs[key]
+        assert stats.tokens == X.shape[0]
+        assert torch.allclose(stats.xtx, X.T @ X, rtol=1e-4, atol=1e-4), key
+        assert torch.allclose(stats.cross, X.T @ Xd, rtol=1e-4, atol=1e-4), key
+        if key.startswith("0.self_attn.q"):  # the model's first inputs: no error upstream
+            assert torch.allclose(stats.cross, stats.xtx)
+        if key.startswith("1."):
+            assert not torch.allclose(stats.cross, stats.xtx, rtol=1e-3, atol=1e-3), key
+
+
+def test_dense_target_weights_carry_the_dense_target_objective():
+    """For every ŵ: ‖X̄w − Xŵ‖²/N + λ‖ŵ − w‖² = (ŵ − w*)ᵀ(H + λI)(ŵ − w*) + a constant,
+    λ = ridge·mean(diag H); with X̄ = X, W* = W. A dead input gets w* = 0 (the methods
+    prune dead inputs first, so ŵ = 0 there)."""
+    from pruning.llm.layerwise import LinearStats
+    from pruning.llm.prune import dense_target_weights
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    X[:, 4] = 0.0  # a dead input
+    Xd = X + 0.3 * torch.randn(40, 6, generator=g, dtype=torch.float64)
+    W = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    ridge = 0.5
+    stats = LinearStats(X.T @ X, 40, cross=X.T @ Xd)
+    Ws = dense_target_weights(W, stats, ridge)
+    H = X.T @ X / 40
+    H[4, 4] = 1.0
+    lam = ridge * H.diagonal().mean()
+    Hl = H + lam * torch.eye(6, dtype=torch.float64)
+    gaps = []
+    for _ in range(5):
+        What = torch.randn(3, 6, generator=g, dtype=torch.float64)
+        What[:, 4] = 0.0
+        target = ((Xd @ W.T - X @ What.T) ** 2).sum() / 40 + lam * ((What - W) ** 2).sum()
+        model = torch.einsum("ri,ij,rj->", What - Ws, Hl, What - Ws)
+        gaps.append(float(target - model))
+    assert max(gaps) - min(gaps) < 1e-9
+    assert torch.all(Ws[:, 4] == 0)
+    same = dense_target_weights(W, LinearStats(X.T @ X, 40, cross=X.T @ X), ridge)
+    keep = torch.ones(6, dtype=torch.bool)
+    keep[4] = False
+    assert torch.allclose(same[:, keep], W[:, keep], atol=1e-12)
+    with pytest.raises(ValueError, match="cross products"):
+        dense_target_weights(W, LinearStats(X.T @ X, 40), ridge)
+
+
+@pytest.mark.parametrize("method,icbs", [
+    ("wanda", None), ("sparsegpt", None), ("alps", None),
+    ("icbs", LMICBSConfig(backend="exact", block_size=8, steps_per_layer=2, refit=True))])
+def test_prune_lm_with_dense_targets(tiny, method, icbs):
+    model, state, calib, evals = tiny
+    model.load_state_dict(state)
+    config = LMPruneConfig(method=method, density=0.5, icbs=icbs or LMICBSConfig(),
+                           targets="dense")
+    report = prune_lm(model, calib, config)
+    assert report["targets"] == "dense"
+    assert len(report.get("layers", {})) in (0, 14)
+    for value in layer_densities(model).values():
+        assert value == pytest.approx(0.5, abs=0.02)
+    assert math.isfinite(perplexity(model, evals))
+
+
+def test_dense_targets_configuration_errors():
+    with pytest.raises(ValueError, match="layer-wise method"):
+        LMPruneConfig(method="magnitude", targets="dense").validate()
+    with pytest.raises(ValueError, match="layer-wise method"):
+        LMPruneConfig(method="icbs", targets="dense",
+                      icbs=LMICBSConfig(objective="fisher")).validate()
+    with pytest.raises(ValueError, match="targets must be"):
+        LMPruneConfig(targets="outputs").validate()
+    with pytest.raises(ValueError, match="target_ridge"):
+        LMPruneConfig(targets="dense", target_ridge=0.0).validate()
+
+
 @pytest.mark.parametrize("method,pattern,icbs", [
     ("magnitude", None, None), ("wanda", None, None), ("sparsegpt", None, None),
     ("wanda", (2, 4), None), ("sparsegpt", (2, 4), None), ("alps", None, None),
@@ -265,6 +377,15 @@ def test_cli_configuration():
     with pytest.raises(InputError, match="SparseGPT's updates"):
         config_from_args(_lm_args("--method", "icbs", "--objective", "fisher",
                                   "--init", "sparsegpt"))
+    assert default.targets == "pruned" and default.target_ridge == 1.0
+    targeted, _ = config_from_args(_lm_args("--method", "alps", "--targets", "dense",
+                                            "--target-ridge", "10"))
+    assert targeted.targets == "dense" and targeted.target_ridge == 10.0
+    with pytest.raises(InputError, match="layer-wise method"):
+        config_from_args(_lm_args("--method", "magnitude", "--targets", "dense"))
+    with pytest.raises(InputError, match="target_ridge"):
+        config_from_args(_lm_args("--method", "alps", "--targets", "dense",
+                                  "--target-ridge", "-1"))
 
 
 def test_cli_end_to_end_on_a_local_folder(tmp_path, capsys):

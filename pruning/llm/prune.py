@@ -23,7 +23,8 @@ from .layerwise import LinearStats, decoder_layers, prunable_linears, run_layerw
 from .alps import ALPSInfo, alps
 from .sparsegpt import damped_hessian, sparsegpt
 
-__all__ = ["METHODS", "LMPruneConfig", "Method", "check_pattern", "layer_densities", "prune_lm"]
+__all__ = ["METHODS", "LMPruneConfig", "Method", "check_pattern", "dense_target_weights",
+           "layer_densities", "prune_lm"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,13 @@ METHODS: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt", "alps", "icbs")
 class LMPruneConfig:
     """What to prune and how. ``density``: fraction of weights kept per Linear;
     ``pattern``: (n, m) keeps n of every m inputs per row (density then ignored);
-    ``alps_max_iter``: cap on ALPS's ADMM iterations per Linear."""
+    ``alps_max_iter``: cap on ALPS's ADMM iterations per Linear; ``targets``: what each
+    Linear reconstructs from its inputs in the model pruned so far (X): ``"pruned"`` its
+    own outputs with those inputs, ‖X(w − ŵ)‖² (SparseGPT's and ALPS's objective), or
+    ``"dense"`` the dense model's outputs, ‖X̄w − Xŵ‖² with X̄ the dense model's inputs,
+    so that each layer also corrects the error of the layers pruned before it, with
+    ``target_ridge`` (relative to mean(diag H)) holding the corrected targets toward the
+    dense weights. Every method but magnitude takes either; see `dense_target_weights`."""
 
     method: Method = "wanda"
     density: float = 0.5
@@ -45,10 +52,20 @@ class LMPruneConfig:
     sparsegpt_blocksize: int = 128
     damp: float = 0.01
     alps_max_iter: int = 300
+    targets: Literal["pruned", "dense"] = "pruned"
+    target_ridge: float = 1.0
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.targets not in ("pruned", "dense"):
+            raise ValueError(f"targets must be 'pruned' or 'dense', got {self.targets!r}")
+        if not self.target_ridge > 0:
+            raise ValueError(f"target_ridge must be > 0, got {self.target_ridge}")
+        if self.targets == "dense" and (self.method == "magnitude" or (
+                self.method == "icbs" and self.icbs.objective == "fisher")):
+            raise ValueError("dense targets need a layer-wise method (wanda, sparsegpt, alps "
+                             "or icbs with the reconstruction objective)")
         if self.pattern is not None and not 0 < self.pattern[0] < self.pattern[1]:
             raise ValueError(f"pattern {self.pattern}: need 0 < n < m")
         if self.alps_max_iter < 1:
@@ -91,6 +108,30 @@ def layer_densities(model: nn.Module) -> dict[str, float]:
         for name, lin in prunable_linears(block).items():
             out[f"{i}.{name}"] = float((lin.weight != 0).float().mean())
     return out
+
+
+def dense_target_weights(W: torch.Tensor, stats: LinearStats, ridge: float) -> torch.Tensor:
+    """The weights W* (d_out, d_in) whose layer error equals the dense-target objective.
+
+    With H = XᵀX/N (inputs of the model pruned so far), C = XᵀX̄/N (X̄: the dense model's
+    inputs, ``stats.cross``) and λ = ridge·mean(diag H),
+    ‖X̄w − Xŵ‖²/N + λ‖ŵ − w‖² = (ŵ − w*)ᵀ(H + λI)(ŵ − w*) + const with
+    w* = (H + λI)⁻¹(C + λI)w, row by row. Each method then prunes W* with its usual
+    (damped) objective. Where X̄ = X, W* = W; a large ridge gives W* → W. The least-squares
+    correction over-fits the calibration tokens when λ is small (at density 0.5 on
+    SmolLM2: ridge 0.01 is worse than no correction, ridge 1 better; benchmarks/README.md).
+    """
+    if stats.cross is None:
+        raise ValueError("dense targets need the cross products (run_layerwise(..., "
+                         "dense_targets=True))")
+    n = max(stats.tokens, 1)
+    H, dead = damped_hessian(stats.hessian, ridge)
+    lam = H.diagonal() - torch.where(dead, 1.0, stats.hessian.diagonal().to(H.dtype))
+    C = stats.cross.to(torch.float64) / n + torch.diag(lam)
+    C[dead, :] = 0.0
+    factor = torch.linalg.cholesky(H)
+    Wt = torch.cholesky_solve(C @ W.to(torch.float64).T, factor)
+    return Wt.T.to(W.dtype).contiguous()
 
 
 def _init_mask(kind: str, W0: torch.Tensor, stats: LinearStats, cfg: LMPruneConfig,
@@ -144,6 +185,7 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
     check_pattern(model, config)
     started = time.perf_counter()
     report: dict[str, Any] = {"method": config.method, "density": config.effective_density,
+                              "targets": config.targets,
                               "pattern": None if config.pattern is None else
                               f"{config.pattern[0]}:{config.pattern[1]}", "layers": {}}
     icfg = config.icbs
@@ -177,8 +219,12 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
         def prune_block(index: int, linears: dict[str, nn.Linear],
                         stats: dict[str, LinearStats]) -> None:
             nonlocal numbered
-            tasks = [_LinearTask(f"{index}.{name}", lin.weight.detach().clone(), stats[name],
-                                 config, numbered + j) for j, (name, lin) in enumerate(linears.items())]
+            weights = {name: lin.weight.detach().clone() for name, lin in linears.items()}
+            if config.targets == "dense":
+                weights = {name: dense_target_weights(W, stats[name], config.target_ridge)
+                           for name, W in weights.items()}
+            tasks = [_LinearTask(f"{index}.{name}", weights[name], stats[name], config,
+                                 numbered + j) for j, name in enumerate(linears)]
             numbered += len(tasks)
             if by_linears:  # the costliest first, so the workers finish at about the same
                 # time: d_out x d_in^2 (ADMM's products and a row's factorisations grow as
@@ -200,7 +246,8 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
                     lin.weight.copy_(result.W.to(lin.weight.dtype))
 
         report["layerwise"] = run_layerwise(model, calibration, prune_block,
-                                            batch_size=config.batch_size)
+                                            batch_size=config.batch_size,
+                                            dense_targets=config.targets == "dense")
         if config.method == "icbs" and icfg.objective == "reconstruction":
             report["reconstruction_errors"] = error_totals(report["layers"])
 

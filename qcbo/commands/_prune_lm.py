@@ -51,7 +51,8 @@ def config_from_args(args: argparse.Namespace):
         options = dict(DEFAULT_SA_OPTIONS)
     icbs_fields["backend_options"] = options
     icbs = LMICBSConfig(**{k: v for k, v in icbs_fields.items() if v is not None})
-    prune_fields = {"method": args.method, "density": args.density, "pattern": pattern}
+    prune_fields = {"method": args.method, "density": args.density, "pattern": pattern,
+                    "targets": args.targets, "target_ridge": args.target_ridge}
     config = LMPruneConfig(icbs=icbs, **{k: v for k, v in prune_fields.items()
                                          if v is not None})
     run_options = LMRunOptions(calibration_windows=args.calibration_windows,

@@ -115,6 +115,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          "per epoch, one block of each row per group, re-fit after each group "
                          "with --refit (default 0: --steps-per-epoch blocks on the rows of "
                          "largest error)")
+    lm.add_argument("--targets", choices=["pruned", "dense"], default=None,
+                    help="what each Linear reconstructs from its inputs in the model pruned so "
+                         "far: its own outputs (pruned, the default, as SparseGPT and ALPS) or "
+                         "the dense model's outputs (dense: also corrects the error of the "
+                         "layers before it; a block's Linears are then pruned group by group)")
+    lm.add_argument("--target-ridge", type=float, default=None, metavar="R",
+                    help="--targets dense: ridge toward the dense weights, relative to the "
+                         "mean input energy (default 1; small values over-fit the calibration "
+                         "windows)")
     lm.add_argument("--eval-windows", type=int, default=16, metavar="W",
                     help="512-token evaluation windows for perplexity (default 16)")
     lm.add_argument("--calibration-windows", type=int, default=32, metavar="W",
