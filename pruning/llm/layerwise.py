@@ -188,7 +188,10 @@ def _block_stats(block: nn.Module, linears: dict[str, nn.Linear], hidden: list[t
     """Run every batch of ``hidden`` through ``block`` and add the XᵀX and token count of
     each Linear in ``linears`` to ``stats``. With ``dense`` (the dense model's hidden
     states, batch for batch) and ``dense_block`` (the block's dense copy), also run those
-    and add Σ x x̄ᵀ to ``stats[name].cross``; then returns the dense block's outputs."""
+    and add Σ x x̄ᵀ to ``stats[name].cross``; then returns the dense block's outputs
+    (the same for every group of a block: recomputed rather than every Linear's dense
+    inputs held in memory)."""
+    paired = dense is not None and dense_block is not None
     # Linears fed the same tensor (q/k/v, gate/up) share one product per batch; the
     # tensor's version counter tells an in-place change apart.
     last: list[Any] = [None, -1, None]  # that input tensor, its version, its XᵀX float64
@@ -205,7 +208,7 @@ def _block_stats(block: nn.Module, linears: dict[str, nn.Linear], hidden: list[t
                 last[:] = [x, x._version, (flat.T @ flat).to(torch.float64)]
             stats[name].xtx += last[2]
             stats[name].tokens += x.numel() // x.shape[-1]
-            if dense is not None:  # kept as it is now (a later in-place change is not seen)
+            if paired:  # kept as it is now (a later in-place change is not seen)
                 seen = copies.get(id(x))
                 if seen is None or seen[0] is not x or seen[1] != x._version:
                     seen = copies[id(x)] = (x, x._version, x.clone())
@@ -223,20 +226,20 @@ def _block_stats(block: nn.Module, linears: dict[str, nn.Linear], hidden: list[t
             stats[name].cross = pair[2].clone() if cross is None else cross.add_(pair[2])
         return hook
 
-    dense_linears = ({name: dict(dense_block.named_modules())[name] for name in linears}
-                     if dense is not None and dense_block is not None else {})
+    modules = dict(dense_block.named_modules()) if paired else {}
+    dense_linears = {name: modules[name] for name in linears} if paired else {}
     outputs: list[torch.Tensor] = []
     for b, h in enumerate(hidden):
         with _Hooks(linears, add_xtx):
             _block_out(block, h, kwargs)
         last[:] = [None, -1, None]
-        if dense is not None and dense_block is not None:
+        if paired:
             with _Hooks(dense_linears, add_cross):
                 outputs.append(_block_out(dense_block, dense[b], kwargs))
             inputs.clear()
             copies.clear()
             pair[:] = [None, None, None]
-    return outputs if dense is not None else None
+    return outputs if paired else None
 
 
 @torch.no_grad()

@@ -125,10 +125,9 @@ def dense_target_weights(W: torch.Tensor, stats: LinearStats, ridge: float) -> t
         raise ValueError("dense targets need the cross products (run_layerwise(..., "
                          "dense_targets=True))")
     n = max(stats.tokens, 1)
-    H, dead = damped_hessian(stats.hessian, ridge)
-    lam = H.diagonal() - torch.where(dead, 1.0, stats.hessian.diagonal().to(H.dtype))
-    C = stats.cross.to(torch.float64) / n + torch.diag(lam)
-    C[dead, :] = 0.0
+    H, dead = damped_hessian(stats.hessian, ridge)  # H + λI (H_jj = 1 at dead inputs)
+    C = stats.cross.to(torch.float64) / n + (H - stats.hessian.to(torch.float64))
+    C[dead, :] = 0.0  # dead inputs: w* = 0
     factor = torch.linalg.cholesky(H)
     Wt = torch.cholesky_solve(C @ W.to(torch.float64).T, factor)
     return Wt.T.to(W.dtype).contiguous()
