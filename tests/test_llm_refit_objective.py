@@ -371,3 +371,40 @@ def test_prune_lm_gives_the_same_model_with_linears_in_parallel():
     for key, value in weights[0].items():
         assert torch.equal(value, weights[1][key]), key
     assert reports[0]["reconstruction_errors"] == reports[1]["reconstruction_errors"]
+
+
+def test_dense_targets_split_a_lone_linear_rows_over_the_workers(monkeypatch):
+    """With dense targets o_proj and down_proj are groups of one Linear: with 2 workers
+    their rows run in two chunks. With an exact solver the answers do not depend on the
+    seeds, so the model, block counts and layer errors equal the serial run's."""
+    transformers = pytest.importorskip("transformers")
+    from backends.executor import make_executor
+    from pruning.llm import prune as lm_prune
+
+    dense, calibration = _tiny_llama(transformers, layers=2)
+    state = {k: v.clone() for k, v in dense.state_dict().items()}
+    icbs = LMICBSConfig(backend="exact", init="wanda", refit=True, row_rounds=1, block_size=6)
+    config = lm_prune.LMPruneConfig(method="icbs", density=0.4, icbs=icbs, targets="dense")
+    split_groups = []
+    real = lm_prune._prune_split
+
+    def spy(tasks, executor):
+        split_groups.append([t.name for t in tasks])
+        return real(tasks, executor)
+
+    monkeypatch.setattr(lm_prune, "_prune_split", spy)
+    weights, reports = [], []
+    with make_executor("processes", workers=2) as pool:
+        for executor in (None, pool):
+            dense.load_state_dict(state)
+            reports.append(lm_prune.prune_lm(dense, calibration, config, executor=executor))
+            weights.append({k: v.clone() for k, v in dense.state_dict().items()})
+    assert sorted(split_groups) == [["0.mlp.down_proj"], ["0.self_attn.o_proj"],
+                                    ["1.mlp.down_proj"], ["1.self_attn.o_proj"]]
+    assert reports[0]["blocks"] == reports[1]["blocks"]
+    assert reports[0]["blocks"]["solved"] > 0
+    for key, value in weights[0].items():
+        assert torch.allclose(value, weights[1][key], atol=1e-6), key
+        assert torch.equal(value == 0, weights[1][key] == 0), key
+    for stage, total in reports[0]["reconstruction_errors"].items():
+        assert reports[1]["reconstruction_errors"][stage] == pytest.approx(total, rel=1e-9)

@@ -17,8 +17,8 @@ from torch import nn
 
 from . import baselines
 from ..engine import BlockSolver, StepRecord
-from .icbs import (LMICBSConfig, capture_fisher_inputs, error_totals, fisher_refine_block,
-                   reconstruct_layer)
+from .icbs import (LayerErrors, LMICBSConfig, capture_fisher_inputs, error_totals,
+                   fisher_refine_block, reconstruct_layer)
 from .layerwise import LinearStats, decoder_layers, prunable_linears, run_layerwise
 from .alps import ALPSInfo, alps
 from .sparsegpt import damped_hessian, sparsegpt
@@ -225,7 +225,9 @@ def prune_lm(model: nn.Module, calibration: torch.Tensor, config: LMPruneConfig,
             tasks = [_LinearTask(f"{index}.{name}", weights[name], stats[name], config,
                                  numbered + j) for j, name in enumerate(linears)]
             numbered += len(tasks)
-            if by_linears:  # the costliest first, so the workers finish at about the same
+            if by_linears and _split_rows(config, len(tasks), executor.workers):
+                results = _prune_split(tasks, executor)
+            elif by_linears:  # the costliest first, so the workers finish at about the same
                 # time: d_out x d_in^2 (ADMM's products and a row's factorisations grow as
                 # d_in^3 x density^3, so down_proj, 4x wider, costs most per row)
                 order = sorted(range(len(tasks)), key=lambda j: -_cost(tasks[j].W0))
@@ -306,8 +308,9 @@ def _prune_linear(task: _LinearTask, *, executor: Any = None,
         return _prune_linear_body(task, executor=executor, block_sink=block_sink)
 
 
-def _prune_linear_body(task: _LinearTask, *, executor: Any = None,
-                       block_sink: Any = None) -> _LinearResult:
+def _start_linear(task: _LinearTask) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """(W, keep, facts) of ``task``'s one-shot start (module-level: an executor's worker
+    runs it)."""
     config, icfg = task.config, task.config.icbs
     icbs = config.method == "icbs"
     kind = icfg.init if icbs else config.method
@@ -315,6 +318,95 @@ def _prune_linear_body(task: _LinearTask, *, executor: Any = None,
     # An exact re-fit follows (reconstruction + refit): ALPS's own is redundant.
     exact_refit = icbs and icfg.objective == "reconstruction" and icfg.refit
     W, keep = _init_mask(kind, task.W0, task.stats, config, facts, refit_after=exact_refit)
+    return W, keep, facts
+
+
+def _split_rows(config: LMPruneConfig, linears: int, workers: int) -> bool:
+    """Whether a group of ``linears`` Linears runs its row blocks split into row chunks:
+    reconstruction iCBS visiting every row (``row_rounds``), whose rows are independent
+    problems, with fewer Linears than workers (with dense targets o_proj and down_proj
+    are groups of one; down_proj's rows are about half of a decoder block's work)."""
+    icfg = config.icbs
+    return (config.method == "icbs" and icfg.objective == "reconstruction"
+            and icfg.row_rounds > 0 and linears < workers)
+
+
+@dataclass
+class _RowsTask:
+    """Rows ``rows`` (a slice) of a Linear's start (W, keep), their block steps seeded by
+    ``seed``."""
+
+    task: _LinearTask
+    rows: slice
+    W: torch.Tensor
+    keep: torch.Tensor
+    seed: int
+
+
+def _refine_rows(rt: _RowsTask) -> tuple[torch.Tensor, torch.Tensor, LayerErrors]:
+    """The block steps of one row chunk (module-level: an executor's worker runs it):
+    (W, keep, errors) of the chunk's rows."""
+    from threadpoolctl import threadpool_limits
+
+    config = rt.task.config
+    with threadpool_limits(limits=1, user_api="blas"):
+        solver = BlockSolver(config.icbs.backend, config.icbs.backend_options, seed=rt.seed)
+        H, _dead = damped_hessian(rt.task.stats.hessian, config.damp)
+        W, keep, errors = reconstruct_layer(rt.task.W0[rt.rows], rt.W, rt.keep, H, solver,
+                                            config.icbs, name=rt.task.name,
+                                            pattern=config.pattern)
+    return W, keep, errors
+
+
+def _prune_split(tasks: list[_LinearTask], executor: Any) -> dict[int, _LinearResult]:
+    """`_prune_linear` of ``tasks`` on ``executor.workers`` workers when there are fewer
+    Linears than workers: the starts in parallel, then each Linear's rows in
+    ⌈workers / len(tasks)⌉ contiguous chunks, every chunk's solver seeded by the Linear's
+    number and the chunk's. The layer errors add up over rows, so the report is the same
+    as one task's; only the solvers' random streams differ."""
+    from backends.executor import task_seed
+
+    starts = list(executor.map(_start_linear, tasks))
+    parts = -(-executor.workers // len(tasks))
+    chunks: list[tuple[int, _RowsTask]] = []
+    for j, (task, (W, keep, _facts)) in enumerate(zip(tasks, starts)):
+        bounds = np.linspace(0, W.shape[0], parts + 1).round().astype(int)
+        base = task_seed(task.config.icbs.seed, task.number)
+        for c in range(parts):
+            rows = slice(int(bounds[c]), int(bounds[c + 1]))
+            if rows.stop > rows.start:
+                chunks.append((j, _RowsTask(task, rows, W[rows].clone(), keep[rows].clone(),
+                                            task_seed(base, c))))
+    done = list(executor.map(_refine_rows, [rt for _, rt in chunks]))
+    results: dict[int, _LinearResult] = {}
+    for j, (task, (_W, _keep, facts)) in enumerate(zip(tasks, starts)):
+        mine = [out for (owner, _), out in zip(chunks, done) if owner == j]
+        W = torch.cat([out[0] for out in mine])
+        keep = torch.cat([out[1] for out in mine])
+        errors = _sum_errors([out[2] for out in mine])
+        results[j] = _LinearResult(W, keep, _layer_facts(facts, errors, task.config.icbs),
+                                   errors.blocks_solved, errors.blocks_applied)
+    return results
+
+
+def _sum_errors(parts: list[LayerErrors]) -> LayerErrors:
+    """The `LayerErrors` of a Linear from those of its row chunks (every stage is a sum
+    over rows; a stage missing in one chunk is missing)."""
+    def total(stage: str) -> float | None:
+        values = [getattr(p, stage) for p in parts]
+        return None if any(v is None for v in values) else float(sum(values))
+
+    return LayerErrors(start=float(sum(p.start for p in parts)), refit=total("refit"),
+                       blocks=total("blocks"), blocks_refit=total("blocks_refit"),
+                       blocks_applied=sum(p.blocks_applied for p in parts),
+                       blocks_solved=sum(p.blocks_solved for p in parts))
+
+
+def _prune_linear_body(task: _LinearTask, *, executor: Any = None,
+                       block_sink: Any = None) -> _LinearResult:
+    config, icfg = task.config, task.config.icbs
+    icbs = config.method == "icbs"
+    W, keep, facts = _start_linear(task)
     counts = _Counts()
     if icbs and icfg.objective == "reconstruction":
         from backends.executor import task_seed
@@ -337,11 +429,16 @@ def _reconstruct(name: str, W0: torch.Tensor, W: torch.Tensor, keep: torch.Tenso
     W, keep, errors = reconstruct_layer(W0, W, keep, H, solver, icfg, name=name,
                                         pattern=config.pattern, block_sink=block_sink,
                                         on_step=on_step)
-    layers[name] = {**layers.get(name, {}),  # the start's facts (ALPS), if any
-                    "error_init": errors.refit if icfg.refit else errors.start,
-                    "error_final": errors.blocks_refit if icfg.refit else errors.blocks,
-                    "errors": errors.to_dict()}
+    layers[name] = _layer_facts(layers.get(name, {}), errors, icfg)
     return W, keep
+
+
+def _layer_facts(start: dict[str, Any], errors: LayerErrors, icfg: LMICBSConfig
+                 ) -> dict[str, Any]:
+    """A Linear's report entry: its start's facts (ALPS's), if any, and its errors."""
+    return {**start, "error_init": errors.refit if icfg.refit else errors.start,
+            "error_final": errors.blocks_refit if icfg.refit else errors.blocks,
+            "errors": errors.to_dict()}
 
 
 def _fisher(model: nn.Module, calibration: torch.Tensor,
