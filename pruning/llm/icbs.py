@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -287,6 +287,19 @@ class LayerErrors:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def total(cls, parts: Sequence["LayerErrors"]) -> "LayerErrors":
+        """The errors of a Linear from those of its row chunks: every stage is a sum
+        over rows; a stage missing in one chunk is missing."""
+        def added(stage: str) -> float | None:
+            values = [getattr(p, stage) for p in parts]
+            return None if any(v is None for v in values) else float(sum(values))
+
+        return cls(start=float(sum(p.start for p in parts)), refit=added("refit"),
+                   blocks=added("blocks"), blocks_refit=added("blocks_refit"),
+                   blocks_applied=sum(p.blocks_applied for p in parts),
+                   blocks_solved=sum(p.blocks_solved for p in parts))
 
 
 def reconstruct_layer(W0: torch.Tensor, W: torch.Tensor, keep: torch.Tensor, H: torch.Tensor,

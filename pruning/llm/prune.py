@@ -299,13 +299,17 @@ def _prune_linear(task: _LinearTask, *, executor: Any = None,
     """The one-shot start of one Linear and, for reconstruction iCBS, its block steps
     (module-level: an executor's worker runs it). ``executor`` and ``block_sink`` apply
     when it runs in the calling process."""
+    with _one_blas_thread():
+        return _prune_linear_body(task, executor=executor, block_sink=block_sink)
+
+
+def _one_blas_thread() -> Any:
+    """A context of one BLAS thread: numpy's and scipy's BLAS only serve the many small
+    factorisations and products of the row blocks, which two threads slow down
+    (down_proj's rows: 1.4x slower here); torch's own thread count is the caller's."""
     from threadpoolctl import threadpool_limits
 
-    # One BLAS thread: numpy's and scipy's BLAS only serve the many small factorisations
-    # and products of the row blocks, which two threads slow down (down_proj's rows: 1.4x
-    # slower here); torch's own thread count is the caller's.
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _prune_linear_body(task, executor=executor, block_sink=block_sink)
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _start_linear(task: _LinearTask) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
@@ -346,16 +350,13 @@ class _RowsTask:
 def _refine_rows(rt: _RowsTask) -> tuple[torch.Tensor, torch.Tensor, LayerErrors]:
     """The block steps of one row chunk (module-level: an executor's worker runs it):
     (W, keep, errors) of the chunk's rows."""
-    from threadpoolctl import threadpool_limits
-
-    config = rt.task.config
-    with threadpool_limits(limits=1, user_api="blas"):
-        solver = BlockSolver(config.icbs.backend, config.icbs.backend_options, seed=rt.seed)
-        H, _dead = damped_hessian(rt.task.stats.hessian, config.damp)
-        W, keep, errors = reconstruct_layer(rt.task.W0[rt.rows], rt.W, rt.keep, H, solver,
-                                            config.icbs, name=rt.task.name,
-                                            pattern=config.pattern)
-    return W, keep, errors
+    task, layers = rt.task, {}
+    with _one_blas_thread():
+        solver = BlockSolver(task.config.icbs.backend, task.config.icbs.backend_options,
+                             seed=rt.seed)
+        W, keep = _reconstruct(task.name, task.W0[rt.rows], rt.W, rt.keep, task.stats,
+                               task.config, solver, layers)
+    return W, keep, LayerErrors(**layers[task.name]["errors"])
 
 
 def _prune_split(tasks: list[_LinearTask], executor: Any) -> dict[int, _LinearResult]:
@@ -383,23 +384,10 @@ def _prune_split(tasks: list[_LinearTask], executor: Any) -> dict[int, _LinearRe
         mine = [out for (owner, _), out in zip(chunks, done) if owner == j]
         W = torch.cat([out[0] for out in mine])
         keep = torch.cat([out[1] for out in mine])
-        errors = _sum_errors([out[2] for out in mine])
+        errors = LayerErrors.total([out[2] for out in mine])
         results[j] = _LinearResult(W, keep, _layer_facts(facts, errors, task.config.icbs),
                                    errors.blocks_solved, errors.blocks_applied)
     return results
-
-
-def _sum_errors(parts: list[LayerErrors]) -> LayerErrors:
-    """The `LayerErrors` of a Linear from those of its row chunks (every stage is a sum
-    over rows; a stage missing in one chunk is missing)."""
-    def total(stage: str) -> float | None:
-        values = [getattr(p, stage) for p in parts]
-        return None if any(v is None for v in values) else float(sum(values))
-
-    return LayerErrors(start=float(sum(p.start for p in parts)), refit=total("refit"),
-                       blocks=total("blocks"), blocks_refit=total("blocks_refit"),
-                       blocks_applied=sum(p.blocks_applied for p in parts),
-                       blocks_solved=sum(p.blocks_solved for p in parts))
 
 
 def _prune_linear_body(task: _LinearTask, *, executor: Any = None,
