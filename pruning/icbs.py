@@ -20,6 +20,7 @@ loss and accuracy both reported.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -36,7 +37,7 @@ from qcbo.problem import Problem
 
 from .baselines import BASELINES, masks_from_scores, prunable_weights, scores_for
 from .engine import BlockSolver, ICBSEngine, SelectionPolicy, StepRecord
-from .objectives import ClassifierFisher, calibration_loss, tempered_loss
+from .objectives import ClassifierFisher, Reconstruction, calibration_loss, tempered_loss
 
 __all__ = ["INITS", "ICBSConfig", "ICBSReport", "prune", "evaluate_loader",
            "resolve_block_size", "step_schedule", "choose_start"]
@@ -84,7 +85,12 @@ class ICBSConfig:
     from fresh samples; the first rejected round ends them, and a time that keeps none
     ends the run's re-fits. A round is kept only when the calibration loss falls by
     more than ``refit_z`` standard errors of the paired per-sample change, on half of
-    the set (the other half chooses the step). ``calibration_samples``: size of that
+    the set (the other half chooses the step). ``reconstruct`` (default on): the first
+    round of each re-fit also offers the layer reconstruction toward the dense model's
+    outputs (`pruning.reconstruct`, one candidate per ``reconstruct_ridges`` entry, on
+    ``reconstruct_samples`` training inputs), chosen and tested by the same rule; with
+    it the re-fits go on after a time that keeps nothing, offering the reconstruction
+    alone, since the next epoch's masks differ. ``calibration_samples``: size of that
     set when the caller lets iCBS carve it (`pruning.run.prune_classifier`).
     ``keep_best`` (default on): end with the mask and values of the epoch (the start
     counted as epoch 0) of best validation accuracy, ties to the lower validation loss.
@@ -126,6 +132,9 @@ class ICBSConfig:
     refit: Literal["auto", "none", "final", "epoch"] = "auto"
     refit_rounds: int = 3
     refit_z: float = 2.0
+    reconstruct: bool = True
+    reconstruct_ridges: tuple[float, ...] = (0.01,)
+    reconstruct_samples: int = 4096
     patterns: tuple[str, ...] | None = None
     calibration_batches: int = 4
     seed: int = 0
@@ -165,6 +174,12 @@ class ICBSConfig:
             raise InputError(f"refit_z must be >= 0, got {self.refit_z}")
         if self.refit_rounds < 1:
             raise InputError(f"refit_rounds must be >= 1, got {self.refit_rounds}")
+        if self.reconstruct and (not self.reconstruct_ridges or any(
+                not (r > 0 and math.isfinite(r)) for r in self.reconstruct_ridges)):
+            raise InputError("reconstruct_ridges must be positive and finite, got "
+                             f"{list(self.reconstruct_ridges)}")
+        if self.reconstruct_samples < 1:
+            raise InputError(f"reconstruct_samples must be >= 1, got {self.reconstruct_samples}")
         if self.refit in ("final", "epoch") and not self.loss_check:
             raise InputError("refit checks its steps on the calibration loss: it needs "
                              "loss_check on")
@@ -412,6 +427,7 @@ def prune(
     """
     config.validate()
     start = time.perf_counter()
+    dense_model = copy.deepcopy(model)  # the reconstruction's targets
     solver = BlockSolver(config.backend, config.backend_options, seed=config.seed,
                          time_limit=config.solver_time_limit, executor=executor)
     backend = solver.backend
@@ -479,17 +495,33 @@ def prune(
              chosen, len(units), len(schedule), n_block, k_block, backend.name)
 
     refit_mode = report.refit_mode = config.refit_mode(len(calibration[1]))
-    refit_on = refit_mode != "none"
+    refit_on = fisher_on = refit_mode != "none"
+    reconstruction = None
+    if refit_on and config.reconstruct:
+        stream = _batches_forever(train_loader)
+        inputs, seen = [], 0
+        while seen < config.reconstruct_samples:
+            xb = next(stream)[0]
+            inputs.append(xb)
+            seen += len(xb)
+            if len(inputs) > 10_000:  # a loader of empty batches
+                raise InputError("the training loader yields no samples for the reconstruction")
+        reconstruction = Reconstruction(dense_model, torch.cat(inputs)[:config.reconstruct_samples],
+                                        tuple(config.reconstruct_ridges))
+    else:
+        del dense_model
 
     def refit(epoch: int) -> dict[str, Any]:
         """``refit_rounds`` re-fit rounds of the kept weights; a summary for the epoch.
-        A call that keeps no round ends the re-fits of the run (none was kept after such
-        a call on the zoo; benchmarks/README.md, session 7)."""
-        nonlocal refit_on
+        A call that keeps no round ends the run's Fisher steps (none was kept after such
+        a call on the zoo; benchmarks/README.md, session 7); the reconstruction, if on,
+        is still offered once per call."""
+        nonlocal refit_on, fisher_on
         t0 = time.perf_counter()
         before, kept = engine.loss, 0
-        for _ in range(config.refit_rounds):
-            record = objective.refit(z=config.refit_z)
+        for r in range(config.refit_rounds if fisher_on else 1):
+            record = objective.refit(z=config.refit_z, fisher=fisher_on,
+                                     reconstruct=reconstruction if r == 0 else None)
             report.refits.append({"epoch": epoch, **record})
             log.info("re-fit after epoch %d: calibration loss %.5f -> %.5f (%s)", epoch,
                      record["loss_before"], record["loss_after"],
@@ -498,7 +530,8 @@ def prune(
                 break
             kept += 1
             engine.rebase()
-        refit_on = kept > 0
+        fisher_on = fisher_on and kept > 0
+        refit_on = fisher_on or reconstruction is not None
         return {"loss_before": before, "loss_after": engine.loss, "rounds_kept": kept,
                 "time_s": time.perf_counter() - t0}
 

@@ -11,6 +11,8 @@ never come from (the caller keeps it apart; see `pruning.run.prune_classifier`).
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal, Mapping
 
 import numpy as np
@@ -279,6 +281,37 @@ def _store(items: list[torch.Tensor], c: int, value: torch.Tensor) -> None:
         items.append(value)
 
 
+@dataclass
+class Reconstruction:
+    """The layer reconstruction as re-fit candidates: ``dense`` (the unpruned model),
+    ``inputs`` (N, ...) training inputs, one candidate per ridge (`pruning.reconstruct`)."""
+
+    dense: nn.Module
+    inputs: torch.Tensor
+    ridges: tuple[float, ...] = (0.01,)
+
+    def candidates(self, model: nn.Module, names: list[str],
+                   masks: Mapping[str, torch.Tensor]
+                   ) -> tuple[list[tuple[str, torch.Tensor]], dict[str, Any]]:
+        """([(label, δ over ``names``' flattened weights)], {label: its record}): each
+        ridge's reconstruction, computed on a copy of ``model``."""
+        from .reconstruct import reconstruct_layers
+
+        params = dict(model.named_parameters())
+        current = torch.cat([params[n].detach().reshape(-1) for n in names])
+        out, records = [], {}
+        for ridge in self.ridges:
+            work = copy.deepcopy(model)
+            record = reconstruct_layers(work, self.dense, names, masks, self.inputs,
+                                        ridge=ridge)
+            moved = dict(work.named_parameters())
+            label = f"reconstruct ridge {ridge:g}"
+            out.append((label, torch.cat([moved[n].detach().reshape(-1) for n in names])
+                        - current))
+            records[label] = record
+        return out, records
+
+
 class ClassifierFisher(Objective):
     """Blocks of a classifier's weights with the Fisher (or exact) Hessian block.
 
@@ -375,19 +408,31 @@ class ClassifierFisher(Objective):
     def loss_samples(self) -> np.ndarray | None:
         return None if self._cache is None else self._cache.samples()
 
-    def refit(self, **options: Any) -> dict:
+    def refit(self, *, reconstruct: Reconstruction | None = None, fisher: bool = True,
+              **options: Any) -> dict:
         """One `pruning.refit.refit_weights` round on the kept weights, from a fresh
         batch of ``samples`` training samples, checked on the calibration loss. An
         accepted step becomes the kept weights' dense values (``w0``), so later blocks
-        and `set_masks` use them; pruned weights keep theirs. Returns the round's record.
+        and `set_masks` use them; pruned weights keep theirs. ``reconstruct``: add the
+        layer reconstruction toward the dense model (`pruning.reconstruct`) at each of
+        its ridges to the candidates; ``fisher=False``: those alone. Returns the round's
+        record.
         """
         if self._cache is None:
             raise InputError("the re-fit needs a calibration set to check its steps on "
                              "(enable the loss check)")
         from .refit import refit_weights
 
-        self.refresh()
-        assert self._batch is not None
+        extra: list[tuple[str, torch.Tensor]] = []
+        rebuilt: dict[str, Any] = {}
+        if reconstruct is not None:
+            extra, rebuilt = reconstruct.candidates(self.model, self.names, self.masks())
+        if fisher:
+            self.refresh()
+            assert self._batch is not None
+            batch = self._batch
+        else:  # no per-sample gradients: no batch drawn
+            batch = (torch.empty(0), torch.empty(0, dtype=torch.long))
         support = torch.from_numpy(np.concatenate(self._keep))
 
         def held_out() -> float:
@@ -396,8 +441,11 @@ class ClassifierFisher(Objective):
             return self._cache.loss()  # type: ignore[union-attr]
 
         record = refit_weights(self.model, self.loss_fn, self.params, self.names, support,
-                               self._batch, held_out, held_out_samples=self._cache.samples,
-                               choose_samples=self._cache.even_samples, **options)
+                               batch, held_out, held_out_samples=self._cache.samples,
+                               choose_samples=self._cache.even_samples, extra=extra,
+                               fisher=fisher, **options)
+        if rebuilt:
+            record["reconstruction"] = rebuilt
         if record["accepted"]:
             with torch.no_grad():
                 for u, p in enumerate(self.params):

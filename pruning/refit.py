@@ -57,13 +57,15 @@ Z = 2.0
 @dataclass(frozen=True)
 class RefitStep:
     """One candidate direction: damping ρ, λ, δ (p,), gᵀδ and δᵀFδ; at scale t the
-    predicted loss change is t gᵀδ + ½ t² δᵀFδ (loss units)."""
+    predicted loss change is t gᵀδ + ½ t² δᵀFδ (loss units). ``label`` names a candidate
+    that is not a Fisher step (its ρ, λ and predictions are NaN)."""
 
     rho: float
     lam: float
     delta: torch.Tensor
     gradient: float
     curvature: float
+    label: str | None = None
 
     @property
     def predicted(self) -> float:
@@ -110,7 +112,9 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
                   held_out_samples: Callable[[], np.ndarray | None] | None = None,
                   choose_samples: Callable[[], np.ndarray | None] | None = None,
                   z: float = Z, dampings: Sequence[float] | None = None,
-                  scales: Sequence[float] | None = None) -> dict:
+                  scales: Sequence[float] | None = None,
+                  extra: Sequence[tuple[str, torch.Tensor]] = (),
+                  fisher: bool = True) -> dict:
     """One re-fit round on ``params`` (changed in place; named ``names`` in ``model``).
 
     Per-sample gradients of ``batch`` (x (N, ...), y (N,)) at the current weights give the
@@ -125,7 +129,10 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
     the even-numbered held-out samples alone at the current weights: candidates are then
     scored on that half only (half the forward cost; the same choice) and only the chosen
     one on the whole set (its candidate entries then have ``loss`` None). Without
-    per-sample losses: chosen on the mean, kept on any decrease. A
+    per-sample losses: chosen on the mean, kept on any decrease. ``extra``: more
+    candidates, (label, δ (p,)) taken at scale 1 (the layer reconstruction of
+    `pruning.reconstruct`), chosen and tested with the same rule; ``fisher=False`` tries
+    only those (no per-sample gradients). A
     rejected candidate, or an exception on the way, leaves the weights as they were.
     Returns the round's record: accepted, loss before and after, ρ, λ, t, predicted
     change, the test's change and threshold, time, and every candidate's loss.
@@ -151,33 +158,38 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
         before = float(held_out_loss())
         base = _samples(held_out_samples)
         split = base is not None and len(base) >= 4
-        weights = dict(zip(names, params))
-        ops = gradient_operators(model, loss_fn, weights, list(names), *batch)
-        op = ops[names[0]] if len(names) == 1 else StackedGradients([ops[n] for n in names])
-        steps = damped_steps(op, support, dampings)
-        del ops, op
+        steps: list[RefitStep] = []
+        if fisher:
+            weights = dict(zip(names, params))
+            ops = gradient_operators(model, loss_fn, weights, list(names), *batch)
+            op = ops[names[0]] if len(names) == 1 else StackedGradients([ops[n] for n in names])
+            steps = damped_steps(op, support, dampings)
+            del ops, op
+        nan = float("nan")
+        candidates = [(step, t) for step in steps for t in scales] + [
+            (RefitStep(nan, nan, delta, nan, nan, label), 1.0) for label, delta in extra]
         tried: list[dict] = []
         best: tuple[float, RefitStep, float, float | None, np.ndarray | None, dict] | None = None
         halves = split and choose_samples is not None
-        for step in steps:
-            for t in scales:
-                write(step.delta, t)
-                value: float | None
-                if halves:
-                    even = _samples(choose_samples)
-                    if even is None or len(even) != (len(base) + 1) // 2:
-                        raise InputError("choose_samples must return the per-sample losses "
-                                         "of the even-numbered held-out samples")
-                    value, values, select = None, None, float(even.mean())
-                else:
-                    value = float(held_out_loss())
-                    values = _samples(held_out_samples) if split else None
-                    select = value if values is None else float(values[0::2].mean())
-                entry = {"rho": step.rho, "scale": float(t), "loss": value,
-                         "select_loss": select}
-                tried.append(entry)
-                if math.isfinite(select) and (best is None or select < best[0]):
-                    best = (select, step, float(t), value, values, entry)
+        for step, t in candidates:
+            write(step.delta, t)
+            value: float | None
+            if halves:
+                even = _samples(choose_samples)
+                if even is None or len(even) != (len(base) + 1) // 2:
+                    raise InputError("choose_samples must return the per-sample losses "
+                                     "of the even-numbered held-out samples")
+                value, values, select = None, None, float(even.mean())
+            else:
+                value = float(held_out_loss())
+                values = _samples(held_out_samples) if split else None
+                select = value if values is None else float(values[0::2].mean())
+            entry: dict = ({"rho": step.rho, "scale": float(t)} if step.label is None
+                           else {"candidate": step.label})
+            entry.update(loss=value, select_loss=select)
+            tried.append(entry)
+            if math.isfinite(select) and (best is None or select < best[0]):
+                best = (select, step, float(t), value, values, entry)
         if halves and best is not None:  # the chosen candidate on the whole set
             write(best[1].delta, best[2])
             value = best[5]["loss"] = float(held_out_loss())
@@ -205,9 +217,12 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
               "time_s": time.perf_counter() - t0}
     if best is not None:
         t = best[2]
-        record.update(rho=best[1].rho, lam=best[1].lam, scale=t,
-                      predicted=t * best[1].gradient + 0.5 * t * t * best[1].curvature,
-                      best_loss=best[3])
+        if best[1].label is not None:
+            record.update(candidate=best[1].label, best_loss=best[3])
+        else:
+            record.update(rho=best[1].rho, lam=best[1].lam, scale=t,
+                          predicted=t * best[1].gradient + 0.5 * t * t * best[1].curvature,
+                          best_loss=best[3])
     return record
 
 

@@ -21,6 +21,7 @@ from .icbs import (LayerErrors, LMICBSConfig, capture_fisher_inputs, error_total
                    fisher_refine_block, reconstruct_layer)
 from .layerwise import LinearStats, decoder_layers, prunable_linears, run_layerwise
 from .alps import ALPSInfo, alps
+from ..lsq import dense_target_weights as lsq_dense_target_weights
 from .sparsegpt import damped_hessian, sparsegpt
 
 __all__ = ["METHODS", "LMPruneConfig", "Method", "check_pattern", "dense_target_weights",
@@ -125,12 +126,8 @@ def dense_target_weights(W: torch.Tensor, stats: LinearStats, ridge: float) -> t
         raise ValueError("dense targets need the cross products (run_layerwise(..., "
                          "dense_targets=True))")
     n = max(stats.tokens, 1)
-    H, dead = damped_hessian(stats.hessian, ridge)  # H + λI (H_jj = 1 at dead inputs)
-    C = stats.cross.to(torch.float64) / n + (H - stats.hessian.to(torch.float64))
-    C[dead, :] = 0.0  # dead inputs: w* = 0
-    factor = torch.linalg.cholesky(H)
-    Wt = torch.cholesky_solve(C @ W.to(torch.float64).T, factor)
-    return Wt.T.to(W.dtype).contiguous()
+    Wt, _ = lsq_dense_target_weights(W, stats.hessian, stats.cross.to(torch.float64) / n, ridge)
+    return Wt.to(W.dtype).contiguous()
 
 
 def _init_mask(kind: str, W0: torch.Tensor, stats: LinearStats, cfg: LMPruneConfig,

@@ -20,20 +20,9 @@ from __future__ import annotations
 
 import torch
 
+from ..lsq import damped_hessian
+
 __all__ = ["damped_hessian", "inverse_cholesky_upper", "smallest_stable", "sparsegpt"]
-
-
-def damped_hessian(xtx: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H + damp·mean(diag H)·I, dead-column mask) in float64.
-
-    Columns with a zero diagonal (inputs that were always zero) get H_jj = 1; their
-    weights have no effect on the objective and are pruned first.
-    """
-    H = xtx.to(torch.float64).clone()
-    dead = torch.diagonal(H) == 0
-    H[dead, dead] = 1.0
-    H += damp * torch.diagonal(H).mean() * torch.eye(H.shape[0], dtype=H.dtype)
-    return H, dead
 
 
 def inverse_cholesky_upper(H: torch.Tensor) -> torch.Tensor:
