@@ -26,13 +26,15 @@ def cache(tmp_path_factory):
 def test_prune_digits_writes_model_report_plot_and_blocks(tmp_path, capsys):
     out, blocks = tmp_path / "run", tmp_path / "blocks" / "b.npz"
     code = main(["prune", "--epochs", "2", "--steps-per-epoch", "4", "--block-size", "64",
-                 "--out", str(out), "--export-blocks", str(blocks), "--seed", "1"])
+                 "--out", str(out), "--export-blocks", str(blocks), "--seed", "1",
+                 "--no-reconstruct"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "epoch 2/2: val loss" in captured.err
     assert "test accuracy" in captured.out
     report = json.loads((out / "report.json").read_text())
     assert report["model"] == "mlp-digits" and report["method"] == "icbs"
+    assert report["config"]["reconstruct"] is False
     assert report["blocks_solved"] == 8 and len(report["epochs"]) == 2
     assert set(report["baselines"]) == {"magnitude", "magnitude-row", "magnitude-global",
                                         "wanda", "gradient"}
@@ -142,7 +144,8 @@ def test_prune_refuses_bad_input_before_any_work(tmp_path, capsys):
                        (["--refit", "--refit-rounds", "0"], "refit_rounds must be >= 1"),
                        (["--refit", "--no-loss-check"], "needs loss_check on"),
                        (["--task", "lm", "--refit-rounds", "2"], "--refit-rounds is for classifiers"),
-                       (["--task", "lm", "--no-keep-best"], "--keep-best is for classifiers")]:
+                       (["--task", "lm", "--no-keep-best"], "--keep-best is for classifiers"),
+                       (["--task", "lm", "--reconstruct"], "--reconstruct is for classifiers")]:
         code = main(["prune", *argv, "--epochs", "0"] + ([] if "--out" in argv else
                                                          ["--out", str(tmp_path / "o")]))
         err = capsys.readouterr().err.strip().splitlines()

@@ -101,6 +101,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refit-rounds", type=int, default=None, metavar="R",
                         help="classifiers: re-fit rounds each time, from fresh samples "
                              "(default: ICBSConfig.refit_rounds)")
+    parser.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=None,
+                        help="classifiers: with the re-fit, also offer the layer-by-layer "
+                             "least-squares reconstruction of the dense model's outputs on the "
+                             "kept weights, kept only when the calibration loss falls beyond "
+                             "its noise (default: on)")
     add_executor_arguments(parser, "a group's blocks (--task lm: a decoder block's Linears)")
     parser.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
                         help="classifiers: end with the mask and weights of the epoch (the "
@@ -188,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
         if args.loss_z is not None:
             raise InputError("--loss-z is for classifiers; --task lm checks perplexity "
                              "without a paired test")
+        if args.reconstruct is not None:
+            raise InputError("--reconstruct is for classifiers; --task lm reconstructs each "
+                             "layer by its objective (use --targets dense for the dense "
+                             "model's outputs)")
         if args.refit_rounds is not None:
             raise InputError("--refit-rounds is for classifiers; --task lm re-fits each row "
                              "exactly (use --row-rounds for its block rounds)")
@@ -256,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
         **({} if args.loss_z is None else {"loss_z": args.loss_z}),
         **({} if args.refit is None else {"refit": "epoch" if args.refit else "none"}),
         **({} if args.refit_rounds is None else {"refit_rounds": args.refit_rounds}),
+        **({} if args.reconstruct is None else {"reconstruct": args.reconstruct}),
         calibration_samples=args.calibration_samples,
         patterns=tuple(args.layers) if args.layers else None,
         seed=args.seed,
