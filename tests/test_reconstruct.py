@@ -179,13 +179,3 @@ def test_icbs_offers_the_reconstruction_in_the_first_round_of_each_refit():
     _, _, off = _prune_blobs(1, epochs=1, refit_z=0.0, reconstruct=False)
     assert all("reconstruction" not in r for r in off["refits"])
 
-
-def test_a_small_calibration_set_offers_the_reconstruction_alone():
-    # `_prune_blobs` holds 450 calibration samples, below REFIT_MIN_CALIBRATION
-    _, _, report = _prune_blobs(1, epochs=1, refit="auto", reconstruct_samples=300)
-    assert report["refit_mode"] == "epoch" and report["refit_fisher"] is False
-    assert report["refits"]
-    for r in report["refits"]:
-        assert [c.get("candidate") for c in r["candidates"]] == ["reconstruct ridge 0.01"]
-    _, _, off = _prune_blobs(1, epochs=1, refit="auto", reconstruct=False)
-    assert off["refit_mode"] == "none" and not off["refits"]

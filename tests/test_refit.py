@@ -232,13 +232,7 @@ def test_refit_config_errors():
     with pytest.raises(InputError, match="refit must be"):
         ICBSConfig(density=0.5, refit="always").validate()
     assert ICBSConfig(density=0.5).refit_mode() == "epoch"
-    small = REFIT_MIN_CALIBRATION - 1
-    assert ICBSConfig(density=0.5, reconstruct=False).refit_mode(small) == "none"
-    # a small calibration set: the reconstruction alone, no Fisher steps
-    assert ICBSConfig(density=0.5).refit_mode(small) == "epoch"
-    assert not ICBSConfig(density=0.5).refit_fisher(small)
-    assert ICBSConfig(density=0.5).refit_fisher(REFIT_MIN_CALIBRATION)
-    assert ICBSConfig(density=0.5, refit="epoch").refit_fisher(small)
+    assert ICBSConfig(density=0.5).refit_mode(REFIT_MIN_CALIBRATION - 1) == "none"
     assert ICBSConfig(density=0.5, refit="epoch").refit_mode(10) == "epoch"
     assert ICBSConfig(density=0.5, loss_check=False).refit_mode() == "none"
     assert ICBSConfig(density=0.5, refit="final").refit_mode() == "final"
