@@ -498,6 +498,7 @@ def prune(
 
     refit_mode = report.refit_mode = config.refit_mode(len(calibration[1]))
     refit_on = fisher_on = refit_mode != "none"
+    offered: np.ndarray | None = None  # the masks of the last reconstruction offer
     reconstruction = None
     if refit_on and config.reconstruct:
         stream = _batches_forever(train_loader)
@@ -517,10 +518,18 @@ def prune(
         """``refit_rounds`` re-fit rounds of the kept weights; a summary for the epoch.
         A call that keeps no round ends the run's Fisher steps (none was kept after such
         a call on the zoo; benchmarks/README.md, session 7); the reconstruction, if on,
-        is still offered once per call."""
-        nonlocal refit_on, fisher_on
+        is still offered once per call, except when the masks have not changed since its
+        last offer (then the call is skipped: it would offer the same weights)."""
+        nonlocal refit_on, fisher_on, offered
         t0 = time.perf_counter()
         before, kept = engine.loss, 0
+        masks = np.concatenate([objective.keep(u) for u in units])
+        if not fisher_on and offered is not None and np.array_equal(masks, offered):
+            # the reconstruction of an unchanged mask was offered last time: the same
+            # candidate again (its weights are where that offer left them)
+            return {"loss_before": before, "loss_after": engine.loss, "rounds_kept": 0,
+                    "time_s": time.perf_counter() - t0, "skipped": "mask unchanged"}
+        offered = masks if reconstruction is not None else None
         for r in range(config.refit_rounds if fisher_on else 1):
             record = objective.refit(z=config.refit_z, fisher=fisher_on,
                                      reconstruct=reconstruction if r == 0 else None)

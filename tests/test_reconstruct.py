@@ -179,3 +179,13 @@ def test_icbs_offers_the_reconstruction_in_the_first_round_of_each_refit():
     _, _, off = _prune_blobs(1, epochs=1, refit_z=0.0, reconstruct=False)
     assert all("reconstruction" not in r for r in off["refits"])
 
+
+
+def test_an_unchanged_mask_is_not_offered_the_reconstruction_twice():
+    # refit_z = 1e6 refuses everything, so the start's call ends the Fisher steps; with
+    # no block steps the masks never change and the later calls are skipped
+    _, _, report = _prune_blobs(1, epochs=2, steps_per_epoch=0, min_steps_per_layer=0,
+                                refit_z=1e6, keep_best=False, reconstruct_samples=300)
+    assert {r["epoch"] for r in report["refits"]} == {0}
+    assert all(e["refit"]["skipped"] == "mask unchanged" for e in report["epochs"])
+    assert all(e["blocks_solved"] == 0 for e in report["epochs"])
