@@ -605,8 +605,10 @@ def stage_densities(density: float, stages: int) -> list[float]:
     return [density ** (t / stages) for t in range(1, stages)] + [density]
 
 
-def _calibration(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], samples: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def first_samples(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], samples: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y): the first ``samples`` samples ``batches`` yields (fewer, with a warning, if
+    it runs out first)."""
     xs, ys, seen = [], [], 0
     for xb, yb in batches:
         take = min(len(xb), samples - seen)
@@ -637,7 +639,7 @@ def chita_prune(model: nn.Module, loss_fn: LossFn,
     weights = prunable_weights(model, patterns)
     names = list(weights)
     device = next(iter(weights.values())).device
-    inputs, targets = _calibration(batches, config.samples)
+    inputs, targets = first_samples(batches, config.samples)
     inputs, targets = inputs.to(device), targets.to(device)
     masks: dict[str, torch.Tensor] = {}
     stages: list[dict] = []

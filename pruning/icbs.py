@@ -36,6 +36,7 @@ from qcbo.errors import InputError, UnsupportedProblemError
 from qcbo.problem import Problem
 
 from .baselines import BASELINES, masks_from_scores, prunable_weights, scores_for
+from .chita import first_samples
 from .engine import BlockSolver, ICBSEngine, SelectionPolicy, StepRecord
 from .objectives import ClassifierFisher, Reconstruction, calibration_loss, tempered_loss
 
@@ -429,7 +430,6 @@ def prune(
     """
     config.validate()
     start = time.perf_counter()
-    dense_model = copy.deepcopy(model)  # the reconstruction's targets
     solver = BlockSolver(config.backend, config.backend_options, seed=config.seed,
                          time_limit=config.solver_time_limit, executor=executor)
     backend = solver.backend
@@ -443,6 +443,10 @@ def prune(
     if calibration is None:
         calibration = (torch.cat([b[0] for b in score_batches]),
                        torch.cat([b[1] for b in score_batches]))
+    refit_mode = config.refit_mode(len(calibration[1]))
+    # the reconstruction's targets: the model before any weight is pruned
+    dense_model = (copy.deepcopy(model) if refit_mode != "none" and config.reconstruct
+                   else None)
 
     dense = {**_metrics(model, val_loader, loss_fn, "val"),
              **_metrics(model, test_loader, loss_fn, "test")}
@@ -496,23 +500,13 @@ def prune(
     log.info("iCBS: start %s, %d layers, %d steps per epoch, blocks of %d (k=%d), backend %s",
              chosen, len(units), len(schedule), n_block, k_block, backend.name)
 
-    refit_mode = report.refit_mode = config.refit_mode(len(calibration[1]))
+    report.refit_mode = refit_mode
     refit_on = fisher_on = refit_mode != "none"
     offered: np.ndarray | None = None  # the masks of the last reconstruction offer
     reconstruction = None
-    if refit_on and config.reconstruct:
-        stream = _batches_forever(train_loader)
-        inputs, seen = [], 0
-        while seen < config.reconstruct_samples:
-            xb = next(stream)[0]
-            inputs.append(xb)
-            seen += len(xb)
-            if len(inputs) > 10_000:  # a loader of empty batches
-                raise InputError("the training loader yields no samples for the reconstruction")
-        reconstruction = Reconstruction(dense_model, torch.cat(inputs)[:config.reconstruct_samples],
-                                        tuple(config.reconstruct_ridges))
-    else:
-        del dense_model
+    if dense_model is not None:
+        inputs, _ = first_samples(_batches_forever(train_loader), config.reconstruct_samples)
+        reconstruction = Reconstruction(dense_model, inputs, tuple(config.reconstruct_ridges))
 
     def refit(epoch: int) -> dict[str, Any]:
         """``refit_rounds`` re-fit rounds of the kept weights; a summary for the epoch.

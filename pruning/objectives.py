@@ -427,12 +427,8 @@ class ClassifierFisher(Objective):
         rebuilt: dict[str, Any] = {}
         if reconstruct is not None:
             extra, rebuilt = reconstruct.candidates(self.model, self.names, self.masks())
-        if fisher:
+        if fisher:  # otherwise no per-sample gradients, so no batch is drawn
             self.refresh()
-            assert self._batch is not None
-            batch = self._batch
-        else:  # no per-sample gradients: no batch drawn
-            batch = (torch.empty(0), torch.empty(0, dtype=torch.long))
         support = torch.from_numpy(np.concatenate(self._keep))
 
         def held_out() -> float:
@@ -441,7 +437,8 @@ class ClassifierFisher(Objective):
             return self._cache.loss()  # type: ignore[union-attr]
 
         record = refit_weights(self.model, self.loss_fn, self.params, self.names, support,
-                               batch, held_out, held_out_samples=self._cache.samples,
+                               self._batch if fisher else None, held_out,
+                               held_out_samples=self._cache.samples,
                                choose_samples=self._cache.even_samples, extra=extra,
                                fisher=fisher, **options)
         if rebuilt:

@@ -107,7 +107,8 @@ def damped_steps(op: GradientOperator, support: torch.Tensor,
 
 
 def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[torch.nn.Parameter],
-                  names: Sequence[str], support: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor],
+                  names: Sequence[str], support: torch.Tensor,
+                  batch: tuple[torch.Tensor, torch.Tensor] | None,
                   held_out_loss: Callable[[], float], *,
                   held_out_samples: Callable[[], np.ndarray | None] | None = None,
                   choose_samples: Callable[[], np.ndarray | None] | None = None,
@@ -132,7 +133,7 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
     per-sample losses: chosen on the mean, kept on any decrease. ``extra``: more
     candidates, (label, δ (p,)) taken at scale 1 (the layer reconstruction of
     `pruning.reconstruct`), chosen and tested with the same rule; ``fisher=False`` tries
-    only those (no per-sample gradients). A
+    only those (no per-sample gradients; ``batch`` may then be None). A
     rejected candidate, or an exception on the way, leaves the weights as they were.
     Returns the round's record: accepted, loss before and after, ρ, λ, t, predicted
     change, the test's change and threshold, time, and every candidate's loss.
@@ -160,6 +161,8 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
         split = base is not None and len(base) >= 4
         steps: list[RefitStep] = []
         if fisher:
+            if batch is None:
+                raise InputError("the Fisher steps need a batch of training samples")
             weights = dict(zip(names, params))
             ops = gradient_operators(model, loss_fn, weights, list(names), *batch)
             op = ops[names[0]] if len(names) == 1 else StackedGradients([ops[n] for n in names])
@@ -213,7 +216,7 @@ def refit_weights(model: torch.nn.Module, loss_fn: Callable, params: Sequence[to
     after = float(held_out_loss())
     record = {"accepted": bool(accepted), "loss_before": before, "loss_after": after,
               "test_change": change, "threshold": threshold, "z": float(z),
-              "split": bool(split), "samples": int(len(batch[0])), "candidates": tried,
+              "split": bool(split), "samples": 0 if batch is None else int(len(batch[0])), "candidates": tried,
               "time_s": time.perf_counter() - t0}
     if best is not None:
         t = best[2]
