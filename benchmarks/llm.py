@@ -21,6 +21,12 @@ dense model's outputs (`LMPruneConfig.targets="dense"`) instead of each Linear's
 ``--method-errors BLOCKS``: instead, the relative layer reconstruction error
 ‖XW − XŴ‖²/‖XW‖² of Wanda, SparseGPT and ALPS on every Linear of the first BLOCKS decoder
 blocks (the same dense inputs for all), at each of ``--levels`` (ALPS paper, Table 7).
+
+``--reload-check FOLDER``: instead, load the folder written by ``qcbo prune --task lm
+--out FOLDER`` with transformers' ``AutoModelForCausalLM.from_pretrained`` and
+``AutoTokenizer.from_pretrained`` alone (none of this project's loaders), measure its
+perplexity with the protocol recorded in its report.json, and compare it with the
+reported perplexity and density.
 """
 
 from __future__ import annotations
@@ -266,6 +272,37 @@ def merge(paths: list[str], out: Path) -> int:
     return 0
 
 
+def reload_check(folder: Path, out: Path) -> int:
+    """The issue's check that a saved folder is the reported model (see the docstring)."""
+    import torch
+    import transformers
+
+    from pruning.llm.perplexity import perplexity, token_windows
+    from pruning.llm.text import wiki_text
+
+    report = json.loads((folder / "report.json").read_text())
+    protocol = report["protocol"]
+    t = time.perf_counter()
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder),
+                                                              dtype=torch.float32).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    evaluation = token_windows(tok, wiki_text("evaluation"), protocol["window"],
+                               protocol["n_windows"])
+    ppl = perplexity(model, evaluation)
+    linears = [m.weight for n, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and ".layers." in n]
+    kept = sum(int((w != 0).sum()) for w in linears)
+    total = sum(w.numel() for w in linears)
+    row = {"folder": str(folder), "model": report.get("model"), "method": report.get("method"),
+           "reported_perplexity": report["perplexity"], "reloaded_perplexity": ppl,
+           "difference": ppl - report["perplexity"],
+           "reported_density": report.get("total_density"), "reloaded_density": kept / total,
+           "check_s": time.perf_counter() - t}
+    print(json.dumps(row, indent=2))
+    out.write_text(json.dumps(row, indent=2))
+    return 0 if abs(row["difference"]) <= 0.01 else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS)
@@ -305,7 +342,13 @@ def main() -> int:
     parser.add_argument("--first-order", type=int, default=0, metavar="K",
                         help="run window orders K .. K+orders-1 (to split one row's runs over "
                              "processes; combine their rows' runs afterwards)")
+    parser.add_argument("--reload-check", type=Path, default=None, metavar="FOLDER",
+                        help="instead: reload a `qcbo prune --task lm --out FOLDER` folder with "
+                             "transformers alone and compare its perplexity with the report's "
+                             "(exit 1 when they differ by more than 0.01)")
     args = parser.parse_args()
+    if args.reload_check is not None:
+        return reload_check(args.reload_check, Path(args.out))
     if args.orders < 1 or args.first_order < 0:
         parser.error("--orders must be >= 1 and --first-order >= 0")
     if args.merge:
