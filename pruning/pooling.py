@@ -17,13 +17,16 @@ gives to one input and ``torch.maximum`` shares equally; after a ReLU the common
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 from torch import nn
 
-__all__ = ["fast_max_pool", "strided_max_pool"]
+__all__ = ["fast_max_pool", "fast_max_pool_during", "strided_max_pool"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
@@ -80,3 +83,15 @@ def fast_max_pool(model: nn.Module) -> Iterator[int]:
     finally:
         for m in switched:
             m.__class__ = nn.MaxPool2d
+
+
+def fast_max_pool_during(model_of: Callable[..., nn.Module]) -> Callable[[F], F]:
+    """Decorator: the function runs inside `fast_max_pool` of the model that
+    ``model_of(*args, **kwargs)`` picks from its arguments."""
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with fast_max_pool(model_of(*args, **kwargs)):
+                return fn(*args, **kwargs)
+        return wrapper  # type: ignore[return-value]
+    return decorate

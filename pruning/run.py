@@ -23,7 +23,7 @@ from .data import make_loader
 from .icbs import AUTO_CANDIDATES, ICBSConfig, _batches_forever, evaluate_loader, prune
 from .models import LoadedModel
 from .objectives import EVAL_CHUNK
-from .pooling import fast_max_pool
+from .pooling import fast_max_pool_during
 
 #: Methods other than iCBS: the one-shot masks and CHITA (which also moves kept weights).
 METHODS: tuple[str, ...] = (*BASELINES, "chita", "chita++")
@@ -58,6 +58,7 @@ def _metrics(model: nn.Module, loaders: dict[str, Any], loss_fn) -> dict[str, fl
     return out
 
 
+@fast_max_pool_during(lambda loaded, *_args, **_kwargs: loaded.model)
 def prune_classifier(
     loaded: LoadedModel,
     *,
@@ -83,26 +84,6 @@ def prune_classifier(
     Non-overlapping ``nn.MaxPool2d`` layers pool by `pruning.pooling.fast_max_pool`
     meanwhile, the baselines included.
     """
-    with fast_max_pool(loaded.model):
-        return _prune_classifier(loaded, method=method, config=config, baselines=baselines,
-                                 batch_size=batch_size, block_sink=block_sink, on_step=on_step,
-                                 on_epoch=on_epoch, executor=executor,
-                                 calibration_split=calibration_split)
-
-
-def _prune_classifier(
-    loaded: LoadedModel,
-    *,
-    method: str,
-    config: ICBSConfig,
-    baselines: Sequence[str] = tuple(BASELINES),
-    batch_size: int = 512,
-    block_sink: Callable[[Problem], None] | None = None,
-    on_step: Callable[[Any], None] | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    executor: Any = None,
-    calibration_split: str = "train",
-) -> dict[str, Any]:
     if method != "icbs" and method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose icbs or one of: {', '.join(METHODS)}")
     config.validate()
