@@ -280,12 +280,22 @@ def reload_check(folder: Path, out: Path) -> int:
     from pruning.llm.perplexity import perplexity, token_windows
     from pruning.llm.text import wiki_text
 
-    report = json.loads((folder / "report.json").read_text())
-    protocol = report["protocol"]
+    try:
+        report = json.loads((folder / "report.json").read_text())
+        protocol = report["protocol"]
+        report["perplexity"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"llm.py: --reload-check {folder}: no readable report.json of a "
+                         f"`qcbo prune --task lm --out` run ({type(exc).__name__}: {exc}); "
+                         "pass the folder that run wrote") from None
     t = time.perf_counter()
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder),
-                                                              dtype=torch.float32).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(folder),
+                                                                  dtype=torch.float32).eval()
+        tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"llm.py: --reload-check {folder}: transformers cannot load it "
+                         f"({str(exc).splitlines()[0]}); pass a complete `--out` folder") from None
     evaluation = token_windows(tok, wiki_text("evaluation"), protocol["window"],
                                protocol["n_windows"])
     ppl = perplexity(model, evaluation)

@@ -38,7 +38,7 @@ def _fast_case(m: nn.MaxPool2d) -> tuple[int, int] | None:
     kernel = _pair(m.kernel_size)
     stride = _pair(m.stride if m.stride is not None else m.kernel_size)
     if (kernel != stride or _pair(m.padding) != (0, 0) or _pair(m.dilation) != (1, 1)
-            or m.ceil_mode or m.return_indices or min(kernel) < 1):
+            or m.ceil_mode or m.return_indices):
         return None
     return kernel
 

@@ -1,8 +1,6 @@
 """`pruning.pooling`: the strided max pooling equals ``max_pool2d`` bit for bit, only
 non-overlapping pools are switched, and the model gets its classes back."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -70,7 +68,6 @@ def test_gradients_equal_without_ties():
         fast = grads()
     for a, b in zip(plain, fast):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    assert math.isfinite(float(sum(np.abs(g).sum() for g in fast)))
 
 
 def test_prune_pools_the_fast_way_and_returns_the_model_as_it_was():
@@ -85,7 +82,8 @@ def test_prune_pools_the_fast_way_and_returns_the_model_as_it_was():
     net[3].register_forward_pre_hook(lambda m, _inp: seen.add(type(m).__name__))
     cfg = ICBSConfig(density=0.5, backend="sa", block_size=16, epochs=1, steps_per_epoch=2,
                      fisher_samples=20, seed=0)
-    prune(net, nn.functional.cross_entropy, make_loader(x[:300], y[:300], batch_size=50, shuffle=True, seed=0),
-          make_loader(x[300:], y[300:], batch_size=100, shuffle=False), cfg)
+    train = make_loader(x[:300], y[:300], batch_size=50, shuffle=True, seed=0)
+    val = make_loader(x[300:], y[300:], batch_size=100, shuffle=False)
+    prune(net, nn.functional.cross_entropy, train, val, cfg)
     assert seen == {"_StridedMaxPool2d"}
     assert type(net[3]) is nn.MaxPool2d
