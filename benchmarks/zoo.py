@@ -131,22 +131,24 @@ def main(argv: list[str] | None = None) -> int:
                        "epochs": [{k: e.get(k) for k in ("epoch", "test_accuracy", "val_accuracy", "val_loss",
                                                          "calibration_loss", "blocks_applied",
                                                          "blocks_reverted", "elapsed_s", "refit",
-                                                         "best_epoch")}
+                                                         "best_epoch", "best_state")}
                                   for e in r["epochs"]],
                        "start_refit": r["initial"].get("refit"),
-                       "final_epoch": r["final_epoch"],
+                       "final_epoch": r["final_epoch"], "final_state": r["best_state"],
+                       "selection": r["selection"],
                        "icbs": r["final"]["test_accuracy"], "R": recovered(r["final"]["test_accuracy"]),
                        "wall_time_s": r["wall_time_s"],
                        "predicted_vs_measured": [(g["predicted"], g["measured"])
                                                  for g in r["engine"]["groups"]
                                                  if g["measured"] is not None],
                        "load_avg_1m": os.getloadavg()[0]}
-                start_state = r["initial"].get("refit") or r["initial"]
-                by_epoch[0] = {"test_accuracy": start_state.get("test_accuracy")}
                 if 4 in by_epoch:
-                    # what a 4-epoch run would have returned: with keep_best, the epoch of
-                    # best validation accuracy among 0..4 (the run's trajectory is the same)
+                    # what a 4-epoch run would have returned: with keep_best, the state the
+                    # selection held after epoch 4 (the run's trajectory is the same)
                     pick = by_epoch[4].get("best_epoch", 4) if config.keep_best else 4
+                    start_state = (r["initial"] if by_epoch[4].get("best_state") == "start"
+                                   else r["initial"].get("refit") or r["initial"])
+                    by_epoch[0] = {"test_accuracy": start_state.get("test_accuracy")}
                     row["icbs_4"] = by_epoch[pick]["test_accuracy"]
                     row["epoch_4"] = pick
                     row["R_4"] = recovered(row["icbs_4"])

@@ -40,6 +40,7 @@ from .chita import first_samples
 from .engine import BlockSolver, ICBSEngine, SelectionPolicy, StepRecord
 from .objectives import ClassifierFisher, Reconstruction, calibration_loss, tempered_loss
 from .pooling import fast_max_pool_during
+from .selection import GuardedSelection
 
 __all__ = ["INITS", "ICBSConfig", "ICBSReport", "prune", "evaluate_loader",
            "resolve_block_size", "step_schedule", "choose_start"]
@@ -96,11 +97,16 @@ class ICBSConfig:
     it the re-fits go on after a time that keeps nothing, offering the reconstruction
     alone, since the next epoch's masks differ. ``calibration_samples``: size of that
     set when the caller lets iCBS carve it (`pruning.run.prune_classifier`).
-    ``keep_best`` (default on): end with the mask and values of the epoch (the start
-    counted as epoch 0) of best validation accuracy, ties to the lower validation loss.
-    The validation split is seen by neither the steps nor the loss check, so this is
-    model selection on held-out data; it keeps extra epochs from costing accuracy
-    (benchmarks/README.md, session 8). ``start_score``: how ``init="auto"`` ranks its
+    ``keep_best`` (default on): end with the mask and values of the best state on the
+    validation split among the start as given, the start after its re-fit (both
+    counted as epoch 0) and the end of every epoch (`pruning.selection`): a later state
+    replaces the incumbent when its validation accuracy is higher, ties to the lower
+    validation loss, and its per-sample validation losses are lower by more than
+    ``select_z`` standard errors of the paired change (0: no such test). The
+    validation split is seen by neither the steps nor the loss check, so this is model
+    selection on held-out data; it keeps extra epochs from costing accuracy
+    (benchmarks/README.md, session 8), and, guarded, keeps changes a small split cannot
+    confirm from replacing the start (session 15). ``start_score``: how ``init="auto"`` ranks its
     candidates (`choose_start`): "tempered" (default) by the temperature-scaled
     calibration loss, "loss" by the plain one. γ, λ, fixing and tabu
     fractions default to ICBS.md's; the step counts and block size to the values chosen
@@ -133,6 +139,7 @@ class ICBSConfig:
     calibration_samples: int = 4096
     solver_time_limit: float | None = None
     keep_best: bool = True
+    select_z: float = 2.0
     refit: Literal["auto", "none", "final", "epoch"] = "auto"
     refit_rounds: int = 3
     refit_z: float = 2.0
@@ -174,6 +181,8 @@ class ICBSConfig:
             raise InputError(f"loss_z must be >= 0, got {self.loss_z}")
         if self.refit not in ("auto", "none", "final", "epoch"):
             raise InputError(f"refit must be auto, none, final or epoch, got {self.refit!r}")
+        if not self.select_z >= 0.0:
+            raise InputError(f"select_z must be >= 0, got {self.select_z}")
         if not self.refit_z >= 0.0:
             raise InputError(f"refit_z must be >= 0, got {self.refit_z}")
         if self.refit_rounds < 1:
@@ -238,27 +247,48 @@ def step_schedule(sizes: Sequence[int], steps: int, min_steps: int = 1) -> list[
     return [i for _, i in sorted(slots)]
 
 
-@torch.no_grad()
 def evaluate_loader(
     model: nn.Module, loader: Iterable[Batch], loss_fn: LossFn
 ) -> tuple[float, float | None]:
     """(mean loss, accuracy) over a loader; accuracy is None unless outputs are (B, C)
     class scores with integer labels (B,)."""
+    loss, acc, _ = evaluate_samples(model, loader, loss_fn, per_sample=False)
+    return loss, acc
+
+
+def evaluate_samples(
+    model: nn.Module, loader: Iterable[Batch], loss_fn: LossFn, *, per_sample: bool = True
+) -> tuple[float, float | None, np.ndarray | None]:
+    """`evaluate_loader`'s (mean loss, accuracy) and the per-sample losses (N,) float64,
+    from ``loss_fn(outputs, targets, reduction="none")``; None for those when
+    ``per_sample`` is off or ``loss_fn`` takes no ``reduction`` (e.g. a lambda)."""
     was_training = model.training
     model.eval()
     total, count, correct, classify = 0.0, 0, 0, True
-    for xb, yb in loader:
-        out = model(xb)
-        total += float(loss_fn(out, yb)) * len(xb)
-        count += len(xb)
-        if classify and out.ndim == 2 and yb.ndim == 1 and not yb.is_floating_point():
-            correct += int((out.argmax(dim=-1) == yb).sum())
-        else:
-            classify = False
+    parts: list[np.ndarray] | None = [] if per_sample else None
+    with torch.no_grad():
+        for xb, yb in loader:
+            out = model(xb)
+            total += float(loss_fn(out, yb)) * len(xb)
+            count += len(xb)
+            if parts is not None:
+                try:
+                    values = loss_fn(out, yb, reduction="none")  # type: ignore[call-arg]
+                except TypeError:
+                    values = None
+                if values is None or tuple(values.shape) != (len(xb),):
+                    parts = None
+                else:
+                    parts.append(values.double().numpy())
+            if classify and out.ndim == 2 and yb.ndim == 1 and not yb.is_floating_point():
+                correct += int((out.argmax(dim=-1) == yb).sum())
+            else:
+                classify = False
     model.train(was_training)
     if count == 0:
         raise InputError("validation loader is empty")
-    return total / count, (correct / count if classify else None)
+    samples = np.concatenate(parts) if parts else None
+    return total / count, (correct / count if classify else None), samples
 
 
 def _batches_forever(loader: Iterable[Batch]) -> Iterator[Batch]:
@@ -377,6 +407,8 @@ class ICBSReport:
     engine: dict[str, Any] = field(default_factory=dict)
     refits: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
+    best_state: str = "start"
+    selection: list[dict[str, Any]] = field(default_factory=list)
     final_epoch: int = 0
     final: dict[str, Any] = field(default_factory=dict)
     refit_mode: str = "none"
@@ -462,6 +494,13 @@ def prune(
         return {**_metrics(m, val_loader, loss_fn, "val"),
                 **_metrics(m, test_loader, loss_fn, "test")}
 
+    def validated(m: nn.Module) -> tuple[dict[str, Any], np.ndarray | None]:
+        """`measured`, and the per-sample validation losses the selection tests on."""
+        loss, acc, samples = evaluate_samples(m, val_loader, loss_fn,
+                                              per_sample=config.select_z > 0)
+        return {"val_loss": loss, "val_accuracy": acc,
+                **_metrics(m, test_loader, loss_fn, "test")}, samples
+
     chosen, table, start_masks = choose_start(model, loss_fn, weights, config.density,
                                               candidates, score_batches, calibration,
                                               seed=config.seed,
@@ -476,14 +515,13 @@ def prune(
         samples=config.fisher_samples, gamma=config.gamma, lam=config.lam,
         hessian=config.hessian, rescale=config.rescale,
         calibration=calibration if config.loss_check else None)
+    start_metrics, start_samples = validated(model)
     report = ICBSReport(
         config={k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in dataclasses.asdict(config).items()},
         backend=backend.name, block_size=n_block, block_k=k_block, warm_start=solver.warm,
         dense=dense,
-        initial={"method": chosen, "candidates": table,
-                 **_metrics(model, val_loader, loss_fn, "val"),
-                 **_metrics(model, test_loader, loss_fn, "test")},
+        initial={"method": chosen, "candidates": table, **start_metrics},
         layers={})
     report.config["backend_options"] = solver.options
     engine = ICBSEngine(objective, solver, block_size=n_block, block_k=k_block,
@@ -548,12 +586,14 @@ def prune(
         return ({n: objective.keep(u).copy() for u, n in enumerate(objective.names)},
                 objective.values())
 
-    best_key = (report.initial.get("val_accuracy") or 0.0, -report.initial["val_loss"])
+    selection = GuardedSelection(z=config.select_z)
+    selection.offer("start", start_metrics["val_loss"], start_metrics["val_accuracy"],
+                    start_samples, lambda: (0, *snapshot()))
     if refit_mode == "epoch":  # the start too, so the first blocks see fitted weights
-        report.initial["refit"] = {**refit(0), **measured(model)}
-        best_key = (report.initial["refit"].get("val_accuracy") or 0.0,
-                    -report.initial["refit"]["val_loss"])
-    best = (0, *snapshot())
+        refitted, samples = validated(model)
+        report.initial["refit"] = {**refit(0), **refitted}
+        selection.offer("start re-fit", refitted["val_loss"], refitted["val_accuracy"],
+                        samples, lambda: (0, *snapshot()))
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
         before = engine.stats.to_dict(with_groups=False)
@@ -562,6 +602,7 @@ def prune(
         refitted = (refit(epoch) if refit_on and (refit_mode == "epoch"
                                                   or epoch == config.epochs) else None)
         after = engine.stats.to_dict(with_groups=False)
+        validation, samples = validated(model)
         record = {"epoch": epoch,
                   "blocks_solved": after["blocks_solved"] - before["blocks_solved"],
                   "blocks_applied": after["blocks_applied"] - before["blocks_applied"],
@@ -571,16 +612,13 @@ def prune(
                                               and not r.reverted),
                   "calibration_loss": engine.loss,
                   **({} if refitted is None else {"refit": refitted}),
-                  **_metrics(model, val_loader, loss_fn, "val"),
-                  **_metrics(model, test_loader, loss_fn, "test"),
+                  **validation,
                   "wall_time_s": time.perf_counter() - epoch_start,
                   "elapsed_s": time.perf_counter() - start}
         report.epochs.append(record)
-        key = (record.get("val_accuracy") or 0.0, -record["val_loss"])
-        if key > best_key:
-            best_key = key
-            best = (epoch, *snapshot())
-        record["best_epoch"] = best[0]
+        selection.offer(f"epoch {epoch}", record["val_loss"], record["val_accuracy"],
+                        samples, lambda: (epoch, *snapshot()))
+        record["best_epoch"], record["best_state"] = selection.state[0], selection.label
         log.info("epoch %d: val loss %.4f, val accuracy %s, %d/%d blocks applied", epoch,
                  record["val_loss"], record.get("val_accuracy"), record["blocks_applied"],
                  record["blocks_solved"])
@@ -589,8 +627,10 @@ def prune(
 
     if refit_mode == "final" and config.epochs == 0:
         report.initial["refit"] = refit(0)
-    report.best_epoch = best[0]
-    if config.keep_best and report.epochs and best[0] != report.epochs[-1]["epoch"]:
+    best = selection.state
+    report.best_epoch, report.best_state, report.selection = (best[0], selection.label,
+                                                              selection.log)
+    if config.keep_best and selection.label != selection.log[-1]["label"]:
         objective.set_masks(best[1], best[2])
     report.final_epoch = best[0] if config.keep_best else (report.epochs[-1]["epoch"]
                                                            if report.epochs else 0)

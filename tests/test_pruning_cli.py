@@ -144,7 +144,7 @@ def test_prune_refuses_bad_input_before_any_work(tmp_path, capsys):
                        (["--refit", "--refit-rounds", "0"], "refit_rounds must be >= 1"),
                        (["--refit", "--no-loss-check"], "needs loss_check on"),
                        (["--task", "lm", "--refit-rounds", "2"], "--refit-rounds is for classifiers"),
-                       (["--task", "lm", "--no-keep-best"], "--keep-best is for classifiers"),
+                       (["--task", "lm", "--no-keep-best"], "--keep-best and --select-z are for classifiers"),
                        (["--task", "lm", "--reconstruct"], "--reconstruct is for classifiers")]:
         code = main(["prune", *argv, "--epochs", "0"] + ([] if "--out" in argv else
                                                          ["--out", str(tmp_path / "o")]))

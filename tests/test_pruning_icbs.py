@@ -108,20 +108,44 @@ def test_keep_best_restores_the_best_epoch(trained):
     state, (train, val, _) = trained
     net = _net(state)
     cfg = ICBSConfig(density=0.2, backend="exact", block_size=8, epochs=3, steps_per_epoch=3,
-                     fisher_samples=100, keep_best=True, seed=5)
+                     fisher_samples=100, keep_best=True, select_z=0.0, seed=5)
     report = prune(net, CE, train, val, cfg).to_dict()
     best = report["best_epoch"]
     accs = [report["initial"]["val_accuracy"]] + [e["val_accuracy"] for e in report["epochs"]]
+    # select_z=0: plain best validation accuracy (ties to the lower loss)
     assert report["final"]["val_accuracy"] == pytest.approx(max(accs))
     assert report["final_epoch"] == best
     # each epoch records the best epoch so far; without keep_best the last epoch stays
     assert [e["best_epoch"] for e in report["epochs"]][-1] == best
     assert all(e["best_epoch"] <= e["epoch"] for e in report["epochs"])
+    assert [s["label"] for s in report["selection"]] == ["start", "epoch 1", "epoch 2", "epoch 3"]
     net2 = _net(state)
     last = prune(net2, CE, train, val, dataclasses.replace(cfg, keep_best=False)).to_dict()
     assert last["final_epoch"] == 3
     assert last["final"]["val_accuracy"] == pytest.approx(last["epochs"][-1]["val_accuracy"])
     assert ICBSConfig(density=0.5).keep_best
+
+
+def test_guarded_selection_returns_the_state_it_chose(trained):
+    """select_z > 0: every replacement passed the paired test, the returned model is the
+    chosen state, and a huge z keeps the start (no later state can pass)."""
+    state, (train, val, _) = trained
+    cfg = ICBSConfig(density=0.2, backend="exact", block_size=8, epochs=3, steps_per_epoch=3,
+                     fisher_samples=100, select_z=1.0, seed=5)
+    report = prune(_net(state), CE, train, val, cfg).to_dict()
+    log = report["selection"]
+    assert log[0]["chosen"] and all(e["change"] < e["threshold"] < 0
+                                    for e in log[1:] if e["chosen"])
+    chosen = [e for e in log if e["chosen"]][-1]
+    assert report["best_state"] == chosen["label"]
+    assert report["final"]["val_loss"] == pytest.approx(chosen["val_loss"], rel=1e-6)
+    strict = prune(_net(state), CE, train, val,
+                   dataclasses.replace(cfg, select_z=1e9)).to_dict()
+    assert strict["best_state"] == "start" and strict["final_epoch"] == 0
+    assert strict["final"]["val_loss"] == pytest.approx(strict["initial"]["val_loss"], rel=1e-6)
+    assert strict["density"] == pytest.approx(report["density"])
+    with pytest.raises(InputError, match="select_z"):
+        ICBSConfig(density=0.5, select_z=-1.0).validate()
 
 
 def test_tabu_never_starves_a_block():

@@ -108,9 +108,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "its noise (default: on)")
     add_executor_arguments(parser, "a group's blocks (--task lm: a decoder block's Linears)")
     parser.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
-                        help="classifiers: end with the mask and weights of the epoch (the "
-                             "start counted) of best validation accuracy; the validation split "
-                             "is used by nothing else (default: on)")
+                        help="classifiers: end with the mask and weights of the best state on "
+                             "the validation split (the start, the start re-fitted, each "
+                             "epoch's end); the validation split is used by nothing else "
+                             "(default: on)")
+    parser.add_argument("--select-z", type=float, default=None, metavar="Z",
+                        help="classifiers, with --keep-best: a later state replaces the best "
+                             "so far only when its validation accuracy is higher (ties: lower "
+                             "loss) and its per-sample validation loss is lower by more than Z "
+                             "standard errors of the paired change; 0 turns the test off "
+                             "(default: ICBSConfig.select_z)")
     lm = parser.add_argument_group("language models (--task lm)")
     lm.add_argument("--objective", choices=["fisher", "reconstruction"], default="fisher",
                     help="block objective for language models")
@@ -200,9 +207,9 @@ def run(args: argparse.Namespace) -> int:
         if args.refit_rounds is not None:
             raise InputError("--refit-rounds is for classifiers; --task lm re-fits each row "
                              "exactly (use --row-rounds for its block rounds)")
-        if args.keep_best is not None:
-            raise InputError("--keep-best is for classifiers (it picks an epoch on their "
-                             "validation split); drop it for --task lm")
+        if args.keep_best is not None or args.select_z is not None:
+            raise InputError("--keep-best and --select-z are for classifiers (they pick an "
+                             "epoch on their validation split); drop them for --task lm")
         return _run_lm(args)
 
     import os
@@ -260,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         hessian=args.hessian,
         solver_time_limit=args.solver_time_limit,
         **({} if args.keep_best is None else {"keep_best": args.keep_best}),
+        **({} if args.select_z is None else {"select_z": args.select_z}),
         group_size=args.group_size,
         loss_check=not args.no_loss_check,
         **({} if args.loss_z is None else {"loss_z": args.loss_z}),

@@ -1,0 +1,65 @@
+"""`pruning.selection.GuardedSelection`: the guarded choice among a run's states."""
+
+import numpy as np
+import pytest
+
+from pruning.selection import GuardedSelection
+
+
+def _offer(sel, label, losses, accuracy, taken):
+    losses = np.asarray(losses, dtype=float)
+    return sel.offer(label, float(losses.mean()), accuracy, losses,
+                     lambda: taken.append(label) or label)
+
+
+def test_first_state_is_the_incumbent_and_snapshots_are_taken_only_on_choice():
+    taken: list[str] = []
+    sel = GuardedSelection(z=2.0)
+    assert _offer(sel, "start", [1.0, 1.0, 1.0, 1.0], 0.5, taken)
+    # lower accuracy: never chosen, whatever its loss
+    assert not _offer(sel, "epoch 1", [0.1, 0.1, 0.1, 0.1], 0.25, taken)
+    assert taken == ["start"] and sel.label == sel.state == "start"
+    assert [e["chosen"] for e in sel.log] == [True, False]
+
+
+def test_a_change_within_noise_does_not_replace_the_incumbent():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.0, 2.0, 300)
+    noisy = base + rng.normal(0.0, 0.5, 300)
+    noisy -= noisy.mean() - (base.mean() - 0.01)  # 0.01 lower on the mean, noise 0.5
+    taken: list[str] = []
+    guarded = GuardedSelection(z=2.0)
+    _offer(guarded, "start", base, 0.9, taken)
+    assert not _offer(guarded, "epoch 1", noisy, 0.9, taken)
+    entry = guarded.log[-1]
+    # the paired statistics, checked by hand
+    diff = noisy - base
+    assert entry["change"] == pytest.approx(diff.mean())
+    assert entry["threshold"] == pytest.approx(-2.0 * diff.std(ddof=1) / np.sqrt(300))
+    assert entry["threshold"] < entry["change"] < 0
+    # z = 0: the plain rule (higher accuracy, ties to the lower loss) takes it
+    plain = GuardedSelection(z=0.0)
+    _offer(plain, "start", base, 0.9, taken)
+    assert _offer(plain, "epoch 1", noisy, 0.9, taken) and plain.label == "epoch 1"
+
+
+def test_a_clear_improvement_replaces_the_incumbent_and_later_ones_compare_with_it():
+    base = np.linspace(0.5, 1.5, 200)
+    sel = GuardedSelection(z=2.0)
+    _offer(sel, "start", base, 0.8, [])
+    assert _offer(sel, "start re-fit", base - 0.2, 0.8, [])
+    # level with the new incumbent in accuracy, lower in loss by far less than its noise
+    noise = np.random.default_rng(1).normal(0.0, 0.1, 200)
+    assert not _offer(sel, "epoch 1", base - 0.2 + noise - noise.mean() - 1e-4, 0.8, [])
+    # every sample a little lower: consistent, so it passes however small
+    assert _offer(sel, "epoch 2", base - 0.2 - 1e-6, 0.8, [])
+    # higher accuracy but a higher loss: a guarded selection does not move
+    assert not _offer(sel, "epoch 3", base, 0.81, [])
+    assert sel.label == "epoch 2"
+
+
+def test_without_per_sample_losses_the_guard_falls_back_to_the_plain_rule():
+    sel = GuardedSelection(z=2.0)
+    assert sel.offer("start", 1.0, 0.5, None, lambda: "s")
+    assert sel.offer("epoch 1", 0.99, 0.5, None, lambda: "e1")
+    assert sel.log[-1]["threshold"] is None and sel.state == "e1"
