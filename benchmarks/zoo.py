@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                        "chita++_time_s": r["baselines"].get("chita++", {}).get("wall_time_s"),
                        "settings": args.set, "calibration": args.calibration, "start": r["initial"]["method"], "start_candidates": r["initial"]["candidates"],
                        "steps_per_epoch": config.steps_per_epoch,
-                       "epochs": [{k: e.get(k) for k in ("epoch", "test_accuracy", "val_accuracy", "val_loss",
+                       "epochs": [{k: e.get(k) for k in ("epoch", "test_accuracy", "test_loss", "val_accuracy", "val_loss",
                                                          "calibration_loss", "blocks_applied",
                                                          "blocks_reverted", "elapsed_s", "refit",
                                                          "best_epoch", "best_state")}
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                        "final_epoch": r["final_epoch"], "final_state": r["best_state"],
                        "selection": r["selection"],
                        "icbs": r["final"]["test_accuracy"], "R": recovered(r["final"]["test_accuracy"]),
+                       "icbs_test_loss": r["final"]["test_loss"],
+                       "chita++_test_loss": r["baselines"].get("chita++", {}).get("test_loss"),
                        "wall_time_s": r["wall_time_s"],
                        "predicted_vs_measured": [(g["predicted"], g["measured"])
                                                  for g in r["engine"]["groups"]
