@@ -3,9 +3,9 @@
 `prune(model, loss_fn, train_loader, val_loader, ICBSConfig(...))` prunes the
 nn.Linear / nn.Conv2d weights of ``model`` in place to the target density and returns an
 `ICBSReport`. The start is a one-shot mask (``init="auto"``: every one-shot mask of
-`pruning.baselines.BASELINES` and CHITA's and CHITA++'s masks with their updated weights are scored on the
-calibration set and the lowest temperature-scaled loss wins);
-then epochs of steps, each step a group of blocks posed by
+`pruning.baselines.BASELINES` and CHITA++'s mask with its updated weights are scored on
+the calibration set and the lowest temperature-scaled loss wins); then epochs of steps,
+each step a group of blocks posed by
 `pruning.objectives.ClassifierFisher` from one fresh batch, solved by any registered
 backend, accepted on the exact block model and kept only when the held-out calibration
 loss does not rise (``loss_check``). Validation loss and accuracy are measured after
@@ -106,9 +106,9 @@ class ICBSConfig:
     such test; 2 kept the start on 5 of the 12 digits runs and lowered their mean test
     accuracy by 0.17 points, benchmarks/README.md, session 15). The validation split is
     seen by neither the steps nor the loss check, so this is model selection on held-out
-    data; it keeps extra epochs from costing accuracy (session 8). ``start_score``: how ``init="auto"`` ranks its
-    candidates (`choose_start`): "tempered" (default) by the temperature-scaled
-    calibration loss, "loss" by the plain one. γ, λ, fixing and tabu
+    data; it keeps extra epochs from costing accuracy (session 8). ``start_score``: how
+    ``init="auto"`` ranks its candidates (`choose_start`): "tempered" (default) by the
+    temperature-scaled calibration loss, "loss" by the plain one. γ, λ, fixing and tabu
     fractions default to ICBS.md's; the step counts and block size to the values chosen
     on the model zoo (benchmarks/README.md, "Choosing the defaults").
     """
