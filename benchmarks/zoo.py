@@ -135,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                                   for e in r["epochs"]],
                        "start_refit": r["initial"].get("refit"),
                        "final_epoch": r["final_epoch"], "final_state": r["best_state"],
-                       "selection": r["selection"],
+                       "selection": r["selection"], "select_z": config.select_z,
                        "icbs": r["final"]["test_accuracy"], "R": recovered(r["final"]["test_accuracy"]),
                        "icbs_test_loss": r["final"]["test_loss"],
+                       "start_test_accuracy": r["initial"].get("test_accuracy"),
                        "chita++_test_loss": r["baselines"].get("chita++", {}).get("test_loss"),
                        "wall_time_s": r["wall_time_s"],
                        "predicted_vs_measured": [(g["predicted"], g["measured"])
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     _table(rows)
     if len(args.seeds) > 1:
         _seed_table(rows)
+    _selection_table(rows)
     _plot(rows, RESULTS / f"{args.name}.png")
     print(f"wrote {out} and {RESULTS / (args.name + '.png')}")
     return 0
@@ -227,6 +229,7 @@ def _report(names: list[str], name: str) -> int:
         metas.append(data["meta"])
     _table(rows)
     _seed_table(rows)
+    _selection_table(rows)
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps({"meta": {"merged": names, "parts": metas}, "runs": rows},
                               indent=1) + "\n")
@@ -264,6 +267,59 @@ def _seed_table(rows: list[dict]) -> None:
               f"| {fmt([r.get('R_4', r['R']) for r in sel], 1.0)} "
               f"| {wins}/{sum(1 for b in plus if b is not None)} "
               f"| {fmt([r.get('time_4_s', r['wall_time_s']) for r in sel], 1.0, 0)} |")
+
+
+def plain_choice(row: dict) -> tuple[str, float | None]:
+    """(label, test accuracy) of the state that ``select_z=0`` (best validation accuracy,
+    ties to the lower loss) picks from a run's selection log: the same trajectory, so a
+    guarded run shows what the plain rule would have returned."""
+    best: tuple[tuple[float, float], str] | None = None
+    for entry in row["selection"]:
+        key = (entry["val_accuracy"] or 0.0, -entry["val_loss"])
+        if best is None or key > best[0]:
+            best = (key, entry["label"])
+    assert best is not None
+    label = best[1]
+    if label == "start":
+        start = row.get("start_test_accuracy")
+        acc = start if start is not None else row["start_candidates"][row["start"]].get(
+            "test_accuracy")
+    elif label == "start re-fit":
+        acc = row["start_refit"]["test_accuracy"]
+    else:
+        acc = {e["epoch"]: e["test_accuracy"] for e in row["epochs"]}[int(label.split()[1])]
+    return label, acc
+
+
+def _selection_table(rows: list[dict]) -> None:
+    """Where runs carry a guarded selection (select_z > 0): the state it returned against
+    the plain rule's on the same trajectory, per model and density."""
+    guarded = [r for r in rows if r.get("selection")]
+    if not any(r.get("select_z", 0) > 0 or any("change" in e for e in r["selection"])
+               for r in guarded):
+        return
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in guarded:
+        groups.setdefault((r["model"], r["density"]), []).append(r)
+    print("\n| model | density | seeds | CHITA++ | guarded (returned) | plain (same runs) "
+          "| guarded − plain | guarded kept the start | >= CHITA++ guarded / plain |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (model, density), sel in groups.items():
+        plain = [plain_choice(r)[1] for r in sel]
+        ours = [r["icbs"] for r in sel]
+        plus = [r.get("chita++") for r in sel]
+        n = len(sel)
+
+        def wins(values: list) -> int:
+            return sum(1 for a, b in zip(values, plus) if a is not None and b is not None
+                       and a >= b)
+        valid = [p for p in plain if p is not None]
+        print(f"| {model} | {density} | {n} "
+              f"| {100 * sum(b or 0 for b in plus) / n:.2f} | {100 * sum(ours) / n:.2f} "
+              f"| {100 * sum(valid) / max(len(valid), 1):.2f} "
+              f"| {100 * (sum(ours) - sum(valid)) / n:+.2f} "
+              f"| {sum(1 for r in sel if r.get('final_state') == 'start')}/{n} "
+              f"| {wins(ours)}/{n} / {wins(plain)}/{n} |")
 
 
 def _table(rows: list[dict]) -> None:

@@ -103,7 +103,7 @@ class ICBSConfig:
     replaces the incumbent when its validation accuracy is higher, ties to the lower
     validation loss, and, with ``select_z`` > 0, its per-sample validation losses are
     lower by more than ``select_z`` standard errors of the paired change (default 0: no
-    such test; 2 kept the start on 5 of the 12 digits runs and lowered their mean test
+    such test; 2 kept the start on 6 of the 12 digits runs and lowered their mean test
     accuracy by 0.17 points, benchmarks/README.md, session 15). The validation split is
     seen by neither the steps nor the loss check, so this is model selection on held-out
     data; it keeps extra epochs from costing accuracy (session 8). ``start_score``: how

@@ -13,8 +13,9 @@ epoch. The first state offered is the incumbent. A later state replaces it when
 A positive ``z`` keeps a change that the split cannot tell from noise from replacing what
 came before it. On the digits models' 300 validation images z = 2 did that as meant (an
 epoch level in accuracy and 2 % lower in loss no longer replaced a CHITA++ start one test
-image better), but it also kept the start on 5 of 12 runs and lowered the mean test
-accuracy by 0.17 points, so it is an option (benchmarks/README.md, session 15).
+image better), but it also kept the start on 6 of 12 runs (the plain rule: 1) and
+lowered the mean test accuracy by 0.17 points, so it is an option (benchmarks/README.md,
+session 15).
 """
 
 from __future__ import annotations
