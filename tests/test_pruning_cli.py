@@ -143,6 +143,8 @@ def test_prune_refuses_bad_input_before_any_work(tmp_path, capsys):
                        (["--model", "zoo:nope"], "unknown zoo model"),
                        (["--refit", "--refit-rounds", "0"], "refit_rounds must be >= 1"),
                        (["--refit", "--no-loss-check"], "needs loss_check on"),
+                       (["--select-z", "-1"], "select_z must be >= 0"),
+                       (["--task", "lm", "--select-z", "1"], "--select-z are for classifiers"),
                        (["--task", "lm", "--refit-rounds", "2"], "--refit-rounds is for classifiers"),
                        (["--task", "lm", "--no-keep-best"], "--keep-best and --select-z are for classifiers"),
                        (["--task", "lm", "--reconstruct"], "--reconstruct is for classifiers")]:
