@@ -302,8 +302,9 @@ def _selection_table(rows: list[dict]) -> None:
     for r in guarded:
         groups.setdefault((r["model"], r["density"]), []).append(r)
     print("\n| model | density | seeds | CHITA++ | guarded (returned) | plain (same runs) "
-          "| guarded − plain | guarded kept the start | >= CHITA++ guarded / plain |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| guarded − plain | guarded kept the start | >= CHITA++ guarded / plain "
+          "| test loss < CHITA++'s (guarded) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (model, density), sel in groups.items():
         plain = [plain_choice(r)[1] for r in sel]
         ours = [r["icbs"] for r in sel]
@@ -314,12 +315,16 @@ def _selection_table(rows: list[dict]) -> None:
             return sum(1 for a, b in zip(values, plus) if a is not None and b is not None
                        and a >= b)
         valid = [p for p in plain if p is not None]
+        losses = [(r["icbs_test_loss"], r["chita++_test_loss"]) for r in sel
+                  if r.get("icbs_test_loss") is not None
+                  and r.get("chita++_test_loss") is not None]
         print(f"| {model} | {density} | {n} "
               f"| {100 * sum(b or 0 for b in plus) / n:.2f} | {100 * sum(ours) / n:.2f} "
               f"| {100 * sum(valid) / max(len(valid), 1):.2f} "
               f"| {100 * (sum(ours) - sum(valid)) / n:+.2f} "
               f"| {sum(1 for r in sel if r.get('final_state') == 'start')}/{n} "
-              f"| {wins(ours)}/{n} / {wins(plain)}/{n} |")
+              f"| {wins(ours)}/{n} / {wins(plain)}/{n} "
+              f"| {sum(1 for a, b in losses if a < b)}/{len(losses)} |")
 
 
 def _table(rows: list[dict]) -> None:
