@@ -269,10 +269,11 @@ def _seed_table(rows: list[dict]) -> None:
               f"| {fmt([r.get('time_4_s', r['wall_time_s']) for r in sel], 1.0, 0)} |")
 
 
-def plain_choice(row: dict) -> tuple[str, float | None]:
-    """(label, test accuracy) of the state that ``select_z=0`` (best validation accuracy,
-    ties to the lower loss) picks from a run's selection log: the same trajectory, so a
-    guarded run shows what the plain rule would have returned."""
+def plain_choice(row: dict) -> tuple[str, float | None, float | None]:
+    """(label, test accuracy, test loss) of the state that ``select_z=0`` (best
+    validation accuracy, ties to the lower loss) picks from a run's selection log: the
+    same trajectory, so a guarded run shows what the plain rule would have returned.
+    None where the row does not hold the figure."""
     best: tuple[tuple[float, float], str] | None = None
     for entry in row["selection"]:
         key = (entry["val_accuracy"] or 0.0, -entry["val_loss"])
@@ -281,14 +282,15 @@ def plain_choice(row: dict) -> tuple[str, float | None]:
     assert best is not None
     label = best[1]
     if label == "start":
-        start = row.get("start_test_accuracy")
-        acc = start if start is not None else row["start_candidates"][row["start"]].get(
-            "test_accuracy")
+        state = row["start_candidates"][row["start"]]
+        acc = row.get("start_test_accuracy", state.get("test_accuracy"))
     elif label == "start re-fit":
-        acc = row["start_refit"]["test_accuracy"]
+        state = row["start_refit"]
+        acc = state["test_accuracy"]
     else:
-        acc = {e["epoch"]: e["test_accuracy"] for e in row["epochs"]}[int(label.split()[1])]
-    return label, acc
+        state = {e["epoch"]: e for e in row["epochs"]}[int(label.split()[1])]
+        acc = state["test_accuracy"]
+    return label, acc, state.get("test_loss")
 
 
 def _selection_table(rows: list[dict]) -> None:
@@ -302,11 +304,15 @@ def _selection_table(rows: list[dict]) -> None:
     for r in guarded:
         groups.setdefault((r["model"], r["density"]), []).append(r)
     print("\n| model | density | seeds | CHITA++ | guarded (returned) | plain (same runs) "
-          "| guarded − plain | guarded kept the start | >= CHITA++ guarded / plain "
-          "| test loss < CHITA++'s (guarded) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| plain: worst R | guarded − plain | guarded kept the start | >= CHITA++ guarded / plain "
+          "| test loss < CHITA++'s (plain) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (model, density), sel in groups.items():
-        plain = [plain_choice(r)[1] for r in sel]
+        picks = [plain_choice(r) for r in sel]
+        plain = [p[1] for p in picks]
+        recovered = [(p - r["best_one_shot"]) / (r["dense"] - r["best_one_shot"])
+                     for p, r in zip(plain, sel)
+                     if p is not None and r["dense"] > r["best_one_shot"]]
         ours = [r["icbs"] for r in sel]
         plus = [r.get("chita++") for r in sel]
         n = len(sel)
@@ -315,12 +321,12 @@ def _selection_table(rows: list[dict]) -> None:
             return sum(1 for a, b in zip(values, plus) if a is not None and b is not None
                        and a >= b)
         valid = [p for p in plain if p is not None]
-        losses = [(r["icbs_test_loss"], r["chita++_test_loss"]) for r in sel
-                  if r.get("icbs_test_loss") is not None
-                  and r.get("chita++_test_loss") is not None]
+        losses = [(p[2], r["chita++_test_loss"]) for p, r in zip(picks, sel)
+                  if p[2] is not None and r.get("chita++_test_loss") is not None]
         print(f"| {model} | {density} | {n} "
               f"| {100 * sum(b or 0 for b in plus) / n:.2f} | {100 * sum(ours) / n:.2f} "
               f"| {100 * sum(valid) / max(len(valid), 1):.2f} "
+              f"| {f'{min(recovered):.2f}' if recovered else '—'} "
               f"| {100 * (sum(ours) - sum(valid)) / n:+.2f} "
               f"| {sum(1 for r in sel if r.get('final_state') == 'start')}/{n} "
               f"| {wins(ours)}/{n} / {wins(plain)}/{n} "
