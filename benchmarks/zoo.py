@@ -25,6 +25,7 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 # One thread per run for every numeric library, not only torch: lanes run side by side
 # (set before numpy or torch is imported; QCBO_TORCH_THREADS overrides).
@@ -295,42 +296,45 @@ def plain_choice(row: dict) -> tuple[str, float | None, float | None]:
 
 def _selection_table(rows: list[dict]) -> None:
     """Where runs carry a guarded selection (select_z > 0): the state it returned against
-    the plain rule's on the same trajectory, per model and density."""
+    the plain rule's on the same trajectory, per model and density ("—" where a figure
+    is missing, e.g. CHITA++ under --no-chita)."""
     guarded = [r for r in rows if r.get("selection")]
     if not any(r.get("select_z", 0) > 0 or any("change" in e for e in r["selection"])
                for r in guarded):
         return
-    groups: dict[tuple[str, float], list[dict]] = {}
+    groups: dict[tuple[str, float, str], list[dict]] = {}
     for r in guarded:
-        groups.setdefault((r["model"], r["density"]), []).append(r)
-    print("\n| model | density | seeds | CHITA++ | guarded (returned) | plain (same runs) "
-          "| plain: worst R | guarded − plain | guarded kept the start | >= CHITA++ guarded / plain "
-          "| test loss < CHITA++'s (plain) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (model, density), sel in groups.items():
+        groups.setdefault((r["model"], r["density"], r.get("init", "auto")), []).append(r)
+
+    def mean(values: list[float | None]) -> str:
+        v = [x for x in values if x is not None]
+        return f"{100 * sum(v) / len(v):.2f}" if v else "—"
+
+    def count(pairs: list[tuple[Any, Any]], better: Callable[[Any, Any], bool]) -> str:
+        known = [(a, b) for a, b in pairs if a is not None and b is not None]
+        return f"{sum(1 for a, b in known if better(a, b))}/{len(known)}" if known else "—"
+
+    print("\n| model | density | init | seeds | CHITA++ | guarded (returned) | plain (same "
+          "runs) | plain: worst R | guarded − plain | guarded kept the start | guarded >= "
+          "CHITA++ | plain >= CHITA++ | plain: test loss < CHITA++'s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (model, density, init), sel in groups.items():
         picks = [plain_choice(r) for r in sel]
+        plus = [r.get("chita++") for r in sel]
+        ours = [r["icbs"] for r in sel]
         plain = [p[1] for p in picks]
+        both = [(a, b) for a, b in zip(ours, plain) if b is not None]
         recovered = [(p - r["best_one_shot"]) / (r["dense"] - r["best_one_shot"])
                      for p, r in zip(plain, sel)
                      if p is not None and r["dense"] > r["best_one_shot"]]
-        ours = [r["icbs"] for r in sel]
-        plus = [r.get("chita++") for r in sel]
-        n = len(sel)
-
-        def wins(values: list) -> int:
-            return sum(1 for a, b in zip(values, plus) if a is not None and b is not None
-                       and a >= b)
-        valid = [p for p in plain if p is not None]
-        losses = [(p[2], r["chita++_test_loss"]) for p, r in zip(picks, sel)
-                  if p[2] is not None and r.get("chita++_test_loss") is not None]
-        print(f"| {model} | {density} | {n} "
-              f"| {100 * sum(b or 0 for b in plus) / n:.2f} | {100 * sum(ours) / n:.2f} "
-              f"| {100 * sum(valid) / max(len(valid), 1):.2f} "
-              f"| {f'{min(recovered):.2f}' if recovered else '—'} "
-              f"| {100 * (sum(ours) - sum(valid)) / n:+.2f} "
-              f"| {sum(1 for r in sel if r.get('final_state') == 'start')}/{n} "
-              f"| {wins(ours)}/{n} / {wins(plain)}/{n} "
-              f"| {sum(1 for a, b in losses if a < b)}/{len(losses)} |")
+        diff = (f"{100 * sum(a - b for a, b in both) / len(both):+.2f}" if both else "—")
+        losses = [(p[2], r.get("chita++_test_loss")) for p, r in zip(picks, sel)]
+        print(f"| {model} | {density} | {init} | {len(sel)} | {mean(plus)} | {mean(ours)} "
+              f"| {mean(plain)} | {f'{min(recovered):.2f}' if recovered else '—'} | {diff} "
+              f"| {sum(1 for r in sel if r.get('final_state') == 'start')}/{len(sel)} "
+              f"| {count(list(zip(ours, plus)), lambda a, b: a >= b)} "
+              f"| {count(list(zip(plain, plus)), lambda a, b: a >= b)} "
+              f"| {count(losses, lambda a, b: a < b)} |")
 
 
 def _table(rows: list[dict]) -> None:
