@@ -590,8 +590,9 @@ def prune(
     selection.offer("start", start_metrics["val_loss"], start_metrics["val_accuracy"],
                     start_samples, lambda: (0, *snapshot()))
     if refit_mode == "epoch":  # the start too, so the first blocks see fitted weights
+        record = refit(0)  # measured after the re-fit
         refitted, samples = validated(model)
-        report.initial["refit"] = {**refit(0), **refitted}
+        report.initial["refit"] = {**record, **refitted}
         selection.offer("start re-fit", refitted["val_loss"], refitted["val_accuracy"],
                         samples, lambda: (0, *snapshot()))
     for epoch in range(1, config.epochs + 1):

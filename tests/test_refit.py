@@ -311,6 +311,23 @@ def test_keep_best_restores_the_best_epochs_refitted_values():
     assert acc == pytest.approx(seen["val_accuracy"])
 
 
+def test_the_refitted_start_is_measured_after_its_refit_and_offered_as_such():
+    """epochs=0 with the last state kept: the model returned is the re-fitted start, so
+    its measured figures are report.initial["refit"]'s; the start before it is offered
+    too, with its own figures."""
+    net, val, report = _prune_blobs(1, epochs=0, refit_z=0.0, keep_best=False)
+    from pruning.icbs import evaluate_loader
+
+    assert report["initial"]["refit"]["rounds_kept"] > 0
+    loss, acc = evaluate_loader(net, val, CE)
+    assert report["initial"]["refit"]["val_loss"] == pytest.approx(loss, rel=1e-6)
+    assert report["initial"]["refit"]["val_loss"] != pytest.approx(report["initial"]["val_loss"])
+    start, refitted = report["selection"]
+    assert (start["label"], refitted["label"]) == ("start", "start re-fit")
+    assert start["val_loss"] == pytest.approx(report["initial"]["val_loss"])
+    assert refitted["val_loss"] == pytest.approx(loss, rel=1e-6)
+
+
 def test_refit_with_paired_tests_in_the_engine_and_no_epochs():
     _, _, report = _prune_blobs(2, epochs=1, refit_z=1.0, loss_z=1.0, keep_best=False)
     kept = [r for r in report["refits"] if r["accepted"]]
