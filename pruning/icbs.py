@@ -490,12 +490,9 @@ def prune(
         model, *calibration, loss_fn)
     candidates = list(AUTO_CANDIDATES) if config.init == "auto" else [config.init]
 
-    def measured(m: nn.Module) -> dict[str, Any]:
-        return {**_metrics(m, val_loader, loss_fn, "val"),
-                **_metrics(m, test_loader, loss_fn, "test")}
-
     def validated(m: nn.Module) -> tuple[dict[str, Any], np.ndarray | None]:
-        """`measured`, and the per-sample validation losses the selection tests on."""
+        """Validation and test metrics, and the per-sample validation losses the
+        selection tests on (None unless ``select_z`` > 0)."""
         loss, acc, samples = evaluate_samples(m, val_loader, loss_fn,
                                               per_sample=config.select_z > 0)
         return {"val_loss": loss, "val_accuracy": acc,
@@ -504,7 +501,8 @@ def prune(
     chosen, table, start_masks = choose_start(model, loss_fn, weights, config.density,
                                               candidates, score_batches, calibration,
                                               seed=config.seed,
-                                              measure={n: measured for n in measure_starts},
+                                              measure={n: (lambda m: validated(m)[0])
+                                                       for n in measure_starts},
                                               score=config.start_score)
     if start_masks["values"] is not None:  # CHITA: its weights become iCBS's dense values
         with torch.no_grad():
