@@ -20,6 +20,7 @@ loss, accuracy, temperature), written to results/NAME.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -61,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibration", choices=["train", "val"], default="train",
                    help="where iCBS's calibration set comes from: held apart from the "
                         "training split (default) or drawn from the validation split")
+    p.add_argument("--paired", action="store_true",
+                   help="also compare iCBS with CHITA++ image by image on the test split "
+                        "(McNemar's exact test; CHITA++ is pruned again on a copy of the "
+                        "dense model, checked against its recorded accuracy)")
     p.add_argument("--name", default="zoo")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--report", nargs="+", metavar="NAME", default=None,
@@ -111,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                         kwargs[key] = value
                 config = ICBSConfig(density=density, epochs=args.epochs, seed=seed, init=init,
                                     **kwargs)
+                dense_model = copy.deepcopy(loaded.model) if args.paired else None
                 r = prune_classifier(loaded, method="icbs", config=config, baselines=baselines,
                                      calibration_split=args.calibration)
                 dense = r["dense"]["test_accuracy"]
@@ -157,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                     row["epoch_4"] = pick
                     row["R_4"] = recovered(row["icbs_4"])
                     row["time_4_s"] = by_epoch[4]["elapsed_s"]
+                if dense_model is not None:
+                    row["paired"] = _paired(loaded, dense_model, config, row)
                 rows.append(row)
                 out.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")
                 print(f"{model} d={density} seed={seed} init={init}: dense {100 * dense:.2f}, best "
@@ -169,9 +177,84 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.seeds) > 1:
         _seed_table(rows)
     _selection_table(rows)
+    _paired_table(rows)
     _plot(rows, RESULTS / f"{args.name}.png")
     print(f"wrote {out} and {RESULTS / (args.name + '.png')}")
     return 0
+
+
+def _test_correct(model: Any, data: Any) -> Any:
+    """(N,) bool: which test samples ``model`` classifies right."""
+    import torch
+
+    x, y = data.split("test")
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + 1024]).argmax(dim=-1) == y[i:i + 1024]
+                          for i in range(0, len(x), 1024)]).numpy()
+
+
+def _paired(loaded: Any, dense_model: Any, config: Any, row: dict) -> dict | None:
+    """iCBS's returned model against CHITA++ on every test image (McNemar,
+    `pruning.selection.paired_accuracy_test`, a = iCBS, b = CHITA++). CHITA++ is pruned
+    again on ``dense_model`` from the batches `pruning.run.prune_classifier` gave it; None
+    when either model's accuracy differs from the recorded one (then the replay is not
+    the run's CHITA++)."""
+    import torch
+    from torch import nn
+
+    from pruning.baselines import prunable_weights
+    from pruning.chita import PLUS_STAGES, ChitaConfig, chita_prune
+    from pruning.data import make_loader
+    from pruning.icbs import _batches_forever
+    from pruning.run import split_calibration
+    from pruning.selection import paired_accuracy_test
+
+    if row.get("chita++") is None:
+        return None
+    (x_fit, y_fit), _ = split_calibration(loaded.data.x_train, loaded.data.y_train,
+                                          config.calibration_samples, config.seed)
+    batches = _batches_forever(make_loader(x_fit, y_fit, batch_size=512, shuffle=True,
+                                           seed=config.seed))
+    score = [next(batches) for _ in range(max(1, config.calibration_batches))]
+    weights = prunable_weights(dense_model, config.patterns)
+    result = chita_prune(dense_model, nn.functional.cross_entropy, score,
+                         ChitaConfig(density=config.density, seed=config.seed,
+                                     stages=PLUS_STAGES), patterns=list(weights))
+    with torch.no_grad():
+        for n, p in weights.items():
+            p.mul_(result.masks[n].to(p.dtype))
+    ours, theirs = _test_correct(loaded.model, loaded.data), _test_correct(dense_model,
+                                                                          loaded.data)
+    if (abs(ours.mean() - row["icbs"]) > 1e-9 or abs(theirs.mean() - row["chita++"]) > 1e-9):
+        print(f"  paired test skipped: replayed accuracies {ours.mean():.4f} / "
+              f"{theirs.mean():.4f} differ from the run's", flush=True)
+        return None
+    return paired_accuracy_test(ours, theirs)
+
+
+def _paired_table(rows: list[dict]) -> None:
+    """Per model and density, where rows carry ``paired``: iCBS against CHITA++ image by
+    image, summed discordant pairs, and the runs where McNemar's p < 0.05 either way."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        if r.get("paired"):
+            groups.setdefault((r["model"], r["density"]), []).append(r)
+    if not groups:
+        return
+    print("\n| model | density | runs | iCBS − CHITA++ (points, mean) | images only iCBS / "
+          "only CHITA++ gets right (all runs) | runs iCBS < CHITA++ | of them p < 0.05 "
+          "| smallest p | runs iCBS > CHITA++ with p < 0.05 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (model, density), sel in groups.items():
+        t = [r["paired"] for r in sel]
+        worse = [x for x in t if x["difference"] < 0]
+        print(f"| {model} | {density} | {len(t)} "
+              f"| {100 * sum(x['difference'] for x in t) / len(t):+.2f} "
+              f"| {sum(x['a_only'] for x in t)} / {sum(x['b_only'] for x in t)} "
+              f"| {len(worse)} | {sum(1 for x in worse if x['p'] < 0.05)} "
+              f"| {min(x['p'] for x in t):.3f} "
+              f"| {sum(1 for x in t if x['difference'] > 0 and x['p'] < 0.05)} |")
 
 
 def _starts(args: argparse.Namespace) -> int:
@@ -231,6 +314,7 @@ def _report(names: list[str], name: str) -> int:
     _table(rows)
     _seed_table(rows)
     _selection_table(rows)
+    _paired_table(rows)
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps({"meta": {"merged": names, "parts": metas}, "runs": rows},
                               indent=1) + "\n")

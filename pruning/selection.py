@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["GuardedSelection"]
+__all__ = ["GuardedSelection", "paired_accuracy_test"]
 
 
 @dataclass
@@ -80,3 +80,30 @@ class GuardedSelection:
         diff = np.asarray(samples, dtype=np.float64) - base
         spread = float(np.std(diff, ddof=1))
         return float(diff.mean()), -self.z * spread / math.sqrt(len(diff))
+
+
+def paired_accuracy_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
+    """Compare two classifiers on the same test samples: McNemar's exact test.
+
+    ``correct_a``, ``correct_b``: (N,) bool, whether each model classifies sample i right.
+    Returns ``n``, ``a_only`` / ``b_only`` (samples only that model gets right: the
+    discordant pairs), ``difference`` (accuracy of a minus b, a fraction), ``se`` (its
+    paired standard error, sqrt(a_only + b_only - (a_only - b_only)^2 / n) / n) and
+    ``p`` (two-sided exact binomial test of a_only against a_only + b_only at 1/2; 1.0
+    when no pair is discordant). A small ``p`` says the two accuracies differ by more
+    than the test set's sampling noise; a large one that this set cannot tell them apart.
+    """
+    from scipy.stats import binomtest
+
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"need two (N,) arrays of the same length N >= 1, got shapes "
+                         f"{a.shape} and {b.shape}")
+    n = len(a)
+    a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    discordant = a_only + b_only
+    p = float(binomtest(a_only, discordant, 0.5).pvalue) if discordant else 1.0
+    se = math.sqrt(max(discordant - (a_only - b_only) ** 2 / n, 0.0)) / n
+    return {"n": n, "a_only": a_only, "b_only": b_only,
+            "difference": (a_only - b_only) / n, "se": se, "p": p}

@@ -63,3 +63,33 @@ def test_without_per_sample_losses_the_guard_falls_back_to_the_plain_rule():
     assert sel.offer("start", 1.0, 0.5, None, lambda: "s")
     assert sel.offer("epoch 1", 0.99, 0.5, None, lambda: "e1")
     assert sel.log[-1]["threshold"] is None and sel.state == "e1"
+
+
+def test_paired_accuracy_test_counts_discordant_pairs_and_matches_the_binomial():
+    from math import comb, sqrt
+
+    from pruning.selection import paired_accuracy_test
+
+    # 10 samples: both right on 5, only a on 1, only b on 3, both wrong on 1
+    a = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
+    b = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 0], dtype=bool)
+    out = paired_accuracy_test(a, b)
+    assert (out["n"], out["a_only"], out["b_only"]) == (10, 1, 3)
+    assert out["difference"] == pytest.approx(-0.2)
+    # exact two-sided p of 1 success in 4 fair trials: P(X<=1) + P(X>=3) = 10/16
+    assert out["p"] == pytest.approx(sum(comb(4, i) for i in (0, 1, 3, 4)) / 16)
+    assert out["se"] == pytest.approx(sqrt(4 - 4 / 10) / 10)
+    # identical predictions: nothing discordant, p = 1, no spread
+    same = paired_accuracy_test(a, a)
+    assert (same["a_only"], same["b_only"], same["p"], same["se"]) == (0, 0, 1.0, 0.0)
+    # a consistent gap on many samples is significant
+    big_a = np.ones(300, dtype=bool)
+    big_b = np.arange(300) >= 30
+    assert paired_accuracy_test(big_a, big_b)["p"] < 1e-6
+
+
+def test_paired_accuracy_test_rejects_mismatched_shapes():
+    from pruning.selection import paired_accuracy_test
+
+    with pytest.raises(ValueError, match="same length"):
+        paired_accuracy_test(np.ones(3, bool), np.ones(4, bool))
