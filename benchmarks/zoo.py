@@ -183,6 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _score_batches(loaded: Any, config: Any) -> tuple[list, Any]:
+    """(the batches `pruning.run.prune_classifier` scores the starts and the baselines
+    on, its calibration set), for ``config``'s seed, calibration size and batch count."""
+    from pruning.data import make_loader
+    from pruning.icbs import _batches_forever
+    from pruning.run import split_calibration
+
+    (x_fit, y_fit), cal = split_calibration(loaded.data.x_train, loaded.data.y_train,
+                                            config.calibration_samples, config.seed)
+    batches = _batches_forever(make_loader(x_fit, y_fit, batch_size=512, shuffle=True,
+                                           seed=config.seed))
+    return [next(batches) for _ in range(max(1, config.calibration_batches))], cal
+
+
 def _test_correct(model: Any, data: Any) -> Any:
     """(N,) bool: which test samples ``model`` classifies right."""
     import torch
@@ -205,18 +219,11 @@ def _paired(loaded: Any, dense_model: Any, config: Any, row: dict) -> dict | Non
 
     from pruning.baselines import prunable_weights
     from pruning.chita import PLUS_STAGES, ChitaConfig, chita_prune
-    from pruning.data import make_loader
-    from pruning.icbs import _batches_forever
-    from pruning.run import split_calibration
     from pruning.selection import paired_accuracy_test
 
     if row.get("chita++") is None:
         return None
-    (x_fit, y_fit), _ = split_calibration(loaded.data.x_train, loaded.data.y_train,
-                                          config.calibration_samples, config.seed)
-    batches = _batches_forever(make_loader(x_fit, y_fit, batch_size=512, shuffle=True,
-                                           seed=config.seed))
-    score = [next(batches) for _ in range(max(1, config.calibration_batches))]
+    score, _ = _score_batches(loaded, config)
     weights = prunable_weights(dense_model, config.patterns)
     result = chita_prune(dense_model, nn.functional.cross_entropy, score,
                          ChitaConfig(density=config.density, seed=config.seed,
@@ -263,9 +270,7 @@ def _starts(args: argparse.Namespace) -> int:
     from torch import nn
 
     from pruning.baselines import prunable_weights
-    from pruning.data import make_loader
-    from pruning.icbs import AUTO_CANDIDATES, ICBSConfig, _batches_forever, choose_start
-    from pruning.run import split_calibration
+    from pruning.icbs import AUTO_CANDIDATES, ICBSConfig, choose_start
     from pruning.zoo import load_zoo
 
     torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
@@ -275,12 +280,7 @@ def _starts(args: argparse.Namespace) -> int:
             for seed in args.seeds:
                 loaded = load_zoo(model)
                 config = ICBSConfig(density=density, seed=seed)
-                (x_fit, y_fit), cal = split_calibration(loaded.data.x_train, loaded.data.y_train,
-                                                        config.calibration_samples, seed)
-                # The batches prune_classifier's iCBS run scores its candidates on.
-                batches = _batches_forever(make_loader(x_fit, y_fit, batch_size=512,
-                                                       shuffle=True, seed=seed))
-                score = [next(batches) for _ in range(config.calibration_batches)]
+                score, cal = _score_batches(loaded, config)
                 chosen, table, _ = choose_start(
                     loaded.model, nn.functional.cross_entropy,
                     prunable_weights(loaded.model, None), density, list(AUTO_CANDIDATES),
