@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                     row["R_4"] = recovered(row["icbs_4"])
                     row["time_4_s"] = by_epoch[4]["elapsed_s"]
                 if dense_model is not None:
-                    row["paired"] = _paired(loaded, dense_model, config, row)
+                    row["paired"] = _paired(loaded, dense_model, config, row, args.calibration)
                 rows.append(row)
                 out.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")
                 print(f"{model} d={density} seed={seed} init={init}: dense {100 * dense:.2f}, best "
@@ -183,15 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _score_batches(loaded: Any, config: Any) -> tuple[list, Any]:
+def _score_batches(loaded: Any, config: Any, calibration: str = "train") -> tuple[list, Any]:
     """(the batches `pruning.run.prune_classifier` scores the starts and the baselines
-    on, its calibration set), for ``config``'s seed, calibration size and batch count."""
+    on, its calibration set), for ``config``'s seed, calibration size and batch count and
+    its ``calibration_split``."""
     from pruning.data import make_loader
     from pruning.icbs import _batches_forever
     from pruning.run import split_calibration
 
-    (x_fit, y_fit), cal = split_calibration(loaded.data.x_train, loaded.data.y_train,
-                                            config.calibration_samples, config.seed)
+    if calibration == "train":
+        (x_fit, y_fit), cal = split_calibration(loaded.data.x_train, loaded.data.y_train,
+                                                config.calibration_samples, config.seed)
+    else:
+        x_fit, y_fit = loaded.data.x_train, loaded.data.y_train
+        _, cal = split_calibration(*loaded.data.split("val"), config.calibration_samples,
+                                   config.seed, max_fraction=1.0)
     batches = _batches_forever(make_loader(x_fit, y_fit, batch_size=512, shuffle=True,
                                            seed=config.seed))
     return [next(batches) for _ in range(max(1, config.calibration_batches))], cal
@@ -208,12 +214,13 @@ def _test_correct(model: Any, data: Any) -> Any:
                           for i in range(0, len(x), 1024)]).numpy()
 
 
-def _paired(loaded: Any, dense_model: Any, config: Any, row: dict) -> dict | None:
+def _paired(loaded: Any, dense_model: Any, config: Any, row: dict,
+            calibration: str = "train") -> dict | None:
     """iCBS's returned model against CHITA++ on every test image (McNemar,
     `pruning.selection.paired_accuracy_test`, a = iCBS, b = CHITA++). CHITA++ is pruned
     again on ``dense_model`` from the batches `pruning.run.prune_classifier` gave it; None
-    when either model's accuracy differs from the recorded one (then the replay is not
-    the run's CHITA++)."""
+    when either model's test accuracy or the replay's test loss differs from the
+    recorded one (then the replay is not the run's CHITA++)."""
     import torch
     from torch import nn
 
@@ -223,7 +230,7 @@ def _paired(loaded: Any, dense_model: Any, config: Any, row: dict) -> dict | Non
 
     if row.get("chita++") is None:
         return None
-    score, _ = _score_batches(loaded, config)
+    score, _ = _score_batches(loaded, config, calibration)
     weights = prunable_weights(dense_model, config.patterns)
     result = chita_prune(dense_model, nn.functional.cross_entropy, score,
                          ChitaConfig(density=config.density, seed=config.seed,
@@ -233,9 +240,15 @@ def _paired(loaded: Any, dense_model: Any, config: Any, row: dict) -> dict | Non
             p.mul_(result.masks[n].to(p.dtype))
     ours, theirs = _test_correct(loaded.model, loaded.data), _test_correct(dense_model,
                                                                           loaded.data)
-    if (abs(ours.mean() - row["icbs"]) > 1e-9 or abs(theirs.mean() - row["chita++"]) > 1e-9):
+    x, y = loaded.data.split("test")
+    with torch.no_grad():
+        loss = float(nn.functional.cross_entropy(dense_model(x), y))
+    recorded = row.get("chita++_test_loss")
+    if (abs(ours.mean() - row["icbs"]) > 1e-9 or abs(theirs.mean() - row["chita++"]) > 1e-9
+            or recorded is None or abs(loss - recorded) > 1e-5 * max(1.0, abs(recorded))):
         print(f"  paired test skipped: replayed accuracies {ours.mean():.4f} / "
-              f"{theirs.mean():.4f} differ from the run's", flush=True)
+              f"{theirs.mean():.4f} or CHITA++'s test loss {loss:.5f} differ from the "
+              f"run's", flush=True)
         return None
     return paired_accuracy_test(ours, theirs)
 
