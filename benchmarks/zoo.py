@@ -12,6 +12,10 @@ magnitude-global, Wanda, gradient). Writes benchmarks/results/zoo.json and zoo.p
     nice -n 10 python benchmarks/zoo.py --models digits-mlp --densities 0.1 0.2 0.3 0.5
     python benchmarks/zoo.py --models fmnist-vit --densities 0.1 --seeds 0 1 2 --starts-only
 
+``--paired``: also compare iCBS's result with CHITA++ image by image on the test split
+(McNemar's exact test, `pruning.selection.paired_accuracy_test`; CHITA++ is pruned again
+from the run's own batches and checked against its recorded accuracy and test loss).
+
 ``--starts-only``: no iCBS; every candidate of the automatic start scored on the
 calibration set as `pruning.icbs.choose_start` scores it (plain and temperature-scaled
 loss, accuracy, temperature), written to results/NAME.json.
