@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--paired", action="store_true",
                    help="also compare iCBS with CHITA++ image by image on the test split "
                         "(McNemar's exact test; CHITA++ is pruned again on a copy of the "
-                        "dense model, checked against its recorded accuracy)")
+                        "dense model, checked against its recorded accuracy and test loss)")
     p.add_argument("--name", default="zoo")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--report", nargs="+", metavar="NAME", default=None,
@@ -187,35 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _score_batches(loaded: Any, config: Any, calibration: str = "train") -> tuple[list, Any]:
-    """(the batches `pruning.run.prune_classifier` scores the starts and the baselines
-    on, its calibration set), for ``config``'s seed, calibration size and batch count and
-    its ``calibration_split``."""
-    from pruning.data import make_loader
-    from pruning.icbs import _batches_forever
-    from pruning.run import split_calibration
-
-    if calibration == "train":
-        (x_fit, y_fit), cal = split_calibration(loaded.data.x_train, loaded.data.y_train,
-                                                config.calibration_samples, config.seed)
-    else:
-        x_fit, y_fit = loaded.data.x_train, loaded.data.y_train
-        _, cal = split_calibration(*loaded.data.split("val"), config.calibration_samples,
-                                   config.seed, max_fraction=1.0)
-    batches = _batches_forever(make_loader(x_fit, y_fit, batch_size=512, shuffle=True,
-                                           seed=config.seed))
-    return [next(batches) for _ in range(max(1, config.calibration_batches))], cal
-
-
-def _test_correct(model: Any, data: Any) -> Any:
-    """(N,) bool: which test samples ``model`` classifies right."""
+def _test_outputs(model: Any, data: Any) -> tuple[Any, float]:
+    """((N,) bool: which test samples ``model`` classifies right, mean test loss)."""
     import torch
+    from torch import nn
 
     x, y = data.split("test")
     model.eval()
     with torch.no_grad():
-        return torch.cat([model(x[i:i + 1024]).argmax(dim=-1) == y[i:i + 1024]
-                          for i in range(0, len(x), 1024)]).numpy()
+        logits = torch.cat([model(x[i:i + 1024]) for i in range(0, len(x), 1024)])
+    return (logits.argmax(dim=-1) == y).numpy(), float(nn.functional.cross_entropy(logits, y))
 
 
 def _paired(loaded: Any, dense_model: Any, config: Any, row: dict,
@@ -230,11 +211,12 @@ def _paired(loaded: Any, dense_model: Any, config: Any, row: dict,
 
     from pruning.baselines import prunable_weights
     from pruning.chita import PLUS_STAGES, ChitaConfig, chita_prune
+    from pruning.run import calibration_data
     from pruning.selection import paired_accuracy_test
 
     if row.get("chita++") is None:
         return None
-    score, _ = _score_batches(loaded, config, calibration)
+    score = calibration_data(loaded.data, config, calibration)[2]()
     weights = prunable_weights(dense_model, config.patterns)
     result = chita_prune(dense_model, nn.functional.cross_entropy, score,
                          ChitaConfig(density=config.density, seed=config.seed,
@@ -242,11 +224,8 @@ def _paired(loaded: Any, dense_model: Any, config: Any, row: dict,
     with torch.no_grad():
         for n, p in weights.items():
             p.mul_(result.masks[n].to(p.dtype))
-    ours, theirs = _test_correct(loaded.model, loaded.data), _test_correct(dense_model,
-                                                                          loaded.data)
-    x, y = loaded.data.split("test")
-    with torch.no_grad():
-        loss = float(nn.functional.cross_entropy(dense_model(x), y))
+    ours, _ = _test_outputs(loaded.model, loaded.data)
+    theirs, loss = _test_outputs(dense_model, loaded.data)
     recorded = row.get("chita++_test_loss")
     if (abs(ours.mean() - row["icbs"]) > 1e-9 or abs(theirs.mean() - row["chita++"]) > 1e-9
             or recorded is None or abs(loss - recorded) > 1e-5 * max(1.0, abs(recorded))):
@@ -288,6 +267,7 @@ def _starts(args: argparse.Namespace) -> int:
 
     from pruning.baselines import prunable_weights
     from pruning.icbs import AUTO_CANDIDATES, ICBSConfig, choose_start
+    from pruning.run import calibration_data
     from pruning.zoo import load_zoo
 
     torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
@@ -297,7 +277,8 @@ def _starts(args: argparse.Namespace) -> int:
             for seed in args.seeds:
                 loaded = load_zoo(model)
                 config = ICBSConfig(density=density, seed=seed)
-                score, cal = _score_batches(loaded, config)
+                _, cal, scoring = calibration_data(loaded.data, config)
+                score = scoring()
                 chosen, table, _ = choose_start(
                     loaded.model, nn.functional.cross_entropy,
                     prunable_weights(loaded.model, None), density, list(AUTO_CANDIDATES),

@@ -28,7 +28,8 @@ from .pooling import fast_max_pool_during
 #: Methods other than iCBS: the one-shot masks and CHITA (which also moves kept weights).
 METHODS: tuple[str, ...] = (*BASELINES, "chita", "chita++")
 
-__all__ = ["METHODS", "MODEL_DEFAULTS", "prune_classifier", "split_calibration"]
+__all__ = ["METHODS", "MODEL_DEFAULTS", "calibration_data", "prune_classifier",
+           "split_calibration"]
 
 #: Per-model defaults for `qcbo prune` when the user gives none.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -48,6 +49,35 @@ def split_calibration(x: torch.Tensor, y: torch.Tensor, size: int, seed: int = 0
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed) + 7919))
     cal, rest = order[:size], order[size:]
     return (x[rest], y[rest]), (x[cal], y[cal])
+
+
+Data = tuple[torch.Tensor, torch.Tensor]
+
+
+def calibration_data(data: Any, config: ICBSConfig, calibration_split: str = "train",
+                     batch_size: int = 512) -> tuple[Data, Data, Callable[[], list[Data]]]:
+    """What `prune_classifier` prunes from: ((x, y) its training batches come from,
+    (x, y) iCBS's calibration set, a function giving the first
+    ``config.calibration_batches`` training batches, the ones the baselines and iCBS's
+    start are scored on). ``calibration_split``: "train" holds
+    ``config.calibration_samples`` seeded training samples apart; "val" draws them from
+    the validation split and trains on all training samples."""
+    if calibration_split == "train":
+        fit, calibration_set = split_calibration(data.x_train, data.y_train,
+                                                 config.calibration_samples, config.seed)
+    elif calibration_split == "val":
+        fit = (data.x_train, data.y_train)
+        _, calibration_set = split_calibration(*data.split("val"), config.calibration_samples,
+                                               config.seed, max_fraction=1.0)
+    else:
+        raise InputError(f"calibration split must be train or val, got {calibration_split!r}")
+
+    def score_batches() -> list[Data]:
+        batches = _batches_forever(make_loader(*fit, batch_size=batch_size, shuffle=True,
+                                               seed=config.seed))
+        return [next(batches) for _ in range(max(1, config.calibration_batches))]
+
+    return fit, calibration_set, score_batches
 
 
 def _metrics(model: nn.Module, loaders: dict[str, Any], loss_fn) -> dict[str, float | None]:
@@ -91,26 +121,16 @@ def prune_classifier(
     data, model = loaded.data, loaded.model
     loss_fn = nn.functional.cross_entropy
 
-    if calibration_split == "train":
-        (x_fit, y_fit), calibration_set = split_calibration(
-            data.x_train, data.y_train, config.calibration_samples, config.seed)
-    elif calibration_split == "val":
-        x_fit, y_fit = data.x_train, data.y_train
-        _, calibration_set = split_calibration(*data.split("val"), config.calibration_samples,
-                                               config.seed, max_fraction=1.0)
-    else:
-        raise InputError(f"calibration split must be train or val, got {calibration_split!r}")
+    # The scoring batches are the ones `prune` draws first, so iCBS starts from this
+    # exact mask.
+    (x_fit, y_fit), calibration_set, calibration = calibration_data(
+        data, config, calibration_split, batch_size)
 
     def train_loader():
         return make_loader(x_fit, y_fit, batch_size=batch_size, shuffle=True, seed=config.seed)
 
     loaders = {split: make_loader(*data.split(split), batch_size=EVAL_CHUNK, shuffle=False)
                for split in ("val", "test")}
-
-    def calibration() -> list[tuple[torch.Tensor, torch.Tensor]]:
-        # The same batches `prune` draws first, so iCBS starts from this exact mask.
-        batches = _batches_forever(train_loader())
-        return [next(batches) for _ in range(max(1, config.calibration_batches))]
 
     dense = _metrics(model, loaders, loss_fn)
     results: dict[str, dict[str, Any]] = {}

@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from qcbo.errors import InputError
+
 __all__ = ["GuardedSelection", "paired_accuracy_test"]
 
 
@@ -98,7 +100,7 @@ def paired_accuracy_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[s
     a = np.asarray(correct_a, dtype=bool)
     b = np.asarray(correct_b, dtype=bool)
     if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
-        raise ValueError(f"need two (N,) arrays of the same length N >= 1, got shapes "
+        raise InputError(f"need two (N,) arrays of the same length N >= 1, got shapes "
                          f"{a.shape} and {b.shape}")
     n = len(a)
     a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
