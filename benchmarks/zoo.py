@@ -16,6 +16,10 @@ magnitude-global, Wanda, gradient). Writes benchmarks/results/zoo.json and zoo.p
 (McNemar's exact test, `pruning.selection.paired_accuracy_test`; CHITA++ is pruned again
 from the run's own batches and checked against its recorded accuracy and test loss).
 
+``--models NAME.r1 NAME.r2 ...``: replicates of a zoo model (`pruning.zoo`), each its own
+dense model trained on its own split; `--report` then also pools them per model
+(independent test splits on the digits, where 10 seeds share one 300-image test set).
+
 ``--starts-only``: no iCBS; every candidate of the automatic start scored on the
 calibration set as `pruning.icbs.choose_start` scores it (plain and temperature-scaled
 loss, accuracy, temperature), written to results/NAME.json.
@@ -47,14 +51,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from pruning.zoo import ZOO
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO))
+    def zoo_name(name: str) -> str:
+        from pruning.zoo import zoo_spec
+
+        try:
+            return zoo_spec(name).name
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    p.add_argument("--models", nargs="+", default=list(ZOO), type=zoo_name,
+                   help="zoo models, or replicates NAME.rK (NAME's recipe on split K of its "
+                        "data, training seed + 1000 K; default: every zoo model)")
     p.add_argument("--densities", type=float, nargs="+", default=[0.1, 0.3])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="default: the library default (ICBSConfig)")
     p.add_argument("--steps", action="append", default=[], metavar="MODEL=N",
-                   help="steps per epoch for one model (e.g. fmnist-cnn=25)")
+                   help="steps per epoch for one model and its replicates (e.g. fmnist-cnn=25)")
     p.add_argument("--no-chita", action="store_true", help="skip the CHITA and CHITA++ baselines")
     p.add_argument("--inits", nargs="+", default=["auto"], metavar="INIT",
                    help="iCBS starts, one run each (auto, a one-shot mask name or chita)")
@@ -109,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 loaded = load_zoo(model)
                 kwargs = {}
-                steps = per_model.get(model, args.steps_per_epoch)
+                steps = per_model.get(model, per_model.get(_base(model), args.steps_per_epoch))
                 if steps is not None:
                     kwargs["steps_per_epoch"] = int(steps)
                 for item in args.set:
@@ -260,6 +274,52 @@ def _paired_table(rows: list[dict]) -> None:
               f"| {sum(1 for x in t if x['difference'] > 0 and x['p'] < 0.05)} |")
 
 
+def _base(model: str) -> str:
+    """The zoo model a replicate ``NAME.rK`` is of (NAME itself for NAME)."""
+    from pruning.zoo import ZOO
+
+    base, dot, k = model.rpartition(".r")
+    return base if dot and base in ZOO and k.isdigit() else model
+
+
+def _replicate_table(rows: list[dict]) -> None:
+    """Where rows include replicates (``NAME.rK``): per base model and density, over its
+    replicates (NAME itself counted as replicate 0) with the automatic start, the mean
+    test accuracy of CHITA++ and iCBS, on how many runs iCBS >= CHITA++, and where the
+    runs carry ``paired``, the discordant test images summed over runs with McNemar's
+    exact p on the sums (each replicate has its own dense model and, on the digits,
+    its own test split) and a sign test over the runs that differ."""
+    from scipy.stats import binomtest
+
+    if not any(_base(r["model"]) != r["model"] for r in rows):
+        return
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        if r.get("init", "auto") == "auto" and r.get("chita++") is not None:
+            groups.setdefault((_base(r["model"]), r["density"]), []).append(r)
+    print("\n| model (replicates pooled) | density | runs (models) | dense | CHITA++ | iCBS "
+          "| iCBS >= CHITA++ | images only iCBS / only CHITA++ gets right | McNemar p "
+          "(pooled) | runs above / below | sign test p |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (model, density), sel in groups.items():
+        n = len(sel)
+        mean = lambda key: 100 * sum(r[key] for r in sel) / n  # noqa: E731
+        wins = sum(1 for r in sel if r["icbs"] >= r["chita++"])
+        above = sum(1 for r in sel if r["icbs"] > r["chita++"] + 1e-12)
+        below = sum(1 for r in sel if r["icbs"] < r["chita++"] - 1e-12)
+        sign = binomtest(above, above + below).pvalue if above + below else 1.0
+        paired = [r["paired"] for r in sel if r.get("paired")]
+        if paired:
+            a, b = sum(x["a_only"] for x in paired), sum(x["b_only"] for x in paired)
+            images = f"{a} / {b} ({len(paired)} runs)"
+            mcnemar = f"{binomtest(a, a + b).pvalue:.3f}" if a + b else "1.000"
+        else:
+            images, mcnemar = "—", "—"
+        print(f"| {model} | {density} | {n} ({len({r['model'] for r in sel})}) "
+              f"| {mean('dense'):.2f} | {mean('chita++'):.2f} | {mean('icbs'):.2f} "
+              f"| {wins}/{n} | {images} | {mcnemar} | {above} / {below} | {sign:.3f} |")
+
+
 def _starts(args: argparse.Namespace) -> int:
     """Score the automatic start's candidates per model, density and seed (no iCBS)."""
     import torch
@@ -313,6 +373,7 @@ def _report(names: list[str], name: str) -> int:
     _seed_table(rows)
     _selection_table(rows)
     _paired_table(rows)
+    _replicate_table(rows)
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps({"meta": {"merged": names, "parts": metas}, "runs": rows},
                               indent=1) + "\n")

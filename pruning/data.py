@@ -159,12 +159,14 @@ def load_digits(*, val_size: int = 300, test_size: int = 300, seed: int = 0) -> 
     return _as_data("digits", x[train], y[train], x[val], y[val], x[test], y[test])
 
 
-def load_dataset(name: str) -> ClassificationData:
-    """A dataset by name: "fashion-mnist" or "digits"."""
+def load_dataset(name: str, seed: int = 0) -> ClassificationData:
+    """A dataset by name: "fashion-mnist" or "digits". ``seed`` draws the split (digits:
+    test, validation and training images; Fashion-MNIST: validation and training images,
+    the 10k test images being fixed); 0 is the split every built-in model uses."""
     if name == "fashion-mnist":
-        return load_fashion_mnist()
+        return load_fashion_mnist(seed=seed)
     if name == "digits":
-        return load_digits()
+        return load_digits(seed=seed)
     raise InputError(f"unknown dataset {name!r}; choose fashion-mnist or digits")
 
 

@@ -8,6 +8,12 @@ deterministic on one machine) and caches it in ``$QCBO_CACHE/zoo`` as
 ``NAME.safetensors`` + ``NAME.json``; nothing is committed. `python -m pruning.zoo`
 builds them all and prints their dense test accuracy.
 
+Replicates: ``NAME.rK`` (K = 1, 2, ...) is NAME's recipe on split K of its dataset (for the
+digits a different 300 test, 300 validation and 1,197 training images; for Fashion-MNIST
+different validation images, the test set being fixed) with training seed
+``seed + 1000 K``: an independent dense model and, on the digits, an independent test
+split, for conclusions that one 300-image test set cannot carry. ``NAME.r0`` is NAME.
+
 Shapes: inputs (B, F) float32 in [0, 1] (F = 64 digits, 784 Fashion-MNIST), outputs
 (B, C) class scores. Every weight of an nn.Linear / nn.Conv2d is prunable (the
 attention model's q/k/v/out projections are plain nn.Linear for that reason).
@@ -19,7 +25,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -31,7 +37,7 @@ from qcbo.errors import InputError
 from .data import ClassificationData, load_dataset, make_loader
 from .models import LoadedModel, cache_dir, evaluate, read_state_dict, save_cached
 
-__all__ = ["ZooSpec", "ZOO", "TUNING", "HELD_OUT", "build_model", "load_zoo"]
+__all__ = ["ZooSpec", "ZOO", "TUNING", "HELD_OUT", "build_model", "load_zoo", "zoo_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ class ZooSpec:
     epochs: int = 10
     batch_size: int = 128
     seed: int = 0
+    split_seed: int = 0
 
 
 ZOO: dict[str, ZooSpec] = {s.name: s for s in [
@@ -87,6 +94,38 @@ class Normalise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+#: Training seeds of replicate K are ``seed + REPLICATE_SEED_STRIDE * K``.
+REPLICATE_SEED_STRIDE = 1000
+
+
+def zoo_spec(name: str) -> ZooSpec:
+    """The spec of a zoo model or replicate (``NAME`` or ``NAME.rK``, K >= 0); InputError
+    naming the choices otherwise."""
+    base, dot, rest = name.rpartition(".r")
+    if dot and base in ZOO and rest.isdigit() and (rest == "0" or not rest.startswith("0")):
+        k = int(rest)
+        spec = ZOO[base]
+        if k == 0:
+            return spec
+        return replace(spec, name=name, seed=spec.seed + REPLICATE_SEED_STRIDE * k,
+                       split_seed=k)
+    spec = ZOO.get(name)
+    if spec is None:
+        raise InputError(f"unknown zoo model {name!r}; choose one of: "
+                         + ", ".join(f"zoo:{n}" for n in ZOO)
+                         + " (or a replicate NAME.rK, K = 1, 2, ...)")
+    return spec
+
+
+def _spec_record(spec: ZooSpec) -> dict:
+    """The spec as recorded in a cache's JSON (``split_seed`` 0 left out, so models cached
+    before replicates existed stay valid)."""
+    record = json.loads(json.dumps(asdict(spec)))
+    if record.get("split_seed") == 0:
+        del record["split_seed"]
+    return record
 
 
 def _normaliser(norm: Norm, data: ClassificationData) -> Normalise:
@@ -235,11 +274,9 @@ def load_zoo(name: str) -> LoadedModel:
     name, _, path = name.partition("@")
     if path:
         return _load_state(name, Path(path))
-    spec = ZOO.get(name)
-    if spec is None:
-        raise InputError(f"unknown zoo model {name!r}; choose one of: "
-                         + ", ".join(f"zoo:{n}" for n in ZOO))
-    data = load_dataset(spec.dataset)
+    spec = zoo_spec(name)
+    name = spec.name
+    data = load_dataset(spec.dataset, spec.split_seed)
     weights = cache_dir() / "zoo" / f"{name}.safetensors"
     info_path = weights.with_suffix(".json")
     with torch.random.fork_rng():
@@ -247,7 +284,7 @@ def load_zoo(name: str) -> LoadedModel:
         model = build_model(spec, data)
     if weights.is_file() and info_path.is_file():
         info = json.loads(info_path.read_text())
-        if info.get("spec") == json.loads(json.dumps(asdict(spec))):
+        if info.get("spec") == _spec_record(spec):
             model.load_state_dict(load_file(str(weights)))
             model.eval()
             return LoadedModel(name, model, data, info.get("test_accuracy"))
@@ -262,7 +299,7 @@ def load_zoo(name: str) -> LoadedModel:
     finally:
         torch.set_num_threads(threads)
     acc = evaluate(model, data.x_test, data.y_test)[1]
-    info = {"name": name, "spec": asdict(spec), "test_accuracy": acc,
+    info = {"name": name, "spec": _spec_record(spec), "test_accuracy": acc,
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": time.perf_counter() - start}
     save_cached({k: v.detach().contiguous() for k, v in model.state_dict().items()}, info, weights)
@@ -270,13 +307,11 @@ def load_zoo(name: str) -> LoadedModel:
 
 
 def _load_state(name: str, path: Path) -> LoadedModel:
-    spec = ZOO.get(name)
-    if spec is None:
-        raise InputError(f"unknown zoo model {name!r}; choose one of: " + ", ".join(ZOO))
+    spec = zoo_spec(name)
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
     state = read_state_dict(path)
-    data = load_dataset(spec.dataset)
+    data = load_dataset(spec.dataset, spec.split_seed)
     model = build_model(spec, data)
     try:
         model.load_state_dict(state)
@@ -296,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         loaded = load_zoo(name)
         params = sum(p.numel() for p in loaded.model.parameters())
-        print(f"{name:28s} {ZOO[name].arch:4s} {params:8d} params  dense test accuracy "
+        print(f"{name:28s} {zoo_spec(name).arch:4s} {params:8d} params  dense test accuracy "
               f"{100 * (loaded.test_accuracy or 0):.2f} %  ({time.perf_counter() - start:.1f} s)",
               flush=True)
     return 0

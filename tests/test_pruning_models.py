@@ -90,3 +90,28 @@ def test_full_module_files_load_safely(tmp_path):
     torch.save(nn.Sequential(nn.Linear(7, 10)), tmp_path / "wide.pt")
     with pytest.raises(InputError, match="neither 784"):
         load_model(str(tmp_path / "wide.pt"))
+
+
+def test_zoo_replicates_have_their_own_split_and_seed():
+    from dataclasses import asdict
+
+    from pruning.data import load_dataset
+    from pruning.zoo import ZOO, _spec_record, zoo_spec
+
+    base = ZOO["digits-mlp"]
+    assert zoo_spec("digits-mlp") is base and zoo_spec("digits-mlp.r0") is base
+    r2 = zoo_spec("digits-mlp.r2")
+    assert (r2.name, r2.split_seed, r2.seed) == ("digits-mlp.r2", 2, base.seed + 2000)
+    assert {k: v for k, v in asdict(r2).items() if k not in ("name", "seed", "split_seed")} \
+        == {k: v for k, v in asdict(base).items() if k not in ("name", "seed", "split_seed")}
+    # Models cached before replicates existed recorded no split_seed: still a match.
+    assert "split_seed" not in _spec_record(base) and _spec_record(r2)["split_seed"] == 2
+    a, b = load_dataset("digits", 0), load_dataset("digits", 2)
+    assert len(a.x_test) == len(b.x_test) == 300 and len(a.x_train) == len(b.x_train)
+    rows = lambda x: {tuple(v.tolist()) for v in x}  # noqa: E731
+    assert rows(a.x_test) != rows(b.x_test)
+    assert rows(a.x_train) | rows(a.x_val) | rows(a.x_test) \
+        == rows(b.x_train) | rows(b.x_val) | rows(b.x_test)
+    for bad in ("digits-mlp.r", "digits-mlp.r01", "digits-mlp.rx", "resnet.r1"):
+        with pytest.raises(InputError, match="unknown zoo model"):
+            zoo_spec(bad)
