@@ -21,7 +21,11 @@ exact to 0.5 / s: a relative precision of 2**-(precision_bits + 1) of the larges
 coefficient. ``info["energy_error_bound"]`` is a bound on |energy(x) - scaled(x) / s| over
 every feasible x (the worst sum of rounding residuals of one sign over the terms a
 feasible x can switch on), so the proven optimum of the scaled model is within twice that
-bound of the true optimum. "optimal" means CP-SAT proved the scaled model optimal.
+bound of the true optimum. "optimal" means CP-SAT proved the scaled model optimal *and*
+the answer is within ``OPTIMALITY_RTOL * max(1, |energy|)`` of the resulting lower bound
+on the true optimum (CP-SAT's bound / s minus the rounding bound); otherwise (a Q whose
+coefficients span more than the precision, e.g. one of 1e9 beside ones of 1) the status
+is "feasible" and ``info["not_proven"]`` says why.
 
 A solution hint comes from the ``initial`` assignment (or ``Problem.feasible_point``)
 improved by the steepest swap/flip descent of `backends.polish`; when CP-SAT returns no
@@ -52,6 +56,9 @@ log = logging.getLogger(__name__)
 MAX_PRODUCTS = 200_000
 #: Largest n for which the triangle inequalities (4 C(n, 3) rows) are added by default.
 TRIANGLE_MAX_N = 40
+#: An answer counts as proven optimal when its energy is within this fraction of
+#: max(1, |energy|) of the certified lower bound on the true optimum.
+OPTIMALITY_RTOL = 1e-6
 #: Fraction of the time limit (at most this many seconds) spent on the heuristic hint.
 _HINT_SHARE, _HINT_MAX_S = 0.1, 1.0
 
@@ -218,7 +225,14 @@ class CpSatBackend(Backend):
             relative_gap=max(0.0, energy - best_bound) / max(abs(energy), 1e-12),
             scaling_error=energy - scaled,
         )
-        return RawSolution(x_best, proven_optimal=status == cp_model.OPTIMAL, info=info)
+        proven = status == cp_model.OPTIMAL
+        if proven and energy - best_bound > OPTIMALITY_RTOL * max(1.0, abs(energy)):
+            proven = False
+            info["not_proven"] = (
+                f"CP-SAT proved the rounded model optimal, but rounding leaves a gap of "
+                f"{energy - best_bound:.3g} to the true optimum; raise precision_bits (now "
+                f"{precision_bits}, at most 40) or narrow the range of Q's coefficients")
+        return RawSolution(x_best, proven_optimal=proven, info=info)
 
     @staticmethod
     def _add_cuts(model: Any, cp_model: Any, x: list, y: list, iu: np.ndarray,

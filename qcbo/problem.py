@@ -27,17 +27,25 @@ def _symmetric_from_matrix(a: np.ndarray, source: str, symmetrize: bool) -> np.n
         raise InputError(f"{source}: Q must be a square (n, n) matrix, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise InputError(f"{source}: Q contains NaN or inf; every coefficient must be finite")
+
+    def halves() -> np.ndarray:
+        with np.errstate(over="ignore"):
+            sym = (a + a.T) / 2.0
+        if not np.all(np.isfinite(sym)):
+            raise InputError(f"{source}: (Q + Q^T) / 2 overflows to inf; scale Q down")
+        return sym
+
     if symmetrize:
-        return (a + a.T) / 2.0
+        return halves()
     if np.array_equal(a, a.T):
         return a  # np.array() in Problem.__init__ already made a private copy
     asym = np.abs(a - a.T)
     scale = float(np.abs(a).max()) if a.size else 0.0
     if asym.size == 0 or asym.max() <= SYMMETRY_RTOL * max(scale, 1e-300):
-        return (a + a.T) / 2.0
+        return halves()
     if not np.any(np.tril(a, -1)):
         # An upper triangle: x U x == x ((U + U^T) / 2) x.
-        return (a + a.T) / 2.0
+        return halves()
     raise InputError(
         f"{source}: Q is not symmetric (max |Q - Q^T| = {asym.max():.3g}) and not an upper "
         "triangle; pass symmetrize=True to use (Q + Q^T) / 2, which has the same energies"
@@ -47,24 +55,42 @@ def _symmetric_from_matrix(a: np.ndarray, source: str, symmetrize: bool) -> np.n
 def _matrix_from_mapping(
     terms: Mapping[tuple[int, int], float], n: int | None, source: str
 ) -> np.ndarray:
-    pairs = list(terms.items())
-    for key, _ in pairs:
-        if not (isinstance(key, tuple) and len(key) == 2):
-            raise InputError(f"{source}: mapping keys must be (i, j) pairs, got {key!r}")
+    pairs = []
+    for key, value in terms.items():
+        if not (isinstance(key, tuple) and len(key) == 2
+                and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+                        for i in key)):
+            raise InputError(f"{source}: mapping keys must be (i, j) pairs of integer "
+                             f"indices, got {key!r:.60}")
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{source}: coefficient of {key!r} is not a number: "
+                             f"{value!r:.60}") from None
+        if not math.isfinite(v):
+            raise InputError(f"{source}: coefficient of {key!r} is {v}; every coefficient "
+                             "must be finite")
+        pairs.append(((int(key[0]), int(key[1])), v))
     max_index = max((max(i, j) for (i, j), _ in pairs), default=-1)
     if n is None:
         n = max_index + 1
+    elif isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise InputError(f"{source}: n must be a non-negative integer, got {n!r:.60}")
+    if n == 0:
+        raise InputError(f"{source}: Q is empty; a problem needs at least one variable")
     if max_index >= n or any(min(i, j) < 0 for (i, j), _ in pairs):
         raise InputError(f"{source}: index out of range 0..{n - 1} in the (i, j) mapping")
     q = np.zeros((n, n))
-    for (i, j), value in pairs:
-        v = float(value)
-        if i == j:
-            q[i, i] += v
-        else:
-            # Each (i, j) entry contributes value * x_i * x_j, split over both halves.
-            q[i, j] += v / 2.0
-            q[j, i] += v / 2.0
+    with np.errstate(over="ignore"):
+        for (i, j), v in pairs:
+            if i == j:
+                q[i, i] += v
+            else:
+                # Each (i, j) entry contributes value * x_i * x_j, split over both halves.
+                q[i, j] += v / 2.0
+                q[j, i] += v / 2.0
+    if not np.all(np.isfinite(q)):
+        raise InputError(f"{source}: the summed coefficients overflow to inf; scale Q down")
     return q
 
 
@@ -145,7 +171,9 @@ class Problem:
         if labels is not None:
             if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
                 raise InputError(f"{source}: labels must be a sequence, got {labels!r:.60}")
-            labels = tuple(labels)
+            # numpy scalars become Python ones, so every writer can store them.
+            labels = tuple(lab.item() if isinstance(lab, np.generic) else lab
+                           for lab in labels)
             if len(labels) != size:
                 raise InputError(f"{source}: {len(labels)} labels for {size} variables")
             try:

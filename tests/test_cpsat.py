@@ -110,3 +110,26 @@ def test_bad_options_are_input_errors():
         CpSatBackend().solve(problem, seed=0, precision_bits=0)
     with pytest.raises(InputError, match="workers"):
         CpSatBackend().solve(problem, seed=0, workers=0)
+
+
+def test_optimal_only_when_rounding_cannot_hide_a_better_answer():
+    """One coefficient of 1e9 beside ones of 1: 30 bits round the small ones to integers,
+    so the scaled model's optima include states 0.96 above the true optimum (seed 0, draw
+    49; which optimum CP-SAT returns depends on its workers' timing)."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a = rng.normal(size=(8, 8))
+        q = (a + a.T) / 2
+        q[0, 0] = 1e9 * rng.choice([-1, 1])
+    problem = Problem(q, k=3)
+    best, _ = brute_force(problem)
+    result = CpSatBackend().solve(problem, seed=0)
+    assert result.status == "feasible" and "precision_bits" in result.info["not_proven"]
+    assert result.info["best_bound"] <= best <= result.energy
+    assert result.energy - result.info["best_bound"] > 0.5
+    # The same Q without the outlier: the rounding is fine and the proof holds.
+    q[0, 0] = 1.0
+    fine = Problem(q, k=3)
+    result = CpSatBackend().solve(fine, seed=0)
+    assert result.status == "optimal"
+    assert result.energy == pytest.approx(brute_force(fine)[0], abs=1e-9)

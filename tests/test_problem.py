@@ -52,11 +52,26 @@ def test_symmetrize_flag_keeps_energies():
         (dict(Q=np.eye(2), labels=["a", "a"]), "unique"),
         (dict(Q=np.eye(2), metadata={"x": object()}), "JSON"),
         (dict(Q=[["a", "b"], ["c", "d"]]), "numeric"),
+        (dict(Q={(0, 0): float("nan"), (0, 1): 1.0}), "finite"),
+        (dict(Q={(0, 1): float("inf")}), "finite"),
+        (dict(Q={(0, 1): "abc"}), "not a number"),
+        (dict(Q={(0.5, 1): 1.0}), "integer indices"),
+        (dict(Q={("a", "b"): 1.0}), "integer indices"),
+        (dict(Q={(0, 1): 1.0}, n=2.5), "non-negative integer"),
+        (dict(Q={}, n=-1), "non-negative integer"),
+        (dict(Q={}), "at least one"),
+        (dict(Q={(0, 1): 1.0}, n=1), "out of range"),
+        (dict(Q=[[1e308, 1.7e308], [1e308, 0.0]], symmetrize=True), "overflows"),
     ],
 )
 def test_bad_input_raises_one_type(kwargs, match):
     with pytest.raises(InputError, match=match):
         Problem(**kwargs)
+
+
+def test_numpy_labels_become_python_scalars():
+    p = Problem(np.eye(2), labels=np.array([3, 7]))
+    assert p.labels == (3, 7) and all(type(v) is int for v in p.labels)
 
 
 def test_problem_is_read_only():
