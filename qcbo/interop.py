@@ -91,12 +91,22 @@ def _from_quadratic(linear: dict, quadratic: dict, offset: float, variables: lis
     return Problem(q, float(offset), k, labels=labels, metadata=metadata, source=source)
 
 
-def from_bqm(bqm: Any, *, k: int | None = None, metadata: dict | None = None) -> Problem:
-    """A Problem from a dimod BQM (SPIN models are converted to BINARY)."""
+def from_bqm(bqm: Any, *, k: int | None = None, metadata: dict | None = None,
+             order: list | None = None) -> Problem:
+    """A Problem from a dimod BQM (SPIN models are converted to BINARY); its variables in
+    ``order`` (every variable of the BQM once) when given, else in the BQM's order."""
     dimod = _require("dimod", "dimod")
+    if not isinstance(bqm, dimod.BinaryQuadraticModel):
+        raise InputError(f"from_bqm: expected a dimod BinaryQuadraticModel, got "
+                         f"{type(bqm).__name__}")
     if bqm.vartype is not dimod.BINARY:
         bqm = bqm.change_vartype(dimod.BINARY, inplace=False)
     variables = list(bqm.variables)
+    if order is not None:
+        if len(order) != len(variables) or set(order) != set(variables):
+            raise InputError("from_bqm: the variable order does not list the model's "
+                             "variables exactly once each")
+        variables = list(order)
     return _from_quadratic(dict(bqm.linear), dict(bqm.quadratic), bqm.offset, variables, k,
                            metadata, "from_bqm")
 
@@ -141,10 +151,17 @@ def from_cqm(cqm: Any, *, metadata: dict | None = None) -> Problem:
                            variables, k, metadata, "from_cqm")
 
 
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples they were written from (dimod does the same)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 def write_dimod_json(path: str | os.PathLike, problem: Problem) -> None:
     """A dimod serialisable BQM of the objective, plus {"qcbo": {k, metadata}}."""
     data = to_bqm(problem.replace(k=None)).to_serializable(use_bytes=False)
-    data["qcbo"] = {"version": 1, "k": problem.k, "metadata": problem.metadata}
+    # dimod writes the variables sorted; the qcbo entry keeps the problem's order.
+    data["qcbo"] = {"version": 1, "k": problem.k, "metadata": problem.metadata,
+                    "variables": list(_variables(problem))}
     with atomic_write(path, "w") as handle:
         json.dump(data, handle)
 
@@ -173,8 +190,20 @@ def read_dimod_json(path: str | os.PathLike, *, k: int | None = None) -> Problem
                              np.asarray(list(bqm.quadratic.values()), float), [bqm.offset]])
     if not np.all(np.isfinite(biases)):
         raise InputError(f"{path}: the model contains NaN or inf biases")
+    order = extra.get("variables")
+    if order is not None:
+        if not isinstance(order, list):
+            raise InputError(f"{path}: the qcbo entry's 'variables' is not a list")
+        order = [_tuples(v) for v in order]
+        try:
+            if len(order) != len(bqm.variables) or set(order) != set(bqm.variables):
+                raise TypeError
+        except TypeError:
+            raise InputError(f"{path}: the qcbo entry's 'variables' do not list the model's "
+                             "variables exactly once each") from None
     try:
-        return from_bqm(bqm, k=k if k is not None else file_k, metadata=extra.get("metadata"))
+        return from_bqm(bqm, k=k if k is not None else file_k, metadata=extra.get("metadata"),
+                        order=order)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
 

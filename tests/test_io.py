@@ -158,6 +158,23 @@ def test_dimod_round_trips(tmp_path, n, k):
     assert q.k == k and q.metadata == {"layer": "x"}
 
 
+@pytest.mark.parametrize("labels", [[3, 1, 4, 0, 2], ["x1", "x0", "y", "b", "a"],
+                                    [(1, 2), (0, 1), "z", 5, "q"]])
+def test_dimod_json_keeps_the_variable_order(tmp_path, labels):
+    """dimod writes the variables sorted; the file still reads back in the problem's order."""
+    p = random_problem(5, 2, seed=3).replace(labels=labels)
+    write_problem(tmp_path / "p.json", p)
+    q = read_problem(tmp_path / "p.json")
+    assert q.labels == tuple(labels)
+    X = all_states(5)
+    assert np.allclose(p.energies(X), q.energies(X))
+    doc = json.loads((tmp_path / "p.json").read_text())
+    doc["qcbo"]["variables"] = doc["qcbo"]["variables"][:-1]
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="exactly once"):
+        read_problem(tmp_path / "bad.json")
+
+
 def test_dimod_spin_models_are_converted():
     import dimod
 
