@@ -502,6 +502,9 @@ class BlockPlan:
     classical: np.ndarray | None = None
     classical_source: str | None = None
     name: str | None = None
+    #: Sub-blocks (or the whole block) left out: k = 0 or k = n has one feasible state,
+    #: the classical answer's, so a device task could not improve on it.
+    single_state: int = 0
 
     @property
     def cut(self) -> bool:
@@ -587,6 +590,12 @@ def plan_submission(
     cache: dict[tuple, tuple[NativeEstimate, list[str], int, int]] = {}
     blocks = []
     for i, problem in enumerate(problems):
+        if problem.k is not None and problem.k in (0, problem.n):
+            # One feasible state: answered here, recorded as a cut block with no tasks.
+            only = np.full(problem.n, int(problem.k > 0), dtype=np.int8)
+            blocks.append(BlockPlan(i, problem, [], only, "single feasible state",
+                                    _block_name(problem), single_state=1))
+            continue
         if q and problem.n > q:
             if answers is not None and i in answers:
                 x, source = np.asarray(answers[i][0], dtype=np.int8), answers[i][1]
@@ -602,6 +611,9 @@ def plan_submission(
             pieces = [(None, problem)]
             plan = BlockPlan(i, problem, [], name=_block_name(problem))
         for variables, sub in pieces:
+            if sub.k is not None and sub.k in (0, sub.n):
+                plan.single_state += 1
+                continue
             used = ("x" if sub.k is None else "xy-ring") if mixer == "auto" else mixer
             key = _structure_key(sub, used, p)
             if key not in cache:
@@ -636,13 +648,20 @@ def format_submission_plan(plan: SubmissionPlan, *, done: int = 0) -> str:
         qs = [task.problem.n for task in b.tasks]
         ks = sorted({task.problem.k for task in b.tasks if task.problem.k is not None})
         k_sub = "-" if not ks else (str(ks[0]) if len(ks) == 1 else f"{ks[0]}-{ks[-1]}")
-        depth = max(task.estimate.depth for task in b.tasks)
-        two = max(task.estimate.two_qubit for task in b.tasks)
+        depth = max((task.estimate.depth for task in b.tasks), default=0)
+        two = max((task.estimate.two_qubit for task in b.tasks), default=0)
         name = b.name or "-"
         lines.append(f"{b.index + 1:>5} {name[:22]:<22} {b.problem.n:>5} {str(b.problem.k):>5} "
-                     f"{len(b.tasks):>5} {max(qs):>3} {k_sub:>7} "
+                     f"{len(b.tasks):>5} {max(qs, default='-'):>3} {k_sub:>7} "
                      f"{(b.classical_source or 'whole block')[:16]:<16} {depth:>6} {two:>6}")
     tasks = plan.tasks
+    single = sum(b.single_state for b in plan.blocks)
+    if single:
+        lines.append(f"{single} block(s) or sub-block(s) with k = 0 or k = n have one feasible "
+                     "state: answered classically, no task")
+    if not tasks:
+        lines.append(f"{len(plan.blocks)} blocks -> 0 tasks: nothing to submit")
+        return "\n".join(lines)
     deepest = max(tasks, key=lambda task: task.estimate.depth)
     est = deepest.estimate
     gate = est.native or "supported-operation"

@@ -12,7 +12,8 @@ pytest.importorskip("numba")
 
 from backends.braket_device import DeviceInfo, collect_results, load_manifest  # noqa: E402
 from backends.braket_plan import (DEFAULT_SUB_BLOCK_CAP, _layout, circuit_shape,  # noqa: E402
-                                  native_estimate, plan_submission, snapshot_target, snapshots)
+                                  format_submission_plan, native_estimate, plan_submission,
+                                  snapshot_target, snapshots)
 from backends.qaoa import Angles, Gate, QAOAModel, circuit_plan  # noqa: E402
 from backends.subblock import restrict  # noqa: E402
 from qcbo import Problem  # noqa: E402
@@ -288,16 +289,21 @@ def test_sub_block_manifest_and_collect_stitch(tmp_path, capsys, monkeypatch):
     assert submit_cmd.run(build_parser().parse_args(argv + ["--yes"]), device=device) == 0
     data = load_manifest(manifest)
     assert data["version"] == 2 and data["sub_block"] == 4
-    assert [e["block"] for e in data["blocks"]] == [0, 1, 1, 1, 1]
+    # 4 sub-blocks cover the 14 variables; one holds only zeros of x0 (k = 0: a single
+    # feasible state), so it gets no task
+    assert [e["block"] for e in data["blocks"]] == [0, 1, 1, 1]
     assert data["blocks"][0]["variables"] is None
     parent = data["parents"][0]
     assert parent["index"] == 1 and parent["classical"]["x"] == x0.tolist()
-    assert parent["classical"]["source"] == "block answer" and parent["tasks"] == [1, 2, 3, 4]
-    assert sorted(v for e in data["blocks"][1:] for v in e["variables"]) == list(range(14))
-    assert device.runs == 5
+    assert parent["classical"]["source"] == "block answer" and parent["tasks"] == [1, 2, 3]
+    for e in data["blocks"][1:]:
+        assert 0 < x0[e["variables"]].sum() < len(e["variables"]) <= 4
+    left = set(range(14)) - {v for e in data["blocks"][1:] for v in e["variables"]}
+    assert 0 < len(left) <= 4 and x0[sorted(left)].sum() in (0, len(left))
+    assert device.runs == 4
     # resubmitting finds every task in the manifest and submits nothing
     assert submit_cmd.run(build_parser().parse_args(argv + ["--yes"]), device=device) == 0
-    assert device.runs == 5
+    assert device.runs == 4
     assert load_manifest(manifest)["parents"] == data["parents"]
 
     # fake results: each sub-block task returns its own optimum, 3 shots
@@ -317,7 +323,7 @@ def test_sub_block_manifest_and_collect_stitch(tmp_path, capsys, monkeypatch):
     assert stitched["energy"] == pytest.approx(block.energy(x)) and block.is_feasible(x)
     assert stitched["improvement"] == pytest.approx(block.energy(x0) - block.energy(x))
     assert stitched["improvement"] > 0 and stitched["kept"] >= 1
-    assert stitched["collected"] == 4 and stitched["sub_blocks"] == 4
+    assert stitched["collected"] == 3 and stitched["sub_blocks"] == 3
     assert json.loads(out.read_text())["blocks"][0]["x"] == stitched["x"]
     # the CLI prints the stitched block with its improvement
     capsys.readouterr()
@@ -325,6 +331,46 @@ def test_sub_block_manifest_and_collect_stitch(tmp_path, capsys, monkeypatch):
     assert collect_cmd.run(args, load_task=lambda arn: tasks[arn]) == 0
     text = capsys.readouterr().out
     assert "block 2 sub-block 3: energy" in text and "improvement" in text
+
+
+def test_single_state_blocks_get_no_task(tmp_path, capsys, offline):
+    """k = 0 or k = n: one feasible state, answered without a device task (and not priced);
+    a source of only such blocks has nothing to submit."""
+    target = snapshot_target(ARIA)
+    plan = plan_submission([_block(40, 0, 1), _block(8, 8, 2), _block(8, 3, 3)], target,
+                           shots=100, p=1, classical_time=0.2)
+    assert [len(b.tasks) for b in plan.blocks] == [0, 0, 1]
+    assert plan.blocks[0].classical.tolist() == [0] * 40
+    assert plan.blocks[1].classical.tolist() == [1] * 8
+    assert plan.cost() == pytest.approx(target.price.per_task + 100 * target.price.per_shot)
+    assert "one feasible state" in format_submission_plan(plan)
+    path = tmp_path / "zero.npz"
+    write_blockset(path, [_block(40, 0, 1), _block(8, 8, 2)])
+    capsys.readouterr()
+    assert main(["submit", str(path), "--device", ARIA, "--shots", "100", "--plan-only"]) == 0
+    out, err = capsys.readouterr()
+    assert "0 tasks: nothing to submit" in out and "nothing to submit" in err
+    assert not (tmp_path / "zero.braket-manifest.json").exists()
+    # beside a block that needs a task: submitted, and collect returns the single state
+    from qcbo.cli import build_parser
+    from qcbo.commands import submit as submit_cmd
+
+    from .test_braket_device import RecordingDevice
+
+    small = random_problem(3, 1, seed=1)
+    write_blockset(path, [_block(40, 0, 1), small])
+    manifest, device = tmp_path / "m.json", RecordingDevice()
+    args = build_parser().parse_args(["submit", str(path), "--device", ARIA, "--shots", "5",
+                                      "--p", "1", "--manifest", str(manifest), "--yes"])
+    assert submit_cmd.run(args, device=device) == 0 and device.runs == 1
+    data = load_manifest(manifest)
+    assert [e["block"] for e in data["blocks"]] == [1]
+    assert data["parents"][0]["index"] == 0 and data["parents"][0]["tasks"] == []
+    tasks = {e["task_arn"]: _Task([[1, 0, 0]] * 3) for e in data["blocks"]}
+    summary = collect_results(manifest, [_block(40, 0, 1), small], lambda arn: tasks[arn],
+                              tmp_path / "r.json")
+    (single,) = summary["blocks"]
+    assert single["x"] == [0] * 40 and single["feasible"] and single["sub_blocks"] == 0
 
 
 def test_restrict_with_qx_matches_restrict():

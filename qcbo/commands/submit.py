@@ -137,6 +137,10 @@ def run(args: argparse.Namespace, *, device=None) -> int:
             previous[(prev.get("block", prev["index"]), prev["fingerprint"])] = prev
     done = sum(1 for e in entries if (e["block"], e["fingerprint"]) in previous)
     print(format_submission_plan(plan, done=done))
+    if not plan.tasks:
+        print("nothing to submit: every block has a single feasible state (k = 0 or k = n)",
+              file=sys.stderr)
+        return 0
     if args.plan_only or not args.yes:
         print("plan only: nothing trained or submitted" if args.plan_only
               else "nothing submitted; add --yes to train angles and submit", file=sys.stderr)
