@@ -249,8 +249,13 @@ class Backend(abc.ABC):
                 f"{self.name}: unknown option(s) {', '.join(unknown)}; known options: {known}")
         if not isinstance(problem, Problem):
             raise TypeError(f"{self.name}: expected a qcbo.Problem, got {type(problem).__name__}")
-        if time_limit is not None and not time_limit > 0:
-            raise InputError(f"{self.name}: time_limit must be > 0 seconds, got {time_limit}")
+        if time_limit is not None:
+            if isinstance(time_limit, (bool, np.bool_)) or not isinstance(
+                    time_limit, (int, float, np.integer, np.floating)) or not time_limit > 0:
+                raise InputError(f"{self.name}: time_limit must be a number > 0 of seconds "
+                                 f"(None: no limit), got {time_limit!r}")
+            # inf means no limit, for every backend alike
+            time_limit = None if math.isinf(time_limit) else float(time_limit)
         if seed is not None and (isinstance(seed, (bool, np.bool_))
                                  or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise InputError(f"{self.name}: seed must be an integer >= 0, got {seed!r}")

@@ -220,3 +220,26 @@ def test_subspace_trains_with_the_gradient_by_default():
     slow = backend.solve(problem, seed=0, p=2, shots=100, optimizer="cobyla")
     assert slow.info["optimizer"] == "cobyla"
     assert result.info["expectation"] <= slow.info["expectation"] + 1e-6
+
+
+def test_blocks_too_big_for_the_time_limit_are_answered_classically(monkeypatch):
+    """C(24, 12) = 2.7 M amplitudes cannot be simulated in 0.5 s: a polished classical
+    answer comes back in time, saying why; a model whose build eats the training share
+    of the limit ends the same way."""
+    import time
+
+    from backends.qaoa import QAOABackend
+    from backends.qaoa_subspace import SubspaceQAOABackend
+
+    backend = SubspaceQAOABackend()
+    problem = random_problem(24, 12, seed=1)
+    start = time.perf_counter()
+    result = backend.solve(problem, seed=0, time_limit=0.5)
+    assert time.perf_counter() - start < 1.5
+    assert result.feasible and result.info["source"] == "fallback"
+    assert "too short to simulate 2704156 amplitudes" in result.info["stopped"]
+    assert result.energy <= problem.energy(problem.feasible_point()) + 1e-9
+    monkeypatch.setattr(QAOABackend, "SECONDS_PER_AMPLITUDE", 0.0)
+    small = random_problem(18, 9, seed=2)
+    result = backend.solve(small, seed=0, time_limit=1e-4)
+    assert result.feasible and "building the model" in result.info["stopped"]
