@@ -242,11 +242,7 @@ class Backend(abc.ABC):
         ``seed``: None draws a fresh one (recorded in the result); ``time_limit`` in
         seconds bounds the solver's own work (the result may then be non-optimal).
         """
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            known = ", ".join(sorted(self.options)) or "none"
-            raise UnknownOptionError(
-                f"{self.name}: unknown option(s) {', '.join(unknown)}; known options: {known}")
+        self._check_known(options)
         if not isinstance(problem, Problem):
             raise TypeError(f"{self.name}: expected a qcbo.Problem, got {type(problem).__name__}")
         if time_limit is not None:
@@ -284,6 +280,22 @@ class Backend(abc.ABC):
             samples=raw.samples,
             info=raw.info,
         )
+
+    def _check_known(self, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise UnknownOptionError(
+                f"{self.name}: unknown option(s) {', '.join(map(repr, unknown))}; known "
+                f"options: {known}")
+
+    def prepare(self, problem: Problem, options: Mapping[str, Any]) -> dict[str, Any]:
+        """What `solve` checks before any work: option names, values and the problem's
+        fit (InputError / UnsupportedProblemError); the resolved options."""
+        self._check_known(options)
+        resolved = self.resolve_options(problem, options)
+        self.check(problem, **resolved)
+        return resolved
 
     def resolve_options(self, problem: Problem, options: Mapping[str, Any]) -> dict[str, Any]:
         """Every declared option, given or default, checked and converted (see `Option`)."""

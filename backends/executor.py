@@ -35,6 +35,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import re
 import socket
 import sys
 import time
@@ -613,6 +614,29 @@ class ProcessExecutor(Executor):
         self._free.clear()
 
 
+#: Seconds to wait for a TCP connection to a Ray cluster's address before giving up.
+RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+def _probe_ray_address(address: str) -> None:
+    """One-line errors for a malformed or unreachable cluster address, before `ray.init`
+    (which raises a traceback on the first and retries for minutes on the second).
+    "auto" is left to Ray."""
+    if address == "auto":
+        return
+    match = re.fullmatch(r"(?:ray://)?\[?([^\s\[\]]+?)\]?:(\d{1,5})", address)
+    if match is None:
+        raise InputError(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or "
+                         "auto (e.g. 10.0.0.5:6379 for a `ray start --head` node)")
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise BackendUnavailableError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check the "
+            "address and that `ray start --head` runs there") from None
+
+
 class RayExecutor(Executor):
     """Ray tasks: a local Ray instance, or the cluster at ``address`` (or $RAY_ADDRESS).
 
@@ -635,11 +659,14 @@ class RayExecutor(Executor):
             # "local": a new instance, never one that `ray start` left running here.
             kwargs: dict[str, Any] = {"address": address} if address else {
                 "address": "local", "num_cpus": _worker_count(workers)}
+            if address is not None:
+                _probe_ray_address(address)
             try:
                 ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
-            except ConnectionError as exc:
+            except (ConnectionError, ValueError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise BackendUnavailableError(f"cannot reach the Ray cluster at {address}: "
-                                              f"{exc}") from None
+                                              f"{first}") from None
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._ray = ray
         self._max_retries = max_retries

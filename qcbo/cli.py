@@ -23,7 +23,8 @@ from typing import NoReturn, Sequence
 from . import commands as _commands_pkg
 from .errors import QCBOError, SolverError
 
-__all__ = ["main", "build_parser", "add_problem_arguments", "non_negative_int", "positive_float"]
+__all__ = ["main", "build_parser", "add_problem_arguments", "non_negative_int", "positive_float",
+           "positive_int"]
 
 #: Order in `qcbo --help`; modules not listed here follow alphabetically.
 _ORDER = ["prune", "solve", "compare", "info", "convert", "backends", "submit", "collect"]
@@ -46,6 +47,16 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
     return value
 
 

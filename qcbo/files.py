@@ -29,12 +29,19 @@ def _umask() -> int:
     return mask
 
 
-def check_output(path: str | os.PathLike, what: str = "output") -> Path:
+def check_output(path: str | os.PathLike, what: str = "output",
+                 inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
     """Refuse, before any work starts, an output path that cannot be written.
 
-    Raises InputError when the folder is missing or not writable, or ``path`` is a folder.
+    Raises InputError when the folder is missing or not writable, ``path`` is a folder,
+    or it is one of the command's ``inputs`` (which it would overwrite).
     """
     path = Path(path)
+    if not str(path).strip():
+        raise InputError(f"{what}: the file name is empty")
+    for source in inputs:
+        if path.resolve() == Path(source).resolve():
+            raise InputError(f"{what} {path}: would overwrite the input; choose another name")
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise InputError(f"{what} {path}: is a folder, not a file")

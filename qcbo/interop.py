@@ -80,6 +80,9 @@ def _from_quadratic(linear: dict, quadratic: dict, offset: float, variables: lis
     n = len(variables)
     if n == 0:
         raise InputError(f"{source}: the model has no variables")
+    from .io import check_dense_size
+
+    check_dense_size(n, source)
     q = np.zeros((n, n))
     for v, bias in linear.items():
         q[index[v], index[v]] += float(bias)
@@ -572,6 +575,9 @@ def read_lp(path: str | os.PathLike, *, k: int | None = None) -> Problem:
         if len(values) == 1:
             fixed[index[v]] = values[0]
     sign = 1.0 if sense == "min" else -1.0
+    from .io import check_dense_size
+
+    check_dense_size(n, str(path))
     q = np.zeros((n, n))
     for v, c in linear.items():
         q[index[v], index[v]] += sign * c

@@ -777,7 +777,12 @@ def iter_problems(
     file. ``path`` may name a shipped sample as ``sample:NAME``.
     """
     path = resolve_path(path)
-    yield from FORMATS[detect_format(path)].read(path, k, instance)
+    count = 0
+    for problem in FORMATS[detect_format(path)].read(path, k, instance):
+        count += 1
+        yield problem
+    if count == 0:
+        raise InputError(f"{path}: holds no problems")
 
 
 def _with_k(problem: Problem, k: int | None, path: Path) -> Problem:

@@ -161,6 +161,11 @@ class Problem:
             raise InputError(f"{source}: offset must be a number, got {offset!r}") from None
         if not math.isfinite(off):
             raise InputError(f"{source}: offset is {off}; it must be finite")
+        with np.errstate(over="ignore"):
+            span = float(np.abs(q).sum()) + abs(off)
+        if not math.isfinite(span):
+            raise InputError(f"{source}: coefficients so large that energies overflow float64 "
+                             "(sum of |Q_ij| and |offset| is inf); scale Q down")
         size = q.shape[0]
         if k is not None:
             if isinstance(k, bool) or not isinstance(k, (int, np.integer)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
             default = Path(path).name if len(found) == 1 else f"{Path(path).name}#{i}"
             names.append(str(problem.metadata.get("name", default)))
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; --out names a folder (created if missing) "
+                         "for report.json and gap_vs_time.png")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: cannot create it under {parent} (not a writable folder)")
 
     if args.executor == "serial" and args.workers is None and args.ray_address is None:
         report = compare(

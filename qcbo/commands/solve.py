@@ -63,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
 
     from backends import get_backend
 
-    from ..io import atomic_write, read_problem
+    from ..io import atomic_write, check_output, read_problem, resolve_path
 
+    if args.out is not None:
+        check_output(args.out, "--out", inputs=(resolve_path(args.path),))
     problem = read_problem(args.path, k=args.k, instance=args.instance)
     backend = get_backend(args.backend)
     result = backend.solve(problem, seed=args.seed, time_limit=args.time_limit, **dict(args.option))
@@ -100,7 +102,7 @@ def _run_all(args: argparse.Namespace) -> int:
     from backends.executor import make_executor, task_seed
 
     from ..errors import InputError
-    from ..io import detect_format, read_blockset
+    from ..io import check_output, detect_format, read_blockset, resolve_path
 
     if not args.out:
         raise InputError("--all writes one JSON line per block: give the results file with --out")
@@ -116,17 +118,23 @@ def _run_all(args: argparse.Namespace) -> int:
     task_seed(run_seed, 0)  # a negative seed fails here, before any work
     backend_class(args.backend)
     options = dict(args.option)
-    out = Path(args.out)
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"{out}: folder {folder} does not exist")
+    out = check_output(args.out, "--out", inputs=(resolve_path(args.path),))
 
     with read_blockset(args.path) as blocks:
+        if len(blocks) == 0:
+            raise InputError(f"{args.path}: the block set holds no problems")
         done, good_bytes = _read_results(out, len(blocks), args.backend, run_seed)
         todo = [i for i in range(len(blocks)) if i not in done]
         if not todo:
             print(f"all {len(blocks)} blocks are already in {out}; nothing to do")
             return 0
+        # Options and k are checked on the blocks before the results file is touched.
+        backend = backend_class(args.backend)()
+        if args.k is not None:
+            for i in todo:
+                _with_k(blocks[i], args.k, args.path)
+        first = _with_k(blocks[todo[0]], args.k, args.path)
+        backend.prepare(first, options)
         failed = 0
         about: dict[int, tuple[str, int, int | None]] = {}
 
@@ -171,6 +179,11 @@ def _with_k(problem: Any, k: int | None, path: str) -> Any:
     return problem.replace(k=k)
 
 
+#: How every line of a results file starts (json.dumps of a dict whose first key is
+#: "index"): a torn last line must start so too.
+_LINE_START = b'{"index": '
+
+
 def _read_results(path: Path, count: int, backend: str,
                   run_seed: int) -> tuple[set[int], int]:
     """Indices already in a results file, and the length in bytes of its whole lines.
@@ -189,7 +202,10 @@ def _read_results(path: Path, count: int, backend: str,
         raise InputError(f"{path}: cannot read the results file ({exc.strerror})") from None
     done: set[int] = set()
     good = 0
-    *whole, _torn = data.split(b"\n")  # b"" unless the last write was cut short
+    *whole, torn = data.split(b"\n")  # b"" unless the last write was cut short
+    if torn and not (_LINE_START.startswith(torn[:len(_LINE_START)])):
+        raise InputError(f"{path}: not a results file of `qcbo solve --all` (its last line "
+                         "is not a result line); use another --out")
     for number, raw in enumerate(whole, start=1):
         try:
             line = json.loads(raw)

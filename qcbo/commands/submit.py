@@ -17,12 +17,12 @@ HELP = "plan (and with --yes submit) QAOA circuits for each problem to an Amazon
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_problem_arguments, non_negative_int
+    from ..cli import add_problem_arguments, non_negative_int, positive_int
 
     add_problem_arguments(parser)
     parser.add_argument("--device", required=True, metavar="ARN",
                         help="Braket device ARN, e.g. arn:aws:braket:us-east-1::device/qpu/ionq/Aria-1")
-    parser.add_argument("--shots", required=True, type=non_negative_int, help="shots per task")
+    parser.add_argument("--shots", required=True, type=positive_int, help="shots per task")
     parser.add_argument("--p", type=int, default=2, help="QAOA layers when training (default 2)")
     parser.add_argument("--mixer", default="auto", choices=["auto", "xy-ring", "xy-complete", "x"],
                         help="auto: xy-ring when the problem has k, else x")
@@ -46,7 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", metavar="FILE",
                         help="manifest to write (default: <PATH stem>.braket-manifest.json here); "
                              "an existing one is resumed")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the angle training")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of the angle training (>= 0)")
     parser.add_argument("--yes", action="store_true",
                         help="really submit (without it only the plan and cost are printed)")
 
