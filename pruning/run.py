@@ -161,7 +161,10 @@ def prune_classifier(
         results[name] = {**_metrics(copy_, loaders, loss_fn), "wall_time_s": time.perf_counter() - t0,
                          "layers": layer_densities(masks), **extra}
         if name == method:
-            model.load_state_dict(copy_.state_dict())
+            chosen_state = copy_.state_dict()
+    if method != "icbs":
+        # After the loop: every baseline is pruned from the dense model, not from this one.
+        model.load_state_dict(chosen_state)
 
     if method == "icbs":
         report = prune(model, loss_fn, train_loader(), loaders["val"], config,

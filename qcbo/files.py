@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 from .errors import InputError
 
-__all__ = ["atomic_write", "check_output", "available_memory"]
+__all__ = ["atomic_folder", "atomic_write", "check_out_folder", "check_output",
+           "available_memory", "writable_ancestor"]
+
+#: The file that marks a folder as an earlier run's output, which a new run may replace.
+RUN_MARKER = "report.json"
 
 
 def _umask() -> int:
@@ -50,6 +55,73 @@ def check_output(path: str | os.PathLike, what: str = "output",
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{what} {path}: folder {folder} is not writable")
     return path
+
+
+def writable_ancestor(path: str | os.PathLike, what: str = "output") -> Path:
+    """The nearest existing folder at or above ``path``, checked by writing a probe file
+    there (not os.access: root passes that even on /proc); InputError otherwise."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise OSError(f"{probe} is not a folder")
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".qcbo-probe-"):
+            pass
+    except OSError:
+        raise InputError(f"{what} {path}: cannot write in {probe}; choose another {what}") \
+            from None
+    return probe
+
+
+def check_out_folder(out: str | os.PathLike, what: str = "--out",
+                     inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Refuse, before any work, a folder output that cannot be written or must not be
+    replaced: a file, an unwritable place, a non-empty folder that is not an earlier
+    run's output (no ``report.json``), or one that holds one of ``inputs``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{what} {out}: exists and is not a folder; choose another {what}")
+    writable_ancestor(out, what)
+    for source in inputs:
+        resolved = Path(source).resolve()
+        if out.resolve() == resolved or out.resolve() in resolved.parents:
+            raise InputError(f"{what} {out}: holds the input {source}, which the new output "
+                             f"would replace; choose another {what}")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        if entries and RUN_MARKER not in entries:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise InputError(f"{what} {out}: the folder holds files of something else "
+                             f"({shown}) and would be replaced; choose a new or empty folder")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``out``, renamed to ``out`` on success (an earlier
+    ``out`` is replaced only then, as one rename); removed on any failure or interrupt.
+    Check ``out`` with `check_out_folder` first."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        mask = _umask()
+        os.chmod(tmp, 0o777 & ~mask)
+        for path in tmp.rglob("*"):  # writers such as safetensors' leave 0600
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -134,7 +134,7 @@ def test_task_lm_delegates_to_the_lm_command(monkeypatch, tmp_path):
 
 
 def test_prune_refuses_bad_input_before_any_work(tmp_path, capsys):
-    for argv, text in [(["--out", "/proc/qcbo-out"], "cannot write there"),
+    for argv, text in [(["--out", "/proc/qcbo-out"], "cannot write in /proc"),
                        (["--seed", "-3"], "seed must be >= 0"),
                        (["--group-size", "0"], "--group-size"),
                        (["--pattern", "2:4"], "--task lm only"),
@@ -153,3 +153,60 @@ def test_prune_refuses_bad_input_before_any_work(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and text in err[0], (argv, err)
         assert not (tmp_path / "o").exists()
+
+
+def test_outputs_never_replace_what_a_run_did_not_write(tmp_path, capsys):
+    """--out: a folder of other files, or the one holding --model, is refused before any
+    work; an earlier run's folder is replaced whole. --export-blocks replaces only an
+    earlier block set."""
+    foreign = tmp_path / "work"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    code = main(["prune", "--epochs", "0", "--out", str(foreign)])
+    _assert_one_line_error(capsys, code, "holds files of something else (thesis.tex)")
+    assert [p.name for p in foreign.iterdir()] == ["thesis.tex"]
+    run = tmp_path / "run"
+    assert main(["prune", "--epochs", "0", "--out", str(run)]) == 0
+    assert sorted(p.name for p in run.iterdir()) == ["pruned.safetensors", "report.json",
+                                                      "report.png"]
+    capsys.readouterr()
+    model = run / "pruned.safetensors"
+    before = model.read_bytes()
+    code = main(["prune", "--model", str(model), "--epochs", "0", "--out", str(run)])
+    _assert_one_line_error(capsys, code, "holds the input")
+    assert model.read_bytes() == before
+    (tmp_path / "notes.txt").write_text("keep me")
+    code = main(["prune", "--epochs", "0", "--out", str(tmp_path / "o"),
+                 "--export-blocks", str(tmp_path / "notes.txt")])
+    _assert_one_line_error(capsys, code, "exists and is not a block set")
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    code = main(["prune", "--epochs", "0", "--out", str(tmp_path / "o"),
+                 "--export-blocks", str(tmp_path / "notes.txt" / "b.npz")])
+    _assert_one_line_error(capsys, code, "cannot write in")
+    assert not (tmp_path / "o").exists()
+
+
+def test_backend_options_and_block_size_are_checked_before_the_model_loads(
+        tmp_path, capsys, monkeypatch):
+    import pruning.models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(pruning.models, "load_model", no_load)
+    for argv, text in [(["--backend", "exact", "--block-size", "64"], "does not fit --backend exact"),
+                       (["-o", "nosuchopt=3"], "unknown option(s) 'nosuchopt'"),
+                       (["-o", "sweeps=0"], "option sweeps must be")]:
+        code = main(["prune", *argv, "--out", str(tmp_path / "o")])
+        _assert_one_line_error(capsys, code, text)
+    assert not (tmp_path / "o").exists()
+
+
+def test_one_shot_method_reports_every_baseline_from_the_dense_model(tmp_path, capsys):
+    reports = {}
+    for method in ("icbs", "magnitude"):
+        out = tmp_path / method
+        assert main(["prune", "--method", method, "--epochs", "0", "--out", str(out)]) == 0
+        reports[method] = json.loads((out / "report.json").read_text())["baselines"]
+    for name, metrics in reports["icbs"].items():
+        assert reports["magnitude"][name]["test_accuracy"] == metrics["test_accuracy"], name

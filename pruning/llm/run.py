@@ -22,15 +22,13 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qcbo.errors import InputError
+from qcbo.files import atomic_folder, check_out_folder
 
 from .prune import LMPruneConfig
 
@@ -54,50 +52,6 @@ class LMRunOptions:
         if self.calibration_windows < 1 or self.eval_windows < 1 or self.window < 2:
             raise ValueError(f"need calibration_windows >= 1, eval_windows >= 1 and "
                              f"window >= 2, got {self}")
-
-
-def check_out_folder(out: Path) -> None:
-    """InputError, before any work, when ``out`` cannot become a folder written here."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder; choose another --out")
-    parent = out.parent if str(out.parent) else Path(".")
-    probe = parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: cannot write in {probe}; choose another --out")
-    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: folder is not writable; choose another --out")
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def _atomic_folder(out: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out``, renamed to ``out`` on success (an earlier
-    ``out`` is replaced only then); removed on any failure or interrupt."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-        mask = _umask()
-        os.chmod(tmp, 0o777 & ~mask)
-        for path in tmp.rglob("*"):  # writers such as safetensors' leave 0600
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def sparsity_report(model: Any) -> dict[str, Any]:
@@ -236,7 +190,7 @@ def run_lm(model_spec: str, config: LMPruneConfig, out: Path | None, *,
         report["exported_blocks"] = {"path": str(export_blocks), "count": len(writer)}
     log.info("sparsity per Linear:\n%s", sparsity_table(sparsity))
     if out is not None:
-        with _atomic_folder(Path(out)) as folder:
+        with atomic_folder(Path(out)) as folder:
             model.save_pretrained(folder, safe_serialization=True)
             tokenizer.save_pretrained(folder)
             (folder / "report.json").write_text(json.dumps(report, indent=2))

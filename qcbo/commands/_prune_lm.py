@@ -50,6 +50,22 @@ def config_from_args(args: argparse.Namespace):
     if args.backend == "sa" and not options:
         options = dict(DEFAULT_SA_OPTIONS)
     icbs_fields["backend_options"] = options
+    if args.method in (None, "icbs"):
+        # The backend's options and size limit, before the model loads: an unset
+        # --block-size is the LM default (32), or the backend's hint when smaller (e.g. a
+        # simulator's qubit count).
+        from backends import get_backend
+        from pruning.icbs import resolve_block_size
+
+        from .prune import _check_backend_fits
+
+        backend = get_backend(args.backend or "sa")
+        default = LMICBSConfig.__dataclass_fields__["block_size"].default
+        size = resolve_block_size(backend, args.block_size, default, options=options)
+        if args.block_size is None:
+            size = min(size, default)
+        icbs_fields["block_size"] = size
+        _check_backend_fits(backend, size, options, None)
     icbs = LMICBSConfig(**{k: v for k, v in icbs_fields.items() if v is not None})
     prune_fields = {"method": args.method, "density": args.density, "pattern": pattern,
                     "targets": args.targets, "target_ridge": args.target_ridge}
@@ -95,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
     config, options = config_from_args(args)
     out = Path(args.out or DEFAULT_OUT)
-    check_out_folder(out)
+    model = args.model if args.model and Path(args.model).exists() else None
+    check_out_folder(out, inputs=(model,) if model else ())
     executor = None
     if config.method == "icbs" and args.executor != "serial":
         from backends.executor import make_executor

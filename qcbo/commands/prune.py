@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 NAME = "prune"
 HELP = "prune a network with iCBS (any backend) or a one-shot baseline; default: built-in digits MLP"
@@ -175,23 +177,52 @@ def _run_lm(args: argparse.Namespace) -> int:
     return int(prune_lm.run(args) or 0)
 
 
-def _check_writable_folder(out: Path) -> None:
-    """Refuse, before any work, an output folder that cannot be created or written: a
-    probe file is made (and removed) in its nearest existing ancestor."""
-    import tempfile
+def _model_file(spec: str) -> str | None:
+    """The file a --model spec reads, if any (builtin and zoo names read the cache)."""
+    if spec.startswith(("builtin:", "zoo:")):
+        _, _, path = spec.partition("@")
+        return path or None
+    return spec
 
+
+def _check_export_path(path: Path, model_file: str | None) -> None:
+    """--export-blocks, before any work: a writable place, not a folder, not the model,
+    and no file other than an earlier block set replaced."""
     from ..errors import InputError
+    from ..files import check_output, writable_ancestor
+    from ..io import detect_format
 
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    writable_ancestor(path.parent, "--export-blocks")
+    if path.parent.exists():
+        check_output(path, "--export-blocks", inputs=(model_file,) if model_file else ())
+    if path.is_file():
+        try:
+            kind = detect_format(path)
+        except InputError:
+            kind = None
+        if kind != "blockset":
+            raise InputError(f"--export-blocks {path}: exists and is not a block set; choose "
+                             "another path (an earlier export is replaced, nothing else)")
+
+
+def _check_backend_fits(backend: Any, block_size: int, options: dict[str, Any],
+                        block_k: int | None) -> None:
+    """The backend's options and its size limit, on a dense block like iCBS's (at most
+    4096 variables), before the model is loaded."""
+    import numpy as np
+
+    from qcbo.problem import Problem
+
+    from ..errors import UnsupportedProblemError
+
+    n = min(block_size, 4096)
+    k = block_k if block_k is not None and 0 < block_k < n else n // 2
+    probe = Problem(np.ones((n, n)), k=k, source="block")
     try:
-        if not probe.is_dir():
-            raise OSError(f"{probe} is not a folder")
-        with tempfile.NamedTemporaryFile(dir=probe, prefix=".qcbo-probe-"):
-            pass
-    except OSError as exc:
-        raise InputError(f"--out {out}: cannot write there ({exc}); choose another --out") from None
+        backend.prepare(probe, options)
+    except UnsupportedProblemError as exc:
+        raise UnsupportedProblemError(f"--block-size {block_size} does not fit --backend "
+                                      f"{backend.name}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -213,8 +244,6 @@ def run(args: argparse.Namespace) -> int:
                              "epoch on their validation split); drop them for --task lm")
         return _run_lm(args)
 
-    import os
-
     import torch
 
     from backends import get_backend
@@ -224,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
     from pruning.run import _FALLBACK, MODEL_DEFAULTS, prune_classifier
 
     from ..errors import InputError
+    from ..files import atomic_folder, check_out_folder
 
     if args.method in ("sparsegpt", "alps"):
         raise InputError(f"--method {args.method} re-fits weights and is for --task lm only; "
@@ -282,10 +312,13 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     if args.method == "icbs" and config.block_k is not None and not 0 < config.block_k < block_size:
         raise InputError(f"--block-k must be in 1..{block_size - 1}, got {config.block_k}")
-    out = Path(args.out or f"runs/prune-{name}")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
-    _check_writable_folder(out)
+    if args.method == "icbs":
+        _check_backend_fits(backend, block_size, dict(args.option), args.block_k)
+    model_file = _model_file(model_spec)
+    out = check_out_folder(args.out or f"runs/prune-{name}", "--out",
+                           inputs=(model_file,) if model_file else ())
+    if args.export_blocks and args.method == "icbs":
+        _check_export_path(Path(args.export_blocks), model_file)
     if args.block_size is not None and args.block_size > 16384:
         print(f"qcbo prune: warning: blocks of {args.block_size} make dense {args.block_size}^2 "
               "block Hessians; each step will be slow", file=sys.stderr)
@@ -343,7 +376,9 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     if writer is not None:
         report["exported_blocks"] = {"path": str(args.export_blocks), "count": len(writer)}
-    paths = write_outputs(loaded.model, report, out)
+    with atomic_folder(out) as folder:  # all three files, or none (an earlier run kept)
+        written = write_outputs(loaded.model, report, folder)
+    paths = {key: str(out / Path(path).name) for key, path in written.items()}
     dense, final = report["dense"], report["final"]
     line = (f"test accuracy {100 * final['test_accuracy']:.2f} % (dense "
             f"{100 * dense['test_accuracy']:.2f} %")
