@@ -310,5 +310,10 @@ def load_model(spec: str, *, progress: bool = False) -> LoadedModel:
         dataset = {784: "fashion-mnist", 64: "digits"}.get(width)
         if dataset is None:
             raise InputError(f"{spec}: input width {width} matches no known dataset (784 or 64)")
+        outputs = model[-1].out_features
+        if outputs != 10:
+            raise InputError(f"{spec}: the MLP has {outputs} outputs; {dataset} has 10 classes")
+        if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
+            raise InputError(f"{spec}: the model has NaN or inf weights")
     model.eval()
     return LoadedModel(path.stem, model, load_dataset(dataset), None)

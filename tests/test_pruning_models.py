@@ -115,3 +115,19 @@ def test_zoo_replicates_have_their_own_split_and_seed():
     for bad in ("digits-mlp.r", "digits-mlp.r01", "digits-mlp.rx", "resnet.r1"):
         with pytest.raises(InputError, match="unknown zoo model"):
             zoo_spec(bad)
+
+
+def test_state_dicts_with_wrong_outputs_or_nan_weights_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    for outputs in (7, 12):
+        net = mlp((64, 8, outputs))
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+                  str(tmp_path / f"o{outputs}.safetensors"))
+        with pytest.raises(InputError, match=f"has {outputs} outputs; digits has 10 classes"):
+            load_model(str(tmp_path / f"o{outputs}.safetensors"))
+    state = mlp((64, 8, 10)).state_dict()
+    state["0.weight"][0, 0] = float("nan")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(InputError, match="NaN or inf weights"):
+        load_model(str(tmp_path / "nan.safetensors"))
