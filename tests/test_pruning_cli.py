@@ -206,7 +206,14 @@ def test_one_shot_method_reports_every_baseline_from_the_dense_model(tmp_path, c
     reports = {}
     for method in ("icbs", "magnitude"):
         out = tmp_path / method
-        assert main(["prune", "--method", method, "--epochs", "0", "--out", str(out)]) == 0
+        epochs = ["--epochs", "0"] if method == "icbs" else []
+        assert main(["prune", "--method", method, *epochs, "--out", str(out)]) == 0
         reports[method] = json.loads((out / "report.json").read_text())["baselines"]
+    capsys.readouterr()
     for name, metrics in reports["icbs"].items():
         assert reports["magnitude"][name]["test_accuracy"] == metrics["test_accuracy"], name
+    for argv, text in [(["--method", "magnitude", "--init", "chita"], "--init: for --method icbs"),
+                       (["--objective", "reconstruction"], "--objective: for --task lm only"),
+                       (["--task", "lm", "--hessian", "exact"], "--hessian: for classifiers")]:
+        code = main(["prune", *argv, "--out", str(tmp_path / "o")])
+        _assert_one_line_error(capsys, code, text)

@@ -71,8 +71,9 @@ def config_from_args(args: argparse.Namespace):
                     "targets": args.targets, "target_ridge": args.target_ridge}
     config = LMPruneConfig(icbs=icbs, **{k: v for k, v in prune_fields.items()
                                          if v is not None})
-    run_options = LMRunOptions(calibration_windows=args.calibration_windows,
-                               eval_windows=args.eval_windows)
+    run_options = LMRunOptions(**{k: v for k, v in (
+        ("calibration_windows", args.calibration_windows),
+        ("eval_windows", args.eval_windows)) if v is not None})
     try:
         config.validate()
         run_options.validate()

@@ -46,8 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "state dict (.safetensors/.pt); --task lm: builtin:smollm2-135m "
                              "(default), a local Hugging Face causal-LM folder or a .gguf file")
     parser.add_argument("--density", type=_density, default=None,
-                        help="fraction of weights kept, in (0, 1] (default: 0.2 digits, 0.1 "
-                             "Fashion-MNIST)")
+                        help="fraction of weights kept, in (0, 1] (default: 0.1 "
+                             "builtin:mlp-fashion-mnist, 0.2 other classifiers, 0.5 --task lm)")
     parser.add_argument("--method", choices=_METHODS, default="icbs",
                         help="icbs (default), a one-shot mask (magnitude[-row|-global], wanda, "
                              "gradient), chita or chita++ (classifiers), sparsegpt or alps (--task lm)")
@@ -62,17 +62,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", "-o", type=parse_option, action="append", default=[],
                         metavar="KEY=VALUE", help="backend option, repeatable (e.g. -o restarts=4)")
     parser.add_argument("--epochs", type=non_negative_int, default=None,
-                        help="iCBS epochs (validation after each)")
+                        help="iCBS epochs, validation after each (default 4; --task lm 1)")
     parser.add_argument("--steps-per-epoch", type=non_negative_int, default=None,
-                        help="blocks solved per epoch")
+                        help="blocks solved per epoch (default 25 builtin:mlp-digits, 100 "
+                             "other classifiers; --task lm: per Linear, 64)")
     parser.add_argument("--block-size", type=int, default=None, metavar="N",
-                        help="variables per block (default: 256 digits, 1024 Fashion-MNIST, "
-                             "capped at the backend's qubit limit; 16 exact, 64 cpsat)")
+                        help="variables per block (default: 256 builtin:mlp-digits, 1024 other "
+                             "classifiers, 32 --task lm; at most the backend's own: 16 exact, "
+                             "64 cpsat, 10-26 for the QAOA simulators)")
     parser.add_argument("--block-k", type=int, default=None, metavar="K",
                         help="pruned weights aimed for per block (default N/2)")
-    parser.add_argument("--fisher-samples", type=int, default=512,
+    parser.add_argument("--fisher-samples", type=int, default=None,
                         help="samples per step for the gradient and Fisher blocks (default 512)")
-    parser.add_argument("--hessian", choices=["fisher", "exact"], default="fisher",
+    parser.add_argument("--hessian", choices=["fisher", "exact"], default=None,
                         help="Hessian block: empirical Fisher (default) or exact (small models)")
     parser.add_argument("--solver-time-limit", type=positive_float, default=None, metavar="S",
                         help="time limit per block solve in seconds")
@@ -80,19 +82,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="prune only weights whose names match these fnmatch patterns")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", default=None, metavar="DIR",
-                        help="output folder (default runs/prune-<model>)")
+                        help="output folder, written whole at the end; an earlier run's folder "
+                             "is replaced, a folder of other files refused (default "
+                             "runs/prune-<model>; --task lm prune-lm-out)")
     parser.add_argument("--export-blocks", default=None, metavar="PATH",
                         help="write every solved block problem, with provenance, as a block set")
-    parser.add_argument("--group-size", type=int, default=1, metavar="G",
+    parser.add_argument("--group-size", type=int, default=None, metavar="G",
                         help="blocks posed from one batch, solved together (in parallel with "
                              "--executor) and checked together (default 1)")
-    parser.add_argument("--calibration-samples", type=int, default=4096, metavar="N",
+    parser.add_argument("--calibration-samples", type=int, default=None, metavar="N",
                         help="training samples held apart to choose the start and check every "
                              "step on the real loss (default 4096, at most a quarter of the data)")
     parser.add_argument("--loss-z", type=float, default=None, metavar="Z",
                         help="classifiers: keep a group only when the calibration loss falls by "
                              "more than Z standard errors of its paired per-sample change "
-                             "(a noise-aware check; default: the library's ICBSConfig.loss_z)")
+                             "(a noise-aware check; default 0)")
     parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                         help="re-fit the surviving weights (iCBS alone keeps them at their "
                              "dense values): classifiers by damped Gauss-Newton steps on the "
@@ -102,7 +106,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "set of >= 1024 samples, lm off)")
     parser.add_argument("--refit-rounds", type=int, default=None, metavar="R",
                         help="classifiers: re-fit rounds each time, from fresh samples "
-                             "(default: ICBSConfig.refit_rounds)")
+                             "(default 3)")
     parser.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=None,
                         help="classifiers: with the re-fit, also offer the layer-by-layer "
                              "least-squares reconstruction of the dense model's outputs on the "
@@ -122,8 +126,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "test; 2 kept changes a 300-image split could not confirm from "
                              "replacing the start, at a cost on average)")
     lm = parser.add_argument_group("language models (--task lm)")
-    lm.add_argument("--objective", choices=["fisher", "reconstruction"], default="fisher",
-                    help="block objective for language models")
+    lm.add_argument("--objective", choices=["fisher", "reconstruction"], default=None,
+                    help="block objective for language models (default fisher)")
     lm.add_argument("--pattern", default=None, metavar="N:M", help="semi-structured pattern, e.g. 2:4")
     lm.add_argument("--row-rounds", type=non_negative_int, default=None, metavar="R",
                     help="reconstruction objective: every row of every Linear gets R blocks "
@@ -139,11 +143,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="--targets dense: ridge toward the dense weights, relative to the "
                          "mean input energy (default 1; small values over-fit the calibration "
                          "windows)")
-    lm.add_argument("--eval-windows", type=int, default=16, metavar="W",
+    lm.add_argument("--eval-windows", type=int, default=None, metavar="W",
                     help="512-token evaluation windows for perplexity (default 16)")
-    lm.add_argument("--calibration-windows", type=int, default=32, metavar="W",
+    lm.add_argument("--calibration-windows", type=int, default=None, metavar="W",
                     help="512-token calibration windows (default 32)")
-    lm.add_argument("--lm-fisher-samples", type=int, default=8, metavar="M",
+    lm.add_argument("--lm-fisher-samples", type=int, default=None, metavar="M",
                     help="sequences per per-sample-gradient pass, fisher objective (default 8)")
     lm.add_argument("--fisher-groups", action="store_true", default=None,
                     help="fisher objective: a fresh gradient pass and loss check per group of "
@@ -242,6 +246,16 @@ def run(args: argparse.Namespace) -> int:
         if args.keep_best is not None or args.select_z is not None:
             raise InputError("--keep-best and --select-z are for classifiers (they pick an "
                              "epoch on their validation split); drop them for --task lm")
+        classifier_only = [flag for flag, value in (
+            ("--hessian", args.hessian), ("--fisher-samples", args.fisher_samples),
+            ("--block-k", args.block_k), ("--calibration-samples", args.calibration_samples),
+            ("--group-size", args.group_size), ("--layers", args.layers),
+            ("--solver-time-limit", args.solver_time_limit)) if value is not None]
+        if classifier_only:
+            hint = (" (its Fisher samples: --lm-fisher-samples)"
+                    if args.fisher_samples is not None else "")
+            raise InputError(f"{', '.join(classifier_only)}: for classifiers only; drop for "
+                             f"--task lm{hint}")
         return _run_lm(args)
 
     import torch
@@ -269,9 +283,27 @@ def run(args: argparse.Namespace) -> int:
     if args.fisher_groups is not None or args.blend is not None:
         raise InputError("--fisher-groups and --blend are for --task lm --objective fisher "
                          "only; drop them for classifiers")
-    if args.group_size < 1:
+    lm_only = [flag for flag, value in (
+        ("--objective", args.objective), ("--targets", args.targets),
+        ("--target-ridge", args.target_ridge), ("--eval-windows", args.eval_windows),
+        ("--calibration-windows", args.calibration_windows),
+        ("--lm-fisher-samples", args.lm_fisher_samples)) if value is not None]
+    if lm_only:
+        raise InputError(f"{', '.join(lm_only)}: for --task lm only; drop for classifiers")
+    if args.method != "icbs":
+        icbs_only = [flag for flag, value in (
+            ("--init", args.init), ("--epochs", args.epochs),
+            ("--steps-per-epoch", args.steps_per_epoch), ("--option", args.option or None),
+            ("--export-blocks", args.export_blocks), ("--block-size", args.block_size),
+            ("--block-k", args.block_k), ("--solver-time-limit", args.solver_time_limit),
+            ("--refit", args.refit), ("--keep-best", args.keep_best),
+            ("--select-z", args.select_z)) if value is not None]
+        if icbs_only:
+            raise InputError(f"{', '.join(icbs_only)}: for --method icbs only; --method "
+                             f"{args.method} is one-shot")
+    if args.group_size is not None and args.group_size < 1:
         raise InputError(f"--group-size must be >= 1, got {args.group_size}")
-    if args.calibration_samples < 1:
+    if args.calibration_samples is not None and args.calibration_samples < 1:
         raise InputError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
     # Small dense models: one thread avoids pathological contention on shared machines.
     torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
@@ -294,18 +326,19 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs if args.epochs is not None else defaults["epochs"],
         steps_per_epoch=(args.steps_per_epoch if args.steps_per_epoch is not None
                          else defaults["steps_per_epoch"]),
-        fisher_samples=args.fisher_samples,
-        hessian=args.hessian,
+        **({} if args.fisher_samples is None else {"fisher_samples": args.fisher_samples}),
+        **({} if args.hessian is None else {"hessian": args.hessian}),
         solver_time_limit=args.solver_time_limit,
         **({} if args.keep_best is None else {"keep_best": args.keep_best}),
         **({} if args.select_z is None else {"select_z": args.select_z}),
-        group_size=args.group_size,
+        **({} if args.group_size is None else {"group_size": args.group_size}),
         loss_check=not args.no_loss_check,
         **({} if args.loss_z is None else {"loss_z": args.loss_z}),
         **({} if args.refit is None else {"refit": "epoch" if args.refit else "none"}),
         **({} if args.refit_rounds is None else {"refit_rounds": args.refit_rounds}),
         **({} if args.reconstruct is None else {"reconstruct": args.reconstruct}),
-        calibration_samples=args.calibration_samples,
+        **({} if args.calibration_samples is None
+           else {"calibration_samples": args.calibration_samples}),
         patterns=tuple(args.layers) if args.layers else None,
         seed=args.seed,
     )
