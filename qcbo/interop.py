@@ -154,6 +154,14 @@ def from_cqm(cqm: Any, *, metadata: dict | None = None) -> Problem:
                            variables, k, metadata, "from_cqm")
 
 
+def _check_section_version(extra: dict, path: Path) -> None:
+    """The qcbo section of a .json or .lp file must be version 1 (or carry none)."""
+    version = extra.get("version", 1)
+    if version != 1 or isinstance(version, bool):
+        raise InputError(f"{path}: its qcbo section is version {version!r}; this qcbo reads "
+                         "version 1 (upgrade qcbo, or drop the section to read the model alone)")
+
+
 def _tuples(value: Any) -> Any:
     """JSON lists back to the tuples they were written from (dimod does the same)."""
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
@@ -186,6 +194,7 @@ def read_dimod_json(path: str | os.PathLike, *, k: int | None = None) -> Problem
     extra = data.get("qcbo") or {}
     if not isinstance(extra, dict):
         raise InputError(f"{path}: the 'qcbo' entry is not a JSON object")
+    _check_section_version(extra, path)
     file_k = extra.get("k")
     if k is not None and file_k is not None and k != file_k:
         raise InputError(f"{path}: the file has k={file_k}; --k {k} conflicts")
@@ -402,6 +411,7 @@ def _lp_sections(raw: str, path: Path) -> tuple[str, dict[str, list[str]], dict]
                 raise InputError(f"{path}: malformed qcbo comment line ({exc})") from None
             if not isinstance(extra, dict):
                 raise InputError(f"{path}: the qcbo comment line is not a JSON object")
+            _check_section_version(extra, path)
             continue
         line = line.split("\\", 1)[0].strip()
         if not line:

@@ -182,8 +182,10 @@ def test_impossible_plans_are_one_line(tmp_path, capsys, offline):
     assert "not a Braket device ARN" in _one_line(capsys, base + ["arn:aws:braket:nope"])
     unknown = "arn:aws:braket:::device/qpu/acme/Q1"
     assert "no offline snapshot" in _one_line(capsys, base + [unknown])
-    assert "--shots must be >= 1" in _one_line(
-        capsys, ["submit", path, "--shots", "0", "--plan-only", "--device", ARIA])
+    with pytest.raises(SystemExit) as exc:  # argparse: usage line, then the error
+        main(["submit", str(path), "--shots", "0", "--plan-only", "--device", ARIA])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and "--shots: 0 must be >= 1" in err[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocks.npz"]
 
 

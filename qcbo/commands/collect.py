@@ -75,6 +75,10 @@ def run(args: argparse.Namespace, *, load_task=None) -> int:
               f"collected, {b['kept']} kept): energy {b['energy']:.10g} against the classical "
               f"{b['classical_energy']:.10g} ({b['classical_source']}), improvement "
               f"{b['improvement']:.6g}")
+    unsent = [i for i, entry in enumerate(manifest["blocks"]) if not entry.get("task_arn")]
+    for i in unsent:
+        print(f"{labels[i]}: never submitted (run qcbo submit again with --yes to send it)")
     print(f"{summary['collected']} newly collected, {len(summary['results'])} done, "
-          f"{len(summary['pending'])} still queued, {len(summary['failed'])} failed; results {out}")
+          f"{len(summary['pending'])} still queued, {len(summary['failed'])} failed"
+          + (f", {len(unsent)} never submitted" if unsent else "") + f"; results {out}")
     return 1 if summary["failed"] else 0

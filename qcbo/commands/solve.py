@@ -123,7 +123,8 @@ def _run_all(args: argparse.Namespace) -> int:
     with read_blockset(args.path) as blocks:
         if len(blocks) == 0:
             raise InputError(f"{args.path}: the block set holds no problems")
-        done, good_bytes = _read_results(out, len(blocks), args.backend, run_seed)
+        settings = {"options": options, "time_limit": args.time_limit, "k": args.k}
+        done, good_bytes = _read_results(out, len(blocks), args.backend, run_seed, settings)
         todo = [i for i in range(len(blocks)) if i not in done]
         if not todo:
             print(f"all {len(blocks)} blocks are already in {out}; nothing to do")
@@ -155,7 +156,8 @@ def _run_all(args: argparse.Namespace) -> int:
             for index, result, info in outcomes:
                 name, n, k = about.pop(index)
                 line = {"index": index, "name": name, "n": n, "k": k, "run_seed": run_seed,
-                        **result.to_dict(), "worker": info["worker"], "node": info["node"]}
+                        **result.to_dict(), "worker": info["worker"], "node": info["node"],
+                        "settings": settings}
                 handle.write((json.dumps(line, allow_nan=False) + "\n").encode())
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -184,8 +186,8 @@ def _with_k(problem: Any, k: int | None, path: str) -> Any:
 _LINE_START = b'{"index": '
 
 
-def _read_results(path: Path, count: int, backend: str,
-                  run_seed: int) -> tuple[set[int], int]:
+def _read_results(path: Path, count: int, backend: str, run_seed: int,
+                  settings: dict[str, Any] | None = None) -> tuple[set[int], int]:
     """Indices already in a results file, and the length in bytes of its whole lines.
 
     Every line ends with a newline when written whole, so a last line without one was
@@ -219,6 +221,10 @@ def _read_results(path: Path, count: int, backend: str,
             raise InputError(f"{path}: holds results of backend {line.get('backend')} with seed "
                              f"{line.get('run_seed')}; use another --out for {backend} with "
                              f"seed {run_seed}")
+        if settings is not None and "settings" in line and line["settings"] != settings:
+            raise InputError(f"{path}: holds results made with other settings "
+                             f"({json.dumps(line['settings'], sort_keys=True)}); resume with "
+                             "the same -o, --time-limit and --k, or use another --out")
         if index in done:
             raise InputError(f"{path}:{number}: block {index} appears twice")
         done.add(index)
