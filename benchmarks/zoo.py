@@ -312,12 +312,12 @@ def _replicate_table(rows: list[dict]) -> None:
         if paired:
             a, b = sum(x["a_only"] for x in paired), sum(x["b_only"] for x in paired)
             images = f"{a} / {b} ({len(paired)} runs)"
-            mcnemar = f"{binomtest(a, a + b).pvalue:.3f}" if a + b else "1.000"
+            mcnemar = f"{binomtest(a, a + b).pvalue:.3g}" if a + b else "1"
         else:
             images, mcnemar = "—", "—"
         print(f"| {model} | {density} | {n} ({len({r['model'] for r in sel})}) "
               f"| {mean('dense'):.2f} | {mean('chita++'):.2f} | {mean('icbs'):.2f} "
-              f"| {wins}/{n} | {images} | {mcnemar} | {above} / {below} | {sign:.3f} |")
+              f"| {wins}/{n} | {images} | {mcnemar} | {above} / {below} | {sign:.3g} |")
 
 
 def _starts(args: argparse.Namespace) -> int:
