@@ -352,6 +352,11 @@ class Executor(abc.ABC):
                 if not isinstance(problem, Problem):
                     raise InputError(f"problem {position} is a {type(problem).__name__}, "
                                      "not a qcbo.Problem")
+                for name, given in (("indices", indices), ("initials", initials),
+                                    ("seeds", seeds)):
+                    if given is not None and position >= len(given):
+                        raise InputError(f"{name} has {len(given)} entries but there are more "
+                                         "problems; give one per problem")
                 index = position if indices is None else int(indices[position])
                 task_options = options
                 initial = None if initials is None else initials[position]

@@ -605,7 +605,7 @@ def read_lp(path: str | os.PathLike, *, k: int | None = None) -> Problem:
         if not isinstance(stored, list) or len(stored) != n:
             raise InputError(f"{path}: the qcbo comment holds {len(stored) if isinstance(stored, list) else 'no'} "
                              f"labels for {n} variables")
-        labels = stored
+        labels = [_tuples(v) for v in stored]  # JSON wrote tuples as lists
     metadata = extra.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InputError(f"{path}: metadata in the qcbo comment is not a JSON object")

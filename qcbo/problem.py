@@ -266,7 +266,7 @@ class Problem:
     # ------------------------------------------------------------------ energies
     def _as_states(self, X: np.ndarray, what: str) -> np.ndarray:
         X = np.asarray(X)
-        if X.shape[-1] != self.n:
+        if X.ndim == 0 or X.shape[-1] != self.n:
             raise InputError(f"{what}: expected {self.n} variables, got shape {X.shape}")
         if not np.all((X == 0) | (X == 1)):
             raise InputError(f"{what}: entries must be 0 or 1")
@@ -345,7 +345,10 @@ class Problem:
         """
         if self._k is None:
             return self, PenaltyInverter(self, 0.0)
-        p = self.default_penalty() if penalty is None else float(penalty)
+        try:
+            p = self.default_penalty() if penalty is None else float(penalty)
+        except (TypeError, ValueError):
+            raise InputError(f"penalty must be a finite number >= 0, got {penalty!r}") from None
         if not math.isfinite(p) or p < 0:
             raise InputError(f"penalty must be a finite number >= 0, got {penalty!r}")
         n, k = self.n, self._k
@@ -375,12 +378,19 @@ class Problem:
     def from_ising(
         cls, h: np.ndarray, J: np.ndarray, offset: float = 0.0, k: int | None = None
     ) -> "Problem":
-        """The QUBO of an Ising model (s = 2x - 1); J may be full or upper triangular."""
-        h = np.asarray(h, dtype=float)
-        J = np.asarray(J, dtype=float)
+        """The QUBO of an Ising model (s = 2x - 1); J may be full or upper triangular. A
+        diagonal J_ii s_i s_i = J_ii is a constant, added to the offset."""
+        try:
+            h = np.asarray(h, dtype=float)
+            J = np.asarray(J, dtype=float)
+        except (TypeError, ValueError):
+            raise InputError("from_ising: h and J must be numeric arrays") from None
+        if h.ndim != 1:
+            raise InputError(f"from_ising: h must have shape (n,), got {h.shape}")
         n = h.shape[0]
         if J.shape != (n, n):
             raise InputError(f"from_ising: J must have shape ({n}, {n}), got {J.shape}")
+        offset = float(offset) + float(np.trace(J))
         Ju = np.triu(J, 1) + np.tril(J, -1).T
         # s_i s_j = 4 x_i x_j - 2 x_i - 2 x_j + 1 ; s_i = 2 x_i - 1
         q = 2.0 * (Ju + Ju.T)
@@ -399,8 +409,10 @@ class PenaltyInverter:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        if x.shape[-1] != self.original.n:
+        if x.ndim == 0 or x.shape[-1] != self.original.n:
             raise InputError(f"expected {self.original.n} variables, got shape {x.shape}")
+        if not np.all((x == 0) | (x == 1)):
+            raise InputError("entries must be 0 or 1")
         return x.astype(np.int8)
 
     def is_feasible(self, x: np.ndarray) -> bool:

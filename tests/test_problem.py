@@ -162,3 +162,20 @@ def test_brute_force_helper_agrees_with_exact_backend():
 
     p = random_problem(9, 4, seed=5)
     assert get_backend("exact").solve(p, seed=0).energy == pytest.approx(brute_force(p)[0])
+
+
+def test_from_ising_keeps_a_diagonal_J_as_a_constant_on_every_state():
+    rng = np.random.default_rng(4)
+    h, J = rng.normal(size=4), rng.normal(size=(4, 4))  # full J, diagonal included
+    p = Problem.from_ising(h, J, offset=0.25)
+    for x in all_states(4):
+        s = 2.0 * x - 1.0
+        assert p.energy(x) == pytest.approx(h @ s + s @ J @ s + 0.25)
+    with pytest.raises(InputError, match="h must have shape"):
+        Problem.from_ising(np.zeros((2, 2)), np.zeros((2, 2)))
+    with pytest.raises(InputError, match="penalty must be"):
+        Problem(np.eye(2), k=1).to_qubo(penalty="x")
+    with pytest.raises(InputError, match="0 or 1"):
+        Problem(np.eye(2), k=1).to_qubo()[1](np.array([2, 0]))
+    with pytest.raises(InputError, match="expected 2 variables"):
+        Problem(np.eye(2)).energy(1)

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,13 @@ def _run_lm(args: argparse.Namespace) -> int:
     return int(prune_lm.run(args) or 0)
 
 
+#: ICBSConfig fields in validation messages -> the flags that set them.
+_FLAGS = {"select_z": "--select-z", "loss_z": "--loss-z", "refit_rounds": "--refit-rounds",
+          "fisher_samples": "--fisher-samples", "calibration_samples": "--calibration-samples",
+          "seed": "--seed", "block size": "--block-size", "group size": "--group-size",
+          "loss_check on": "the loss check: drop --no-loss-check"}
+
+
 def _model_file(spec: str) -> str | None:
     """The file a --model spec reads, if any (builtin and zoo names read the cache)."""
     if spec.startswith(("builtin:", "zoo:")):
@@ -342,7 +350,13 @@ def run(args: argparse.Namespace) -> int:
         patterns=tuple(args.layers) if args.layers else None,
         seed=args.seed,
     )
-    config.validate()
+    try:
+        config.validate()
+    except InputError as exc:  # the library's field names, said as this command's flags
+        text = str(exc)
+        for field, flag in _FLAGS.items():
+            text = re.sub(rf"\b{field}\b", flag, text)
+        raise InputError(text) from None
     if args.method == "icbs" and config.block_k is not None and not 0 < config.block_k < block_size:
         raise InputError(f"--block-k must be in 1..{block_size - 1}, got {config.block_k}")
     if args.method == "icbs":
