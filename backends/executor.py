@@ -352,17 +352,16 @@ class Executor(abc.ABC):
                 if not isinstance(problem, Problem):
                     raise InputError(f"problem {position} is a {type(problem).__name__}, "
                                      "not a qcbo.Problem")
-                for name, given in (("indices", indices), ("initials", initials),
-                                    ("seeds", seeds)):
-                    if given is not None and position >= len(given):
-                        raise InputError(f"{name} has {len(given)} entries but there are more "
-                                         "problems; give one per problem")
-                index = position if indices is None else int(indices[position])
+                try:
+                    index = position if indices is None else int(indices[position])
+                    initial = None if initials is None else initials[position]
+                    chosen = task_seed(seed, index) if seeds is None else int(seeds[position])
+                except IndexError:
+                    raise InputError(f"fewer indices, initials or seeds than problems (problem "
+                                     f"{position} has none); give one per problem") from None
                 task_options = options
-                initial = None if initials is None else initials[position]
                 if initial is not None and warm_start:
                     task_options = {**options, "initial": np.asarray(initial)}
-                chosen = task_seed(seed, index) if seeds is None else int(seeds[position])
                 yield _Task(position, index, backend, task_options, chosen, time_limit,
                             self._pack(problem), on_ray)
 

@@ -497,3 +497,13 @@ def test_map_on_ray_gives_the_serial_results(ray_executor):
     assert list(ray_executor.map(_square_or_fail, items)) == [9, 1, 4]
     with pytest.raises(InputError, match="negative item -1"):
         list(ray_executor.map(_square_or_fail, [-1]))
+
+
+def test_fewer_initials_than_problems_is_one_input_error():
+    from backends.executor import make_executor
+    from qcbo.errors import InputError
+
+    problems = [random_problem(6, 3, seed=s) for s in range(2)]
+    with make_executor("serial") as executor:
+        with pytest.raises(InputError, match="fewer indices, initials or seeds than problems"):
+            list(executor.solve_many(problems, "sa", initials=[None]))

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 NAME = "convert"
 HELP = "convert a problem file; formats from the extensions (.npz .ubqp .txt .json .lp)"
@@ -46,7 +48,20 @@ def run(args: argparse.Namespace) -> int:
                 for problem in problems:
                     writer.add(problem)
         elif fmt.name == "orlib":
-            write_orlib(out, problems, count=count)
+            kept = []
+
+            def noting() -> Iterator[Any]:
+                for problem in problems:
+                    kept.append(fmt.lost(problem))
+                    yield problem
+
+            write_orlib(out, noting(), count=count)
+            lost = sorted({name for names in kept for name in names})
+            if lost:
+                print(f"qcbo: note: the {fmt.name} format ({out.suffix}) does not keep "
+                      f"{', '.join(lost)} of the problems"
+                      + ("; give --k when reading it back" if "k" in lost else ""),
+                      file=sys.stderr)
         else:
             raise InputError(f"{args.path} holds {count} problems; write them to a "
                              ".npz block set or pick one with --instance")
@@ -56,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         if lost:
             extra = "; give --k when reading it back" if "k" in lost else ""
             print(f"qcbo: note: the {fmt.name} format ({out.suffix}) does not keep "
-                  f"{', '.join(lost)} (offset={problem.offset:g}, k={problem.k}){extra}")
+                  f"{', '.join(lost)} (offset={problem.offset:g}, k={problem.k}){extra}",
+                  file=sys.stderr)
         assert fmt.write is not None
         fmt.write(out, problem)
     print(f"wrote {count} problem(s) to {out}")

@@ -387,6 +387,10 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    # The baselines and the automatic start come before the first step (CHITA++ on a
+    # Fashion-MNIST model: about a minute), with no bar of their own.
+    print("qcbo prune: scoring the one-shot baselines" + (
+        " and choosing iCBS's start" if args.method == "icbs" else "") + " ...", file=sys.stderr)
     bar = tqdm(total=config.epochs * config.steps_per_epoch, desc="iCBS", unit="block",
                leave=False, disable=args.method != "icbs")
     counts = {"applied": 0, "solved": 0}

@@ -21,6 +21,8 @@ def parse_option(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"option {text!r} must look like key=value")
     key, value = text.split("=", 1)
+    if not key.strip():
+        raise argparse.ArgumentTypeError(f"option {text!r} has no name; use key=value")
     try:
         parsed: Any = json.loads(value)
     except json.JSONDecodeError:
