@@ -18,7 +18,8 @@ from .errors import InputError
 __all__ = ["atomic_folder", "atomic_write", "check_out_folder", "check_output",
            "available_memory", "writable_ancestor"]
 
-#: The file that marks a folder as an earlier run's output, which a new run may replace.
+#: The report every `qcbo prune` run writes; with the run's other files it marks a folder
+#: a new run may replace (see `check_out_folder`).
 RUN_MARKER = "report.json"
 
 
@@ -84,18 +85,29 @@ def check_out_folder(out: str | os.PathLike, what: str = "--out",
     if out.exists() and not out.is_dir():
         raise InputError(f"{what} {out}: exists and is not a folder; choose another {what}")
     writable_ancestor(out, what)
+    real = Path(os.path.realpath(out))  # a symlinked folder: its target is replaced
+    cwd = Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise InputError(f"{what} {out}: is the current folder (or holds it), which the "
+                         f"output would replace whole; choose a sub-folder")
     for source in inputs:
         resolved = Path(source).resolve()
-        if out.resolve() == resolved or out.resolve() in resolved.parents:
+        if real == resolved or real in resolved.parents:
             raise InputError(f"{what} {out}: holds the input {source}, which the new output "
                              f"would replace; choose another {what}")
-    if out.is_dir():
-        entries = sorted(p.name for p in out.iterdir())
-        if entries and RUN_MARKER not in entries:
+    if real.is_dir():
+        entries = sorted(p.name for p in real.iterdir())
+        if entries and not _earlier_run(set(entries)):
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise InputError(f"{what} {out}: the folder holds files of something else "
                              f"({shown}) and would be replaced; choose a new or empty folder")
     return out
+
+
+def _earlier_run(entries: set[str]) -> bool:
+    """Whether a folder's files are those of an earlier `qcbo prune` run: its report
+    beside a classifier's pruned weights or a language model's sparsity table."""
+    return RUN_MARKER in entries and bool(entries & {"pruned.safetensors", "sparsity.json"})
 
 
 @contextlib.contextmanager
@@ -103,7 +115,7 @@ def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
     """A temporary folder beside ``out``, renamed to ``out`` on success (an earlier
     ``out`` is replaced only then, as one rename); removed on any failure or interrupt.
     Check ``out`` with `check_out_folder` first."""
-    out = Path(out)
+    out = Path(os.path.realpath(out))  # a symlinked folder: its target is replaced
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

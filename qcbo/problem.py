@@ -52,6 +52,15 @@ def _symmetric_from_matrix(a: np.ndarray, source: str, symmetrize: bool) -> np.n
     )
 
 
+def _plain(label: Any) -> Any:
+    """numpy scalars, also inside tuples, as Python ones (every writer can store them)."""
+    if isinstance(label, np.generic):
+        return label.item()
+    if isinstance(label, tuple):
+        return tuple(_plain(v) for v in label)
+    return label
+
+
 def _matrix_from_mapping(
     terms: Mapping[tuple[int, int], float], n: int | None, source: str
 ) -> np.ndarray:
@@ -177,8 +186,7 @@ class Problem:
             if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
                 raise InputError(f"{source}: labels must be a sequence, got {labels!r:.60}")
             # numpy scalars become Python ones, so every writer can store them.
-            labels = tuple(lab.item() if isinstance(lab, np.generic) else lab
-                           for lab in labels)
+            labels = tuple(_plain(lab) for lab in labels)
             if len(labels) != size:
                 raise InputError(f"{source}: {len(labels)} labels for {size} variables")
             try:

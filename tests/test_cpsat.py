@@ -124,12 +124,23 @@ def test_optimal_only_when_rounding_cannot_hide_a_better_answer():
     problem = Problem(q, k=3)
     best, _ = brute_force(problem)
     result = CpSatBackend().solve(problem, seed=0)
-    assert result.status == "feasible" and "precision_bits" in result.info["not_proven"]
+    assert result.status == "feasible" and "narrow the range" in result.info["not_proven"]
+    assert result.info["precision_retry"]["from_bits"] == 30  # retried at 40 bits, still open
     assert result.info["best_bound"] <= best <= result.energy
-    assert result.energy - result.info["best_bound"] > 0.5
+    assert result.energy - result.info["best_bound"] > 1e-3  # 40 bits: about 0.0015
     # The same Q without the outlier: the rounding is fine and the proof holds.
     q[0, 0] = 1.0
     fine = Problem(q, k=3)
     result = CpSatBackend().solve(fine, seed=0)
     assert result.status == "optimal"
     assert result.energy == pytest.approx(brute_force(fine)[0], abs=1e-9)
+
+
+def test_a_gap_left_by_the_rounding_is_closed_at_full_precision():
+    """Coefficients up to 1e3 and an optimum of 0: 30 bits leave a rounding gap above
+    the tolerance, the retry at 40 bits proves the optimum."""
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1000, size=(20, 20))
+    result = CpSatBackend().solve(Problem((a + a.T) / 2), seed=0)
+    assert result.status == "optimal" and result.energy == 0.0
+    assert result.info["precision_retry"]["from_bits"] == 30

@@ -101,6 +101,7 @@ def test_failed_run_leaves_the_earlier_folder_and_no_temporary(tmp_path, monkeyp
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.json").write_text("{}")  # an earlier run's folder
+    (out / "sparsity.json").write_text("{}")
     (out / "keep.txt").write_text("earlier run")
 
     def broken(*_args, **_kwargs):
@@ -110,9 +111,11 @@ def test_failed_run_leaves_the_earlier_folder_and_no_temporary(tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="disk full"):
         run_lm(str(folder), LMPruneConfig(method="wanda", density=0.5), out, options=OPTIONS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llama", "out"]
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "report.json",
+                                                     "sparsity.json"]
     # a folder that is not a run's output is refused before any work, and kept
     (out / "report.json").unlink()
+    (out / "sparsity.json").unlink()
     with pytest.raises(InputError, match=r"holds files of something else \(keep.txt\)"):
         run_lm(str(folder), LMPruneConfig(method="wanda", density=0.5), out, options=OPTIONS)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]

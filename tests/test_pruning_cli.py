@@ -217,3 +217,25 @@ def test_one_shot_method_reports_every_baseline_from_the_dense_model(tmp_path, c
                        (["--task", "lm", "--hessian", "exact"], "--hessian: for classifiers")]:
         code = main(["prune", *argv, "--out", str(tmp_path / "o")])
         _assert_one_line_error(capsys, code, text)
+
+
+def test_out_edge_cases_current_folder_symlink_export_inside_and_other_reports(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["prune", "--epochs", "0", "--out", "."])
+    _assert_one_line_error(capsys, code, "is the current folder")
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.mkdir()
+    link.symlink_to(target)
+    assert main(["prune", "--epochs", "0", "--out", "link"]) == 0
+    assert link.is_symlink() and (target / "pruned.safetensors").is_file()
+    capsys.readouterr()
+    code = main(["prune", "--epochs", "0", "--out", "o2", "--export-blocks", "o2/b.npz"])
+    _assert_one_line_error(capsys, code, "inside --out o2")
+    other = tmp_path / "cmp"  # another command's report.json does not make it a run folder
+    other.mkdir()
+    (other / "report.json").write_text("{}")
+    (other / "gap_vs_time.png").write_bytes(b"")
+    code = main(["prune", "--epochs", "0", "--out", "cmp"])
+    _assert_one_line_error(capsys, code, "holds files of something else")
+    assert sorted(p.name for p in other.iterdir()) == ["gap_vs_time.png", "report.json"]

@@ -39,7 +39,7 @@ def config_from_args(args: argparse.Namespace):
         pattern = parse_pattern(args.pattern)
     except ValueError as exc:
         raise InputError(f"--pattern: {exc}") from None
-    icbs_fields: dict = {"objective": args.objective, "refit": args.refit,
+    icbs_fields: dict = {"objective": args.objective or "fisher", "refit": args.refit,
                          "init": args.init, "backend": args.backend,
                          "block_size": args.block_size, "steps_per_layer": args.steps_per_epoch,
                    "row_rounds": args.row_rounds,
@@ -64,6 +64,8 @@ def config_from_args(args: argparse.Namespace):
         size = resolve_block_size(backend, args.block_size, default, options=options)
         if args.block_size is None:
             size = min(size, default)
+        if size < 2:
+            raise InputError(f"--block-size must be >= 2, got {size}")
         icbs_fields["block_size"] = size
         _check_backend_fits(backend, size, options, None)
     icbs = LMICBSConfig(**{k: v for k, v in icbs_fields.items() if v is not None})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from backends.executor import make_executor
 
     from ..errors import InputError
+    from ..files import writable_ancestor
     from ..io import atomic_write, read_problems
 
     if args.seeds < 1:
@@ -79,11 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file; --out names a folder (created if missing) "
                          "for report.json and gap_vs_time.png")
-    parent = out.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: cannot create it under {parent} (not a writable folder)")
+    writable_ancestor(out, "--out")
 
     if args.executor == "serial" and args.workers is None and args.ray_address is None:
         report = compare(

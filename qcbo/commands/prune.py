@@ -197,12 +197,17 @@ def _model_file(spec: str) -> str | None:
     return spec
 
 
-def _check_export_path(path: Path, model_file: str | None) -> None:
+def _check_export_path(path: Path, model_file: str | None, out: Path) -> None:
     """--export-blocks, before any work: a writable place, not a folder, not the model,
-    and no file other than an earlier block set replaced."""
+    not inside --out (replaced whole at the end), and no file other than an earlier
+    block set replaced."""
     from ..errors import InputError
     from ..files import check_output, writable_ancestor
     from ..io import detect_format
+
+    if Path(os.path.realpath(out)) in Path(os.path.realpath(path)).parents:
+        raise InputError(f"--export-blocks {path}: inside --out {out}, which is replaced "
+                         "whole when the run ends; write it beside --out")
 
     writable_ancestor(path.parent, "--export-blocks")
     if path.parent.exists():
@@ -305,7 +310,11 @@ def run(args: argparse.Namespace) -> int:
             ("--export-blocks", args.export_blocks), ("--block-size", args.block_size),
             ("--block-k", args.block_k), ("--solver-time-limit", args.solver_time_limit),
             ("--refit", args.refit), ("--keep-best", args.keep_best),
-            ("--select-z", args.select_z)) if value is not None]
+            ("--select-z", args.select_z), ("--group-size", args.group_size),
+            ("--hessian", args.hessian), ("--loss-z", args.loss_z),
+            ("--refit-rounds", args.refit_rounds), ("--reconstruct", args.reconstruct),
+            ("--no-loss-check", args.no_loss_check or None),
+            ("--fisher-samples", args.fisher_samples)) if value is not None]
         if icbs_only:
             raise InputError(f"{', '.join(icbs_only)}: for --method icbs only; --method "
                              f"{args.method} is one-shot")
@@ -365,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_folder(args.out or f"runs/prune-{name}", "--out",
                            inputs=(model_file,) if model_file else ())
     if args.export_blocks and args.method == "icbs":
-        _check_export_path(Path(args.export_blocks), model_file)
+        _check_export_path(Path(args.export_blocks), model_file, out)
     if args.block_size is not None and args.block_size > 16384:
         print(f"qcbo prune: warning: blocks of {args.block_size} make dense {args.block_size}^2 "
               "block Hessians; each step will be slow", file=sys.stderr)
