@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or DEFAULT_OUT)
     model = args.model if args.model and Path(args.model).exists() else None
     check_out_folder(out, inputs=(model,) if model else ())
+    if args.export_blocks and Path(os.path.realpath(out)) in Path(
+            os.path.realpath(args.export_blocks)).parents:
+        raise InputError(f"--export-blocks {args.export_blocks}: inside --out {out}, which is "
+                         "replaced whole when the run ends; write it beside --out")
     executor = None
     if config.method == "icbs" and args.executor != "serial":
         from backends.executor import make_executor
