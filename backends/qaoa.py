@@ -62,6 +62,10 @@ SOURCES: tuple[str, ...] = ("qaoa", "polish", "initial", "fallback")
 _XY = ("xy-ring", "xy-complete")
 
 
+#: QAOA layers when neither p nor angles are given.
+DEFAULT_P = 2
+
+
 class QAOABackend(Backend):
     """QAOA trained on the exact subspace state, then run and sampled.
 
@@ -75,7 +79,8 @@ class QAOABackend(Backend):
     #: Largest n the simulator takes (without ``sub_block``).
     max_qubits: ClassVar[int] = 14
     options = {
-        "p": Option(int, 2, "QAOA layers", minimum=1),
+        "p": Option(int, None, "QAOA layers (null: 2, or the depth of the given angles)",
+                    minimum=1),
         "mixer": Option(str, "auto", "xy-ring | xy-complete (need k) | x (penalty QUBO); auto: "
                                      "xy-ring when k is set, else x",
                         choices=("auto",) + MIXERS),
@@ -126,6 +131,12 @@ class QAOABackend(Backend):
         return 1024 if options.get("sub_block") else cls.block_size_hint
 
     def check(self, problem: Problem, **options: Any) -> None:
+        angles, p = options.get("angles"), options.get("p")
+        if angles is not None and p is not None:
+            depth = len(Angles.from_dict(angles, f"{self.name}: angles").gamma)
+            if depth != p:
+                raise InputError(f"{self.name}: p={p} but the angles have {depth} layer(s); "
+                                 "drop p or give angles of that depth")
         mixer = options.get("mixer", "auto")
         if mixer in _XY and problem.k is None:
             raise InputError(f"{self.name}: mixer {mixer} needs k; use mixer=x for k=None")
@@ -170,7 +181,7 @@ class QAOABackend(Backend):
         return raw
 
     def _solve_block(self, problem: Problem, *, rng: np.random.Generator,
-                     time_limit: float | None, p: int, mixer: str, shots: int, restarts: int,
+                     time_limit: float | None, p: int | None, mixer: str, shots: int, restarts: int,
                      optimizer: str, maxiter: int, angles: Any, penalty: float | None,
                      polish: bool, initial: np.ndarray | None,
                      normalised: np.ndarray | None = None,
@@ -204,10 +215,11 @@ class QAOABackend(Backend):
             trained = model.to_physical(normalised)
             training = Training(trained, model.expectation(trained), 0, True)
         elif model.trivial:
+            p = DEFAULT_P if p is None else p
             trained = Angles((0.0,) * p, (0.0,) * p)
             training = Training(trained, float(model.energies.mean()), 0, True)
         else:
-            training = train_angles(model, p, rng=rng, restarts=restarts, optimizer=optimizer,
+            training = train_angles(model, DEFAULT_P if p is None else p, rng=rng, restarts=restarts, optimizer=optimizer,
                                     maxiter=maxiter, stop=stop)
         t_train = time.perf_counter() - t0
         probs, states, facts = self._outcome_probabilities(model, training.angles, **sdk_options)

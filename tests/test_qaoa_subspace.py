@@ -243,3 +243,13 @@ def test_blocks_too_big_for_the_time_limit_are_answered_classically(monkeypatch)
     small = random_problem(18, 9, seed=2)
     result = backend.solve(small, seed=0, time_limit=1e-4)
     assert result.feasible and "building the model" in result.info["stopped"]
+
+
+def test_p_and_angles_of_another_depth_conflict():
+    backend = SubspaceQAOABackend()
+    problem = random_problem(6, 3, seed=0)
+    one_layer = {"gamma": [0.1], "beta": [0.2]}
+    assert backend.solve(problem, seed=0, angles=one_layer).info["p"] == 1
+    assert backend.solve(problem, seed=0).info["p"] == 2
+    with pytest.raises(InputError, match="p=3 but the angles have 1 layer"):
+        backend.solve(problem, seed=0, p=3, angles=one_layer)
