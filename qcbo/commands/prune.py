@@ -400,7 +400,14 @@ def run(args: argparse.Namespace) -> int:
     # Fashion-MNIST model: about a minute), with no bar of their own.
     print("qcbo prune: scoring the one-shot baselines" + (
         " and choosing iCBS's start" if args.method == "icbs" else "") + " ...", file=sys.stderr)
-    bar = tqdm(total=config.epochs * config.steps_per_epoch, desc="iCBS", unit="block",
+    from pruning.baselines import prunable_weights
+    from pruning.icbs import step_schedule
+
+    # Every layer gets at least config.min_steps_per_layer steps an epoch, so an epoch
+    # can hold more steps than --steps-per-epoch.
+    sizes = [w.numel() for w in prunable_weights(loaded.model, config.patterns).values()]
+    per_epoch = len(step_schedule(sizes, config.steps_per_epoch, config.min_steps_per_layer))
+    bar = tqdm(total=config.epochs * per_epoch, desc="iCBS", unit="block",
                leave=False, disable=args.method != "icbs")
     counts = {"applied": 0, "solved": 0}
 
