@@ -298,6 +298,13 @@ def from_quadratic_program(qp: Any, *, metadata: dict | None = None) -> Problem:
                    source="from_quadratic_program")
 
 
+#: Words LP readers take as section keywords; docplex renames such variables (End ->
+#: _End), so labels among them are kept in the qcbo comment instead.
+_LP_KEYWORDS = frozenset({
+    "minimize", "minimise", "minimum", "min", "maximize", "maximise", "maximum", "max",
+    "subject", "to", "st", "such", "that", "bounds", "bound", "binaries", "binary", "bin",
+    "generals", "general", "gen", "end", "free", "inf", "infinity", "semi", "sos"})
+
 #: Prefix of the comment line in which write_lp keeps what LP cannot say (labels that
 #: are not LP names, metadata); other LP readers skip it as a comment.
 _LP_COMMENT = "\\ qcbo: "
@@ -310,7 +317,8 @@ def write_lp(path: str | os.PathLike, problem: Problem) -> None:
     kept, with the metadata, in a ``\\ qcbo: {json}`` comment line that `read_lp` reads.
     """
     labels = problem.labels
-    plain = labels is None or all(isinstance(v, str) and _LP_NAME.match(v) for v in labels)
+    plain = labels is None or all(isinstance(v, str) and _LP_NAME.match(v)
+                                  and v.lower() not in _LP_KEYWORDS for v in labels)
     qp = to_quadratic_program(problem if plain else problem.replace(labels=None))
     _require("docplex", "docplex")
     with warnings.catch_warnings():

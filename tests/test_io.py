@@ -356,6 +356,9 @@ def test_lp_keeps_labels_that_are_not_lp_names(tmp_path):
     back = read_problem(tmp_path / "p.lp")
     assert back.labels == (7, "a b", 3, "c")
     _same_energies(p, back, atol=1e-9)
+    keywords = p.replace(labels=["End", "st", "x", "Bounds"])  # LP section words
+    write_problem(tmp_path / "k.lp", keywords)
+    assert read_problem(tmp_path / "k.lp").labels == ("End", "st", "x", "Bounds")
 
 
 def test_quadratic_program_keeps_labels():
