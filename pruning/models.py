@@ -228,8 +228,9 @@ def _read_torch_file(path: Path) -> Any:
                 f"{path}: the file needs {found.group(1)}, which qcbo will not load (that would "
                 "run code from the file); save model.state_dict() instead, or build the model "
                 "from torch.nn layers only") from None
-        first = text.strip().splitlines()[0] if text.strip() else ""
-        raise InputError(f"{path}: cannot read model file ({type(exc).__name__}: {first})") from None
+        raise InputError(f"{path}: not a PyTorch model file torch.load can read safely "
+                         f"({type(exc).__name__}); give a .safetensors or .pt state dict, "
+                         "or a torch.save'd module of torch.nn layers") from None
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -291,6 +292,12 @@ def load_model(spec: str, *, progress: bool = False) -> LoadedModel:
 
         return load_zoo(spec[len("zoo:"):])
     path = Path(spec)
+    if path.is_dir():
+        raise InputError(f"{spec}: is a folder; classifiers take a model file (.safetensors "
+                         "or .pt); a Hugging Face model folder is for --task lm")
+    if path.is_file() and path.suffix not in (".safetensors", ".pt", ".pth", ".bin"):
+        raise InputError(f"{spec}: unsupported model file type {path.suffix or '(none)'!r}; "
+                         "give a .safetensors or .pt file")
     if not path.is_file():
         raise InputError(
             f"{spec}: no such model file; use builtin:mlp-digits, builtin:mlp-fashion-mnist, "
