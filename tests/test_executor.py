@@ -244,18 +244,45 @@ def test_small_tasks_travel_in_batches_with_the_same_answers(monkeypatch):
     assert all(len(set(b)) == 1 for b in batches)
 
 
+_KILLED_RAY_WORKER_SCRIPT = """
+import json, os, signal, sys
+sys.path.insert(0, {root!r})
+from backends.executor import make_executor
+from tests.helpers import random_problem
+
+problems = [random_problem(64, 32, seed=60 + i) for i in range(12)]
+slow = {{"sweeps": 300, "restarts": 2}}
+seen = []
+with make_executor("ray", workers=2) as executor:
+    for index, result, info in executor.solve_iter(problems, "sa", slow, seed=4):
+        if not seen:
+            os.kill(info["pid"], signal.SIGKILL)
+        seen.append([index, result.energy, result.x.tolist(), result.seed])
+print(json.dumps(seen))
+"""
+#: What Ray's driver prints when it aborts on its own bug after a killed worker's retry
+#: ("Tried to complete task that was not pending"): an upstream race, tried once more.
+_RAY_INTERNAL_CRASH = "An unexpected system state has occurred"
+
+
 @pytest.mark.skipif(not HAS_RAY, reason=NO_RAY)
-def test_a_killed_ray_worker_is_retried(ray_executor):
+def test_a_killed_ray_worker_is_retried():
+    """In its own process: Ray's driver can abort on an internal race after a worker is
+    killed (seen once in CI, seconds after this test), which must not take pytest down."""
     problems = _blocks(12, n=64, seed=60)
     slow = {"sweeps": 300, "restarts": 2}
     expected = _answers(solve_many(problems, "sa", slow, seed=4))
-    seen = []
-    for index, result, info in ray_executor.solve_iter(problems, "sa", slow, seed=4):
-        if not seen:
-            os.kill(info["pid"], signal.SIGKILL)
-        seen.append((index, result))
-    assert sorted(i for i, _ in seen) == list(range(12))
-    assert _answers(r for _, r in sorted(seen, key=lambda p: p[0])) == expected
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = _KILLED_RAY_WORKER_SCRIPT.format(root=root)
+    for attempt in range(2):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=300, cwd=root)
+        if out.returncode == 0 or _RAY_INTERNAL_CRASH not in out.stderr + out.stdout:
+            break
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sorted(i for i, *_ in seen) == list(range(12))
+    assert [tuple(r[1:]) for r in sorted(seen)] == [(e, x, s) for e, x, s in expected]
 
 
 # --------------------------------------------------------------------------- CLI
