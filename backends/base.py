@@ -177,6 +177,18 @@ class RawSolution:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def checked_time_limit(time_limit: Any, who: str = "") -> float | None:
+    """``time_limit`` as seconds (float) or None for no limit (``inf`` too, for every
+    backend alike); InputError unless it is None or a number > 0."""
+    if time_limit is None:
+        return None
+    if isinstance(time_limit, (bool, np.bool_)) or not isinstance(
+            time_limit, (int, float, np.integer, np.floating)) or not time_limit > 0:
+        raise InputError(f"{who}time_limit must be a number > 0 of seconds (None: no "
+                         f"limit), got {time_limit!r}")
+    return None if math.isinf(time_limit) else float(time_limit)
+
+
 def deadline(time_limit: float | None) -> float:
     """The perf_counter() value at which a run must stop (inf without a limit)."""
     return float("inf") if time_limit is None else time.perf_counter() + time_limit
@@ -245,18 +257,11 @@ class Backend(abc.ABC):
         self._check_known(options)
         if not isinstance(problem, Problem):
             raise TypeError(f"{self.name}: expected a qcbo.Problem, got {type(problem).__name__}")
-        if time_limit is not None:
-            if isinstance(time_limit, (bool, np.bool_)) or not isinstance(
-                    time_limit, (int, float, np.integer, np.floating)) or not time_limit > 0:
-                raise InputError(f"{self.name}: time_limit must be a number > 0 of seconds "
-                                 f"(None: no limit), got {time_limit!r}")
-            # inf means no limit, for every backend alike
-            time_limit = None if math.isinf(time_limit) else float(time_limit)
+        time_limit = checked_time_limit(time_limit, f"{self.name}: ")
         if seed is not None and (isinstance(seed, (bool, np.bool_))
                                  or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise InputError(f"{self.name}: seed must be an integer >= 0, got {seed!r}")
-        opts = self.resolve_options(problem, options)
-        self.check(problem, **opts)
+        opts = self.prepare(problem, options)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         start = time.perf_counter()

@@ -51,6 +51,8 @@ from qcbo.errors import BackendUnavailableError, InputError, QCBOError, SolverEr
 from qcbo.problem import Problem
 from qcbo.result import SolveResult
 
+from .base import checked_time_limit
+
 __all__ = ["Executor", "ExecutorKind", "SerialExecutor", "ProcessExecutor", "RayExecutor",
            "make_executor", "solve_many", "task_seed", "SHARED_MEMORY_MIN_BYTES"]
 
@@ -342,8 +344,7 @@ class Executor(abc.ABC):
 
         warm_start = backend_class(backend).supports_initial()  # unknown names raise here
         task_seed(seed, 0)
-        if time_limit is not None and not time_limit > 0:
-            raise InputError(f"time_limit must be > 0 seconds, got {time_limit}")
+        time_limit = checked_time_limit(time_limit)
         options = dict(options or {})
         on_ray = self.kind == "ray"
 

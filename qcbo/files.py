@@ -15,8 +15,8 @@ from typing import IO, Any, Iterator
 
 from .errors import InputError
 
-__all__ = ["atomic_folder", "atomic_write", "check_out_folder", "check_output",
-           "available_memory", "writable_ancestor"]
+__all__ = ["atomic_folder", "atomic_write", "check_out_folder", "check_outside",
+           "check_output", "available_memory", "writable_ancestor"]
 
 #: The report every `qcbo prune` run writes; with the run's other files it marks a folder
 #: a new run may replace (see `check_out_folder`).
@@ -102,6 +102,15 @@ def check_out_folder(out: str | os.PathLike, what: str = "--out",
             raise InputError(f"{what} {out}: the folder holds files of something else "
                              f"({shown}) and would be replaced; choose a new or empty folder")
     return out
+
+
+def check_outside(path: str | os.PathLike, folder: str | os.PathLike, what: str,
+                  folder_what: str = "--out") -> None:
+    """InputError when ``path`` lies inside ``folder``, an output replaced whole at the
+    end of the run (`atomic_folder`), which would delete it."""
+    if Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents:
+        raise InputError(f"{what} {path}: inside {folder_what} {folder}, which is replaced "
+                         f"whole when the run ends; write it beside {folder_what}")
 
 
 def _earlier_run(entries: set[str]) -> bool:

@@ -32,8 +32,7 @@ from qcbo.files import atomic_folder, check_out_folder
 
 from .prune import LMPruneConfig
 
-__all__ = ["LMRunOptions", "DEFAULT_MODEL", "run_lm", "sparsity_report", "sparsity_table",
-           "check_out_folder"]
+__all__ = ["LMRunOptions", "DEFAULT_MODEL", "run_lm", "sparsity_report", "sparsity_table"]
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,16 +110,16 @@ def _progress() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``qcbo prune --task lm``; returns the exit code."""
-    from pruning.llm.run import DEFAULT_MODEL, check_out_folder, run_lm
+    from pruning.llm.run import DEFAULT_MODEL, run_lm
+
+    from ..files import check_out_folder, check_outside
 
     config, options = config_from_args(args)
     out = Path(args.out or DEFAULT_OUT)
     model = args.model if args.model and Path(args.model).exists() else None
     check_out_folder(out, inputs=(model,) if model else ())
-    if args.export_blocks and Path(os.path.realpath(out)) in Path(
-            os.path.realpath(args.export_blocks)).parents:
-        raise InputError(f"--export-blocks {args.export_blocks}: inside --out {out}, which is "
-                         "replaced whole when the run ends; write it beside --out")
+    if args.export_blocks:
+        check_outside(args.export_blocks, out, "--export-blocks")
     executor = None
     if config.method == "icbs" and args.executor != "serial":
         from backends.executor import make_executor

@@ -189,6 +189,11 @@ _FLAGS = {"select_z": "--select-z", "loss_z": "--loss-z", "refit_rounds": "--ref
           "loss_check on": "the loss check: drop --no-loss-check"}
 
 
+def _given(*flags: tuple[str, Any]) -> list[str]:
+    """The flags of (flag, value) pairs the user set (value not None)."""
+    return [flag for flag, value in flags if value is not None]
+
+
 def _model_file(spec: str) -> str | None:
     """The file a --model spec reads, if any (builtin and zoo names read the cache)."""
     if spec.startswith(("builtin:", "zoo:")):
@@ -202,12 +207,10 @@ def _check_export_path(path: Path, model_file: str | None, out: Path) -> None:
     not inside --out (replaced whole at the end), and no file other than an earlier
     block set replaced."""
     from ..errors import InputError
-    from ..files import check_output, writable_ancestor
+    from ..files import check_output, check_outside, writable_ancestor
     from ..io import detect_format
 
-    if Path(os.path.realpath(out)) in Path(os.path.realpath(path)).parents:
-        raise InputError(f"--export-blocks {path}: inside --out {out}, which is replaced "
-                         "whole when the run ends; write it beside --out")
+    check_outside(path, out, "--export-blocks")
 
     writable_ancestor(path.parent, "--export-blocks")
     if path.parent.exists():
@@ -259,11 +262,11 @@ def run(args: argparse.Namespace) -> int:
         if args.keep_best is not None or args.select_z is not None:
             raise InputError("--keep-best and --select-z are for classifiers (they pick an "
                              "epoch on their validation split); drop them for --task lm")
-        classifier_only = [flag for flag, value in (
+        classifier_only = _given(
             ("--hessian", args.hessian), ("--fisher-samples", args.fisher_samples),
             ("--block-k", args.block_k), ("--calibration-samples", args.calibration_samples),
             ("--group-size", args.group_size), ("--layers", args.layers),
-            ("--solver-time-limit", args.solver_time_limit)) if value is not None]
+            ("--solver-time-limit", args.solver_time_limit))
         if classifier_only:
             hint = (" (its Fisher samples: --lm-fisher-samples)"
                     if args.fisher_samples is not None else "")
@@ -296,15 +299,14 @@ def run(args: argparse.Namespace) -> int:
     if args.fisher_groups is not None or args.blend is not None:
         raise InputError("--fisher-groups and --blend are for --task lm --objective fisher "
                          "only; drop them for classifiers")
-    lm_only = [flag for flag, value in (
-        ("--objective", args.objective), ("--targets", args.targets),
-        ("--target-ridge", args.target_ridge), ("--eval-windows", args.eval_windows),
-        ("--calibration-windows", args.calibration_windows),
-        ("--lm-fisher-samples", args.lm_fisher_samples)) if value is not None]
+    lm_only = _given(("--objective", args.objective), ("--targets", args.targets),
+                     ("--target-ridge", args.target_ridge), ("--eval-windows", args.eval_windows),
+                     ("--calibration-windows", args.calibration_windows),
+                     ("--lm-fisher-samples", args.lm_fisher_samples))
     if lm_only:
         raise InputError(f"{', '.join(lm_only)}: for --task lm only; drop for classifiers")
     if args.method != "icbs":
-        icbs_only = [flag for flag, value in (
+        icbs_only = _given(
             ("--init", args.init), ("--epochs", args.epochs),
             ("--steps-per-epoch", args.steps_per_epoch), ("--option", args.option or None),
             ("--export-blocks", args.export_blocks), ("--block-size", args.block_size),
@@ -314,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
             ("--hessian", args.hessian), ("--loss-z", args.loss_z),
             ("--refit-rounds", args.refit_rounds), ("--reconstruct", args.reconstruct),
             ("--no-loss-check", args.no_loss_check or None),
-            ("--fisher-samples", args.fisher_samples)) if value is not None]
+            ("--fisher-samples", args.fisher_samples))
         if icbs_only:
             raise InputError(f"{', '.join(icbs_only)}: for --method icbs only; --method "
                              f"{args.method} is one-shot")
@@ -333,7 +335,15 @@ def run(args: argparse.Namespace) -> int:
     defaults = MODEL_DEFAULTS.get(name, _FALLBACK)
     block_size = resolve_block_size(backend, args.block_size, defaults["block_size"],
                                     options=dict(args.option))
+    # Flags left unset keep ICBSConfig's defaults.
+    optional = {"fisher_samples": args.fisher_samples, "hessian": args.hessian,
+                "keep_best": args.keep_best, "select_z": args.select_z,
+                "group_size": args.group_size, "loss_z": args.loss_z,
+                "refit": None if args.refit is None else ("epoch" if args.refit else "none"),
+                "refit_rounds": args.refit_rounds, "reconstruct": args.reconstruct,
+                "calibration_samples": args.calibration_samples}
     config = ICBSConfig(
+        **{key: value for key, value in optional.items() if value is not None},
         density=args.density if args.density is not None else defaults["density"],
         backend=args.backend,
         backend_options=dict(args.option) if args.option else None,
@@ -343,19 +353,8 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs if args.epochs is not None else defaults["epochs"],
         steps_per_epoch=(args.steps_per_epoch if args.steps_per_epoch is not None
                          else defaults["steps_per_epoch"]),
-        **({} if args.fisher_samples is None else {"fisher_samples": args.fisher_samples}),
-        **({} if args.hessian is None else {"hessian": args.hessian}),
         solver_time_limit=args.solver_time_limit,
-        **({} if args.keep_best is None else {"keep_best": args.keep_best}),
-        **({} if args.select_z is None else {"select_z": args.select_z}),
-        **({} if args.group_size is None else {"group_size": args.group_size}),
         loss_check=not args.no_loss_check,
-        **({} if args.loss_z is None else {"loss_z": args.loss_z}),
-        **({} if args.refit is None else {"refit": "epoch" if args.refit else "none"}),
-        **({} if args.refit_rounds is None else {"refit_rounds": args.refit_rounds}),
-        **({} if args.reconstruct is None else {"reconstruct": args.reconstruct}),
-        **({} if args.calibration_samples is None
-           else {"calibration_samples": args.calibration_samples}),
         patterns=tuple(args.layers) if args.layers else None,
         seed=args.seed,
     )

@@ -118,7 +118,7 @@ def _run_all(args: argparse.Namespace) -> int:
                          "(write one with `qcbo convert` or pruning's export)")
     run_seed = 0 if args.seed is None else args.seed
     task_seed(run_seed, 0)  # a negative seed fails here, before any work
-    backend_class(args.backend)
+    backend = backend_class(args.backend)()
     options = dict(args.option)
     out = check_output(args.out, "--out", inputs=(resolve_path(args.path),))
 
@@ -131,13 +131,11 @@ def _run_all(args: argparse.Namespace) -> int:
         if not todo:
             print(f"all {len(blocks)} blocks are already in {out}; nothing to do")
             return 0
-        # Options and k are checked on the blocks before the results file is touched.
-        backend = backend_class(args.backend)()
-        if args.k is not None:
-            for i in todo:
-                _with_k(blocks[i], args.k, args.path)
-        first = _with_k(blocks[todo[0]], args.k, args.path)
-        backend.prepare(first, options)
+        # Options and k are checked on the blocks before the results file is touched
+        # (k on every block to solve, options on the first).
+        checked = [_with_k(blocks[i], args.k, args.path)
+                   for i in (todo if args.k is not None else todo[:1])]
+        backend.prepare(checked[0], options)
         failed = 0
         about: dict[int, tuple[str, int, int | None]] = {}
 
