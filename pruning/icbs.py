@@ -325,7 +325,8 @@ def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Par
     and the dense values iCBS keeps on kept weights, None for the original weights).
     ``measure`` maps candidate names to a function of the pruned model whose dict joins
     that candidate's entry (e.g. test metrics, so a caller need not prune it again),
-    with ``layers`` (per-layer density) and, for CHITA, its objective and iterations.
+    with ``layers`` (per-layer density) and, for CHITA, its objective, iterations and
+    last stage's ``magnitude_overlap``.
     The model's weights are left dense.
     """
     if score not in ("tempered", "loss"):
@@ -351,7 +352,8 @@ def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Par
                           for n in weights}
                 scores = {n: values[n].abs() for n in weights}
                 extra = {"objective": result.objective, "iterations": result.iterations,
-                         "stages": stages}
+                         "stages": stages,
+                         "magnitude_overlap": result.stages[-1]["magnitude_overlap"]}
             else:
                 score_method, granularity = BASELINES[name]
                 scores = scores_for(score_method, model, weights, loss_fn=loss_fn,

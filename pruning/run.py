@@ -154,7 +154,8 @@ def prune_classifier(
                                 patterns=config.patterns)
             masks = chita.masks
             extra = {"objective": chita.objective, "iterations": chita.iterations,
-                     "stages": stages}
+                     "stages": stages,
+                     "magnitude_overlap": chita.stages[-1]["magnitude_overlap"]}
         else:
             masks = one_shot(copy_, name, config.density, loss_fn=loss_fn, batches=calibration(),
                              patterns=config.patterns)
@@ -175,7 +176,8 @@ def prune_classifier(
             c = report["initial"]["candidates"][name]
             results[name] = {**{k: c[k] for k in ("val_loss", "val_accuracy", "test_loss",
                                                   "test_accuracy", "layers", "objective",
-                                                  "iterations", "stages")},
+                                                  "iterations", "stages",
+                                                  "magnitude_overlap")},
                              "wall_time_s": c["time_s"], "from_start_candidates": True}
     else:
         chosen = results[method]

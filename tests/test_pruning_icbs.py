@@ -284,7 +284,8 @@ def test_chita_baselines_of_an_automatic_start_are_the_start_candidates():
     reused = auto["baselines"]["chita++"]
     assert reused["from_start_candidates"] is True
     assert "from_start_candidates" not in alone["baselines"]["chita++"]
-    for key in ("test_accuracy", "test_loss", "val_accuracy", "objective", "iterations"):
+    for key in ("test_accuracy", "test_loss", "val_accuracy", "objective", "iterations",
+                "magnitude_overlap"):
         assert reused[key] == pytest.approx(alone["baselines"]["chita++"][key], rel=1e-6)
     assert reused["layers"] == pytest.approx(alone["baselines"]["chita++"]["layers"])
     assert reused["stages"] > 1
