@@ -48,6 +48,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceCheck",
     "device_info",
+    "check_shots",
     "decompose",
     "check_circuit",
     "to_braket_circuit",
@@ -131,6 +132,19 @@ class DeviceInfo:
     fully_connected: bool
     edges: frozenset[tuple[int, int]]
     native_gates: tuple[str, ...] = ()
+    #: (fewest, most) shots per task the device accepts (``service.shotsRange``); None
+    #: when the document does not say (the offline snapshots)
+    shots_range: tuple[int, int] | None = None
+
+
+def check_shots(shots: int, info: DeviceInfo, device: str) -> None:
+    """InputError unless ``shots`` lies in the device's ``shots_range`` (when known)."""
+    if info.shots_range is None:
+        return
+    low, high = info.shots_range
+    if not low <= shots <= high:
+        raise InputError(f"--shots {shots} is outside the {low}-{high} shots per task that "
+                         f"{device} accepts; choose a value in that range")
 
 
 def device_info(properties: Any) -> DeviceInfo:
@@ -152,9 +166,14 @@ def device_info(properties: Any) -> DeviceInfo:
     for a, targets in (conn.get("connectivityGraph") or {}).items():
         for b in targets:
             edges.add((min(int(a), int(b)), max(int(a), int(b))))
+    shots = (properties.get("service") or {}).get("shotsRange")
+    shots_range = None
+    if isinstance(shots, (list, tuple)) and len(shots) == 2 and \
+            all(isinstance(v, int) and not isinstance(v, bool) for v in shots):
+        shots_range = (int(shots[0]), int(shots[1]))
     return DeviceInfo(int(qubits) if qubits is not None else None, ops,
                       bool(conn.get("fullyConnected", False)), frozenset(edges),
-                      tuple(paradigm.get("nativeGateSet", []) or ()))
+                      tuple(paradigm.get("nativeGateSet", []) or ()), shots_range)
 
 
 # ------------------------------------------------------------------ decomposition

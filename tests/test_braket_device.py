@@ -207,6 +207,31 @@ def _submit(tmp_path, device, *extra):
     return submit_cmd.run(args, device=device), manifest
 
 
+def test_device_info_reads_the_shots_range():
+    assert device_info(_doc("ionq", IONQ_OPS, 4)).shots_range == (1, 10000)
+    doc = json.loads(_doc("ionq", IONQ_OPS, 4).json())
+    del doc["service"]["shotsRange"]
+    assert device_info(doc).shots_range is None
+
+
+class NarrowShotsDevice(RecordingDevice):
+    """A device that accepts 1-100 shots per task."""
+
+    @property
+    def properties(self):
+        props = self.inner.properties.copy(deep=True)
+        props.service.shotsRange = (1, 100)
+        return props
+
+
+def test_submit_refuses_shots_outside_the_device_range(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "NOT-A-REAL-SECRET-1234")
+    device = NarrowShotsDevice()
+    with pytest.raises(InputError, match=r"--shots 200 is outside the 1-100 shots per task"):
+        _submit(tmp_path, device, "--yes")
+    assert device.runs == 0 and not (tmp_path / "m.json").exists()
+
+
 def test_submit_manifest_collect_roundtrip(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "NOT-A-REAL-SECRET-1234")
     device = RecordingDevice()

@@ -22,7 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_problem_arguments(parser)
     parser.add_argument("--device", required=True, metavar="ARN",
                         help="Braket device ARN, e.g. arn:aws:braket:us-east-1::device/qpu/ionq/Aria-1")
-    parser.add_argument("--shots", required=True, type=positive_int, help="shots per task")
+    parser.add_argument("--shots", required=True, type=positive_int,
+                        help="shots per task (checked against the device's accepted range "
+                             "when its live properties are read)")
     parser.add_argument("--p", type=int, default=2, help="QAOA layers when training (default 2)")
     parser.add_argument("--mixer", default="auto", choices=["auto", "xy-ring", "xy-complete", "x"],
                         help="auto: xy-ring when the problem has k, else x")
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace, *, device=None) -> int:
     """``device`` (tests): an object with Braket's device interface used instead of AwsDevice."""
     import numpy as np
 
-    from backends.braket_device import fingerprint, load_manifest, plan_blocks, submit_blocks
+    from backends.braket_device import (check_shots, fingerprint, load_manifest, plan_blocks,
+                                        submit_blocks)
     from backends.braket_plan import (format_submission_plan, manifest_parts, parse_device_arn,
                                       plan_submission)
 
@@ -128,6 +131,7 @@ def run(args: argparse.Namespace, *, device=None) -> int:
                           str(parent["classical"].get("source") or "manifest"))
 
     target, aws = _target(args, device)
+    check_shots(args.shots, target.info, target.name)
     plan = plan_submission(problems, target, shots=args.shots, p=args.p, mixer=args.mixer,
                            sub_block=args.sub_block, classical=args.classical,
                            classical_time=args.classical_time, seed=args.seed, answers=answers)
