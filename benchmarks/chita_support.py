@@ -1,6 +1,8 @@
-"""CHITA's support against magnitude's: where CHITA chooses its own mask, and how it
-compares with the mask-only baselines (issue 14's "CHITA beats the best mask-only
-baseline at 0.3 ... if it does not, find out why").
+"""CHITA's support against magnitude's mask and the mask-only baselines, per zoo model.
+
+Where CHITA chooses its own mask, and how it compares with the mask-only baselines
+(issue 14's "CHITA beats the best mask-only baseline at 0.3 ... if it does not, find out
+why").
 
 Per zoo model (replicates ``NAME.rK`` too) and density, with the calibration batches
 `pruning.run.prune_classifier` gives its baselines:
@@ -9,13 +11,17 @@ Per zoo model (replicates ``NAME.rK`` too) and density, with the calibration bat
   tr(F)/p (F = GᵀG/N over the first 512 calibration samples), beside CHITA's ridge;
 - CHITA (library defaults) and its ``magnitude_overlap``: the fraction of its kept
   weights that magnitude's global mask also keeps (`pruning.chita`, "When the support
-  stays magnitude's");
+  stays magnitude's"), and its objective f over ``ridge_bound`` B, the lower bound on f
+  over every support (f / B near 1: no other support can do much better);
 - the five mask-only baselines; the best by test accuracy (issue 14's comparison, a
   choice made on the test set) and the one validation would choose (accuracy, ties to
   the lower loss);
 - ``--variants``: CHITA with gradients of held-out samples ("val-grads": the first 512
   of the validation split) and with the logits divided by the temperature fitted on the
-  validation split ("temperature", T in [e^-3, e^6]).
+  validation split ("temperature", T in [e^-3, e^6]); "plus" adds CHITA++ (`PLUS_STAGES`
+  stages), whose last stage's ``magnitude_overlap`` is against magnitude's mask of the
+  re-fitted weights that stage starts from, and ``overlap_with_magnitude_global``
+  against the dense model's (`ChitaResult.magnitude_overlap`).
 
 Test accuracy, one seed (the calibration draw). Writes benchmarks/results/NAME.json and
 NAME.png (overlap and CHITA's gain over magnitude-global against density).
@@ -42,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 MASKS = ("magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient")
-VARIANTS = ("val-grads", "temperature")
+VARIANTS = ("val-grads", "temperature", "plus")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,7 +113,7 @@ def measure(name: str, densities: list[float], variants: list[str], seed: int
     from torch import nn
 
     from pruning.baselines import one_shot
-    from pruning.chita import ChitaConfig, chita_prune, first_samples
+    from pruning.chita import PLUS_STAGES, ChitaConfig, chita_prune, first_samples
     from pruning.data import make_loader
     from pruning.icbs import ICBSConfig
     from pruning.run import EVAL_CHUNK, _metrics, calibration_data
@@ -133,29 +139,30 @@ def measure(name: str, densities: list[float], variants: list[str], seed: int
                                "calibration_loss": calib_loss,
                                "fisher_diagonal_mean": fisher, "chita_lam": ChitaConfig(density).lam,
                                "dense": dense, "masks": {}, "chita": {}}
-        kept_mg = None
         for method in MASKS:
             pruned = copy.deepcopy(model)
-            masks = one_shot(pruned, method, density, loss_fn=ce, batches=calibration())
+            one_shot(pruned, method, density, loss_fn=ce, batches=calibration())
             row["masks"][method] = _metrics(pruned, loaders, ce)
-            if method == "magnitude-global":
-                kept_mg = {n: m.bool() for n, m in masks.items()}
         runs = [("default", ce, calibration())]
         if "val-grads" in variants:
             runs.append(("val-grads", ce, [(x_val, y_val)]))
         if "temperature" in variants:
             runs.append(("temperature", lambda o, t, T=temperature: ce(o / T, t), calibration()))
+        if "plus" in variants:
+            runs.append(("plus", ce, calibration()))
         for label, loss_fn, batches in runs:
             pruned = copy.deepcopy(model)
             t0 = time.perf_counter()
-            result = chita_prune(pruned, loss_fn, batches, ChitaConfig(density, seed=seed))
-            both = sum(int((result.masks[n] & kept_mg[n]).sum()) for n in result.masks)
+            stages = PLUS_STAGES if label == "plus" else 1
+            result = chita_prune(pruned, loss_fn, batches,
+                                 ChitaConfig(density, seed=seed, stages=stages))
+            last = result.stages[-1]
             row["chita"][label] = {**_metrics(pruned, loaders, ce),
-                                   "magnitude_overlap": result.stages[-1]["magnitude_overlap"],
-                                   "overlap_with_magnitude_global":
-                                       both / sum(int(m.sum()) for m in result.masks.values()),
+                                   "magnitude_overlap": last["magnitude_overlap"],
+                                   "overlap_with_magnitude_global": result.magnitude_overlap,
                                    "objective": result.objective,
-                                   "magnitude_objective": result.stages[-1]["magnitude_objective"],
+                                   "magnitude_objective": last["magnitude_objective"],
+                                   "ridge_bound": last["ridge_bound"],
                                    "time_s": time.perf_counter() - t0}
         if temperature is not None:
             row["validation_temperature"] = temperature
@@ -170,7 +177,8 @@ def measure(name: str, densities: list[float], variants: list[str], seed: int
               f"dense {100 * dense['test_accuracy']:.2f}, best mask {100 * row['best_mask_test']:.2f}, "
               f"mask by val ({by_val}) {100 * row['masks'][by_val]['test_accuracy']:.2f}, "
               f"magnitude-global {100 * row['masks']['magnitude-global']['test_accuracy']:.2f}, "
-              + ", ".join(f"chita {k} {100 * v['test_accuracy']:.2f}"
+              + ", ".join(f"chita {k} {100 * v['test_accuracy']:.2f} (overlap with dense "
+                          f"magnitude-global {v['overlap_with_magnitude_global']:.3f})"
                           for k, v in row["chita"].items()), flush=True)
     return rows
 
@@ -186,12 +194,14 @@ def report(rows: list[dict[str, Any]], name: str) -> None:
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["model"].split(".r")[0], r["density"]), []).append(r)
-    labels = sorted({k for r in rows for k in r["chita"]}, key=lambda k: k != "default")
-    print("\n| model | d | runs | tr(F)/p | overlap min | dense | best mask (test-chosen) "
+    labels = [k for k in ("default", *VARIANTS) if any(k in r["chita"] for r in rows)]
+    plus = int(any("plus" in r["chita"] for r in rows))
+    print("\n| model | d | runs | tr(F)/p | overlap min | f / B | dense | best mask (test-chosen) "
           "| mask by val | magnitude-global | "
           + " | ".join(f"CHITA {k}" for k in labels)
-          + " | CHITA vs best mask (above/level/below) | CHITA vs mask by val |")
-    print("|" + "---|" * (10 + len(labels)))
+          + " | CHITA vs best mask (above/level/below) | CHITA vs mask by val "
+          + ("| CHITA++ kept weights in dense magnitude-global's mask |" if plus else "|"))
+    print("|" + "---|" * (12 + len(labels) + plus))
     summary = []
     for (base, d), sel in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         mean = lambda f: 100 * float(np.mean([f(r) for r in sel]))  # noqa: E731
@@ -205,6 +215,9 @@ def report(rows: list[dict[str, Any]], name: str) -> None:
                  "overlap_min": min(r["chita"]["default"]["magnitude_overlap"] for r in sel),
                  "overlap_mean": float(np.mean([r["chita"]["default"]["magnitude_overlap"]
                                                 for r in sel])),
+                 "objective_over_bound": float(np.mean(
+                     [r["chita"]["default"]["objective"] / r["chita"]["default"]["ridge_bound"]
+                      for r in sel])),
                  "dense": mean(lambda r: r["dense"]["test_accuracy"]),
                  "best_mask": mean(lambda r: r["best_mask_test"]),
                  "mask_by_validation": mean(lambda r: r["masks"][r["mask_by_validation"]]
@@ -216,13 +229,18 @@ def report(rows: list[dict[str, Any]], name: str) -> None:
                  "vs_best_mask": counts(lambda r: r["best_mask_test"]),
                  "vs_mask_by_validation": counts(
                      lambda r: r["masks"][r["mask_by_validation"]]["test_accuracy"])}
+        if plus:
+            entry["plus_overlap_with_magnitude_global"] = float(np.mean(
+                [r["chita"]["plus"]["overlap_with_magnitude_global"] for r in sel]))
         summary.append(entry)
         print(f"| {base} | {d:g} | {len(sel)} | {entry['fisher_diagonal_mean']:.1e} "
-              f"| {entry['overlap_min']:.4f} | {entry['dense']:.2f} | {entry['best_mask']:.2f} "
+              f"| {entry['overlap_min']:.4f} | {entry['objective_over_bound']:.2f} "
+              f"| {entry['dense']:.2f} | {entry['best_mask']:.2f} "
               f"| {entry['mask_by_validation']:.2f} | {entry['magnitude_global']:.2f} | "
               + " | ".join(f"{entry['chita'][k]:.2f}" if k in entry["chita"] else "—"
                            for k in labels)
-              + f" | {entry['vs_best_mask']} | {entry['vs_mask_by_validation']} |")
+              + f" | {entry['vs_best_mask']} | {entry['vs_mask_by_validation']} |"
+              + (f" {entry['plus_overlap_with_magnitude_global']:.3f} |" if plus else ""))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
     tmp = out.with_suffix(".json.tmp")

@@ -38,13 +38,15 @@ The solve (`solve_sparse_quadratic`), on one block of weights (a layer for budge
 When the support stays magnitude's. For a support S with pruned set P (d_P = -w̄_P), the
 refined f is min over d_S of (1/(2N)) ||G_P d_P + G_S d_S||^2 + (lam/2)(||w̄_P||^2 +
 ||d_S||^2), which is at least (lam/2) ||w̄_P||^2; over supports of size k that bound is
-smallest for the magnitude mask. When k is much larger than N, G_S (N x k) can usually
-cancel G_P d_P with a small d_S, f sits close to the bound, and the magnitude mask is
-(near) optimal for CHITA's own model: the method then keeps magnitude's mask and its gain
-is the re-fit of the kept weights. On the zoo's MLPs at density 0.3 (k >= 7,757, N =
-512) CHITA keeps at least 0.999 of magnitude-global's kept weights; its support departs
-at lower densities (benchmarks/README.md, "CHITA's support"). ``magnitude_overlap`` in
-each stage's record says which case a run is in.
+smallest for the magnitude mask, where it is B = ``ridge_bound``. So no support has f
+below B, and a support that beats the answer f* must prune weights whose (lam/2)
+||w̄_P||^2 is below f*: when f* is close to B, only supports close to magnitude's can.
+That is the usual case when k is many times N: G_S (N x k) then cancels G_P d_P with a
+small d_S. On the zoo's MLPs at density 0.3 (k >= 7,757 = 15 N) CHITA keeps at least
+0.998 of magnitude-global's kept weights, so it is that mask with re-fitted weights; on
+digits-mlp at 0.1 (k = 5 N) the share falls to 0.78 (benchmarks/README.md, "CHITA's
+support"). Each stage records ``magnitude_overlap`` and ``ridge_bound``; the result's
+``magnitude_overlap`` compares with the dense model's magnitude mask.
 
 Only products G v, Gᵀ r and the N x N Gram G_S G_Sᵀ of a support are used; neither GᵀG
 nor any p x p matrix is formed.
@@ -192,10 +194,13 @@ class ChitaResult:
     ``stages > 1`` it is measured around the previous stage's weights. iterations: IHT
     iterations summed over blocks and stages. stages: per stage ``density``,
     ``objective``, ``magnitude_objective`` (f of the magnitude mask with no weight
-    update, the start), ``magnitude_overlap`` (the fraction of the kept weights that
-    the start, magnitude's mask of the same budget, also keeps: 1.0 when IHT and the
-    swaps left the support where they found it), ``iterations``, ``cg_iterations``,
-    ``time_s``.
+    update, the start), ``ridge_bound`` (the lower bound on f over all supports, module
+    docs), ``magnitude_overlap`` (the fraction of the kept weights that the start,
+    magnitude's mask of the same budget on the weights the stage starts from, also
+    keeps: 1.0 when IHT and the swaps left the support where they found it),
+    ``iterations``, ``cg_iterations``, ``time_s``. magnitude_overlap: the fraction of
+    the kept weights that the dense model's magnitude mask at ``density`` (same budget)
+    also keeps; for one stage, the stage's.
     """
 
     masks: dict[str, torch.Tensor]
@@ -205,6 +210,7 @@ class ChitaResult:
     stages: list[dict] = field(default_factory=list)
     samples: int = 0
     seed: int = 0
+    magnitude_overlap: float = 1.0
 
 
 # --------------------------------------------------------------------------- operators
@@ -659,11 +665,21 @@ def chita_prune(model: nn.Module, loss_fn: LossFn,
     stages: list[dict] = []
     total_iterations = 0
     objective = 0.0
-    for stage, density in enumerate(stage_densities(float(config.density), config.stages)):
+    # the dense model's magnitude mask at the final density, same budget (for the result)
+    dense_magnitude: dict[str, torch.Tensor] = {}
+    schedule = stage_densities(float(config.density), config.stages)
+    if config.stages > 1:
+        for group in ([[n] for n in names] if config.budget == "layer" else [names]):
+            w_bar = torch.cat([weights[n].detach().reshape(-1).float() for n in group])
+            support = _hard_threshold(w_bar, int(round(schedule[-1] * w_bar.numel())))[1]
+            for n, part in zip(group, support.split([weights[n].numel() for n in group])):
+                dense_magnitude[n] = part.reshape(weights[n].shape).cpu()
+    for stage, density in enumerate(schedule):
         t0 = time.perf_counter()
         groups = [[n] for n in names] if config.budget == "layer" else [names]
         stage_info = {"density": density, "objective": 0.0, "magnitude_objective": 0.0,
-                      "iterations": 0, "cg_iterations": 0, "exact_solves": 0}
+                      "ridge_bound": 0.0, "iterations": 0, "cg_iterations": 0,
+                      "exact_solves": 0}
         kept = kept_by_magnitude = 0
         new_values: dict[str, torch.Tensor] = {}
         for group in groups:
@@ -675,8 +691,15 @@ def chita_prune(model: nn.Module, loss_fn: LossFn,
             sol = solve_sparse_quadratic(op, w_bar, keep, config.lam,
                                          iterations=config.iterations, refine=config.refine,
                                          seed=config.seed + stage)
+            start_w, start_support = _hard_threshold(w_bar, keep)
             kept += keep
-            kept_by_magnitude += int((sol.support & _hard_threshold(w_bar, keep)[1]).sum())
+            kept_by_magnitude += int((sol.support & start_support).sum())
+            stage_info["ridge_bound"] += config.lam / 2 * float(
+                (w_bar.double() ** 2).sum() - (start_w.double() ** 2).sum())
+            if config.stages == 1:
+                for n, part in zip(group, start_support.split([weights[n].numel()
+                                                               for n in group])):
+                    dense_magnitude[n] = part.reshape(weights[n].shape).cpu()
             offset = 0
             for n in group:
                 size = weights[n].numel()
@@ -705,6 +728,9 @@ def chita_prune(model: nn.Module, loss_fn: LossFn,
         stages.append(stage_info)
         total_iterations += stage_info["iterations"]
         objective = stage_info["objective"]
+    kept_total = sum(int(m.sum()) for m in masks.values())
+    overlap = (sum(int((masks[n] & dense_magnitude[n]).sum()) for n in masks) / kept_total
+               if kept_total else 1.0)
     return ChitaResult(masks=masks, objective=objective, iterations=total_iterations,
                        wall_time_s=time.perf_counter() - start_time, stages=stages,
-                       samples=int(len(inputs)), seed=config.seed)
+                       samples=int(len(inputs)), seed=config.seed, magnitude_overlap=overlap)

@@ -326,7 +326,7 @@ def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Par
     ``measure`` maps candidate names to a function of the pruned model whose dict joins
     that candidate's entry (e.g. test metrics, so a caller need not prune it again),
     with ``layers`` (per-layer density) and, for CHITA, its objective, iterations and
-    last stage's ``magnitude_overlap``.
+    ``magnitude_overlap`` (share of its kept weights in the dense model's magnitude mask).
     The model's weights are left dense.
     """
     if score not in ("tempered", "loss"):
@@ -353,7 +353,7 @@ def choose_start(model: nn.Module, loss_fn: LossFn, weights: Mapping[str, nn.Par
                 scores = {n: values[n].abs() for n in weights}
                 extra = {"objective": result.objective, "iterations": result.iterations,
                          "stages": stages,
-                         "magnitude_overlap": result.stages[-1]["magnitude_overlap"]}
+                         "magnitude_overlap": result.magnitude_overlap}
             else:
                 score_method, granularity = BASELINES[name]
                 scores = scores_for(score_method, model, weights, loss_fn=loss_fn,

@@ -155,7 +155,7 @@ def prune_classifier(
             masks = chita.masks
             extra = {"objective": chita.objective, "iterations": chita.iterations,
                      "stages": stages,
-                     "magnitude_overlap": chita.stages[-1]["magnitude_overlap"]}
+                     "magnitude_overlap": chita.magnitude_overlap}
         else:
             masks = one_shot(copy_, name, config.density, loss_fn=loss_fn, batches=calibration(),
                              patterns=config.patterns)

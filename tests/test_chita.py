@@ -164,42 +164,59 @@ def test_tiny_problems_against_brute_force():
 
 
 def test_refined_objective_is_bounded_by_the_ridge_on_the_pruned_weights():
-    """Every support's refined f is >= (lam/2) ||w̄_P||^2 (the bound magnitude's mask
-    minimises), and the exact refinement reaches each support's minimum (enumerated over
-    every support of tiny cases, N = 1, 2 and 24 samples)."""
-    for seed in range(3):
+    """The exact refinement of every support of tiny cases (N = 2 and 24 samples) is
+    >= (lam/2) ||w̄_P||^2, a bound magnitude's mask minimises; the solver's answer is
+    never below magnitude's bound and, where it keeps magnitude's support, not above
+    that support's refinement."""
+    lam, keep = 1e-3, 6
+    for seed in range(2):
         G_all, w_bar = _tiny_instance(seed)
-        for N in (1, 2, 24):
-            G = G_all[:N]
-            g, w = G.numpy(), w_bar.numpy()
-            keep, lam = 6, 1e-3
+        magnitude = torch.zeros(12, dtype=torch.bool)
+        magnitude[torch.topk(w_bar.abs(), keep).indices] = True
+        bound_magnitude = lam / 2 * float((w_bar[~magnitude] ** 2).sum())
+        for N in (2, 24):
+            op = DenseGradients(G_all[:N])
+            best = np.inf
             for support in itertools.combinations(range(12), keep):
-                S = list(support)
-                P = [i for i in range(12) if i not in support]
-                d = np.zeros(12)
-                d[P] = -w[P]
-                A = g[:, S].T @ g[:, S] / N + lam * np.eye(keep)
-                d[S] = np.linalg.solve(A, -g[:, S].T @ (g[:, P] @ d[P]) / N)
-                f = (g @ d) @ (g @ d) / (2 * N) + lam / 2 * d @ d
-                assert f >= lam / 2 * w[P] @ w[P] * (1 - 1e-12)
-                if support[0] == 0 and support[1] == 1:  # a sample of supports, refined
-                    mask = torch.zeros(12, dtype=torch.bool)
-                    mask[S] = True
-                    w0 = w_bar * mask
-                    _, f_refined = _refine_exact(DenseGradients(G), w_bar, w0, mask, lam)
-                    assert f_refined == pytest.approx(f, rel=1e-8)
+                mask = torch.zeros(12, dtype=torch.bool)
+                mask[list(support)] = True
+                _, f = _refine_exact(op, w_bar, w_bar * mask, mask, lam)
+                bound = lam / 2 * float((w_bar[~mask] ** 2).sum())
+                assert f >= bound * (1 - 1e-9)
+                assert bound >= bound_magnitude * (1 - 1e-12)
+                best = min(best, f)
+            sol = solve_sparse_quadratic(op, w_bar, keep, lam)
+            assert best * (1 - 1e-9) <= sol.objective
+            assert sol.objective >= bound_magnitude
+            if torch.equal(sol.support, magnitude):
+                _, f_magnitude = _refine_exact(op, w_bar, w_bar * magnitude, magnitude, lam)
+                assert sol.objective <= f_magnitude * (1 + 1e-9)
 
 
-def test_magnitude_overlap_is_recorded_per_stage():
+@pytest.mark.parametrize("budget", ["layer", "global"])
+@pytest.mark.parametrize("stages", [1, 3])
+def test_magnitude_overlap_and_ridge_bound_are_recorded(budget, stages):
     net, x, y = _mlp()
     dense = copy.deepcopy(net)
-    res = chita_prune(net, LOSS, [(x, y)], ChitaConfig(0.1, samples=64, lam=1e-4))
+    lam, density = 1e-4, 0.1
+    res = chita_prune(net, LOSS, [(x, y)], ChitaConfig(density, samples=64, lam=lam,
+                                                      budget=budget, stages=stages))
     w_bars = {n: p.detach() for n, p in dense.named_parameters() if n.endswith("weight")}
-    magnitude = masks_from_scores(magnitude_scores(w_bars), 0.1, "global")
+    magnitude = masks_from_scores(magnitude_scores(w_bars), density, budget)
     kept = sum(int(m.sum()) for m in res.masks.values())
     both = sum(int((res.masks[n] & magnitude[n].bool()).sum()) for n in res.masks)
-    assert res.stages[0]["magnitude_overlap"] == pytest.approx(both / kept)
-    assert 0.0 < res.stages[0]["magnitude_overlap"] <= 1.0
+    assert res.magnitude_overlap == pytest.approx(both / kept)
+    assert 0.0 < res.magnitude_overlap <= 1.0
+    if (budget, stages) != ("layer", 1):  # measured 0.11-0.84: the small MLP's mask moves
+        assert res.magnitude_overlap < 0.9
+    for stage in res.stages:
+        assert 0.0 < stage["magnitude_overlap"] <= 1.0
+        assert stage["objective"] >= stage["ridge_bound"] > 0
+    if stages == 1:
+        assert res.stages[0]["magnitude_overlap"] == pytest.approx(res.magnitude_overlap)
+        assert res.stages[0]["ridge_bound"] == pytest.approx(
+            lam / 2 * sum(float((w_bars[n][~magnitude[n].bool()] ** 2).sum()) for n in w_bars),
+            rel=1e-5)
 
 
 def test_refinement_is_exact_on_its_support_and_never_increases_the_objective():
