@@ -166,6 +166,8 @@ def device_info(properties: Any) -> DeviceInfo:
     for a, targets in (conn.get("connectivityGraph") or {}).items():
         for b in targets:
             edges.add((min(int(a), int(b)), max(int(a), int(b))))
+    # On-demand tasks' range; a Braket Direct reservation has its own
+    # (service.reservationShotsRange), which qcbo does not submit to.
     shots = (properties.get("service") or {}).get("shotsRange")
     shots_range = None
     if isinstance(shots, (list, tuple)) and len(shots) == 2 and \

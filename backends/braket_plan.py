@@ -638,8 +638,10 @@ def format_submission_plan(plan: SubmissionPlan, *, done: int = 0) -> str:
     info = t.info
     conn = "all-to-all" if info.fully_connected else f"{len(info.edges)} couplers"
     native = " ".join(info.native_gates) or "not listed"
+    shots = (f"{info.shots_range[0]}-{info.shots_range[1]} shots per task"
+             if info.shots_range else "shot range not known offline (checked on submission)")
     lines = [f"device {t.provider} {t.name} ({t.arn}): {info.qubit_count} qubits, {conn}, "
-             f"native gates {native}; {t.source}",
+             f"native gates {native}, {shots}; {t.source}",
              f"QAOA p={plan.p}; " + (f"sub-blocks of at most {plan.sub_block} variables around "
                                      "a classical answer" if plan.sub_block else "sub-blocks off"),
              f"{'block':>5} {'name':<22} {'n':>5} {'k':>5} {'tasks':>5} {'q':>3} {'k_sub':>7} "

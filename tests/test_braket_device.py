@@ -12,7 +12,8 @@ from braket.device_schema.ionq.ionq_device_capabilities_v1 import IonqDeviceCapa
 from braket.device_schema.iqm.iqm_device_capabilities_v1 import IqmDeviceCapabilities  # noqa: E402
 from braket.devices import LocalSimulator  # noqa: E402
 
-from backends.braket_device import (check_circuit, decode_measurements, decompose,  # noqa: E402
+from backends.braket_device import (check_circuit, check_shots,  # noqa: E402
+                                    decode_measurements, decompose,
                                     device_info, estimate_cost, require_aws_credentials,
                                     to_braket_circuit)
 from backends.qaoa import Angles, Gate, QAOAModel, circuit_plan  # noqa: E402
@@ -208,7 +209,13 @@ def _submit(tmp_path, device, *extra):
 
 
 def test_device_info_reads_the_shots_range():
-    assert device_info(_doc("ionq", IONQ_OPS, 4)).shots_range == (1, 10000)
+    info = device_info(_doc("ionq", IONQ_OPS, 4))
+    assert info.shots_range == (1, 10000)
+    for shots in (1, 10000):  # both ends are accepted
+        check_shots(shots, info, "Aria 1")
+    for shots in (0, 10001):
+        with pytest.raises(InputError, match="outside the 1-10000 shots per task that Aria 1"):
+            check_shots(shots, info, "Aria 1")
     doc = json.loads(_doc("ionq", IONQ_OPS, 4).json())
     del doc["service"]["shotsRange"]
     assert device_info(doc).shots_range is None

@@ -162,6 +162,7 @@ def test_plan_only_prints_everything_offline(tmp_path, capsys, offline, monkeypa
     assert rc == 0, captured.err
     out = captured.out
     assert "IonQ Aria 1" in out and "snapshot of" in out
+    assert "shot range not known offline (checked on submission)" in out
     assert "3 blocks -> 71 tasks" in out  # 4 + 15 + 52 sub-blocks of 20
     assert "two-qubit ms gates after decomposition" in out and "depth" in out
     assert "71 x ($0.30 per task + 100 x $0.03000 per shot) = $234.30" in out
