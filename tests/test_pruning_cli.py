@@ -239,3 +239,14 @@ def test_out_edge_cases_current_folder_symlink_export_inside_and_other_reports(
     code = main(["prune", "--epochs", "0", "--out", "cmp"])
     _assert_one_line_error(capsys, code, "holds files of something else")
     assert sorted(p.name for p in other.iterdir()) == ["gap_vs_time.png", "report.json"]
+
+
+def test_chita_method_reports_its_objective_and_overlap(tmp_path, capsys):
+    out = tmp_path / "chita"
+    assert main(["prune", "--method", "chita", "--density", "0.3", "--out", str(out)]) == 0
+    final = json.loads((out / "report.json").read_text())["final"]
+    assert final["stages"] == 1 and final["iterations"] >= 1 and final["objective"] > 0
+    assert 0.0 < final["magnitude_overlap"] <= 1.0
+    line = capsys.readouterr().out
+    assert f"{100 * final['magnitude_overlap']:.1f} % of the kept weights are in " \
+           "magnitude-global's mask" in line

@@ -451,6 +451,9 @@ def run(args: argparse.Namespace) -> int:
     for base, metrics in report.get("baselines", {}).items():
         line += f", {base} {100 * metrics['test_accuracy']:.2f} %"
     line += f") at density {report['density']:.3f} in {report['total_wall_time_s']:.1f} s"
+    if "magnitude_overlap" in final:  # CHITA: how much of its mask is magnitude's
+        line += (f"; {100 * final['magnitude_overlap']:.1f} % of the kept weights are in "
+                 "magnitude-global's mask")
     print(line)
     print(f"wrote {paths['state_dict']}, {paths['report']}, {paths['plot']}"
           + (f", {args.export_blocks}" if writer is not None else ""))
