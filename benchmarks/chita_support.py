@@ -27,6 +27,7 @@ Test accuracy, one seed (the calibration draw). Writes benchmarks/results/NAME.j
 NAME.png (overlap and CHITA's gain over magnitude-global against density).
 
     python benchmarks/chita_support.py --models digits-mlp-deep-sgd.r0 ... --densities 0.3 0.1 0.03
+    python benchmarks/chita_support.py --report NAME     # tables and plot of results/NAME.json
 """
 
 from __future__ import annotations
@@ -70,14 +71,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         return value
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", type=zoo_name, required=True,
+    p.add_argument("--models", nargs="+", type=zoo_name,
                    help="zoo models or replicates (NAME.rK)")
+    p.add_argument("--report", metavar="NAME",
+                   help="no runs: print the tables and redraw the plot of results/NAME.json")
     p.add_argument("--densities", nargs="+", type=density, default=[0.3, 0.1, 0.03])
     p.add_argument("--variants", nargs="*", choices=VARIANTS, default=[],
                    help="CHITA variants to measure beside the default")
     p.add_argument("--seed", type=int, default=0, help="calibration draw (default 0)")
     p.add_argument("--name", default="chita_support", help="results/NAME.json and .png")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if bool(args.models) == bool(args.report):
+        p.error("give --models to measure, or --report NAME to redraw earlier results")
+    return args
 
 
 def _fisher_diagonal_mean(model, loss_fn, x, y) -> float:
@@ -187,8 +193,9 @@ def _compare(a: float, b: float) -> str:
     return "above" if a > b + 1e-12 else ("below" if a < b - 1e-12 else "level")
 
 
-def report(rows: list[dict[str, Any]], name: str) -> None:
-    """Tables per base model and density (replicates pooled), JSON and a plot."""
+def report(rows: list[dict[str, Any]], name: str, meta: dict[str, Any] | None = None) -> None:
+    """Tables per base model and density (replicates pooled), JSON and a plot; ``meta``
+    (default: this run's) goes into the JSON."""
     import numpy as np
 
     groups: dict[tuple[str, float], list[dict]] = {}
@@ -244,9 +251,9 @@ def report(rows: list[dict[str, Any]], name: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
     tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"meta": {"python": platform.python_version(),
-                                        "machine": platform.machine(),
-                                        "command": " ".join(sys.argv)},
+    meta = meta or {"python": platform.python_version(), "machine": platform.machine(),
+                    "command": " ".join(sys.argv)}
+    tmp.write_text(json.dumps({"meta": meta,
                                "summary": summary, "runs": rows}, indent=1))
     tmp.replace(out)
     try:
@@ -263,13 +270,22 @@ def report(rows: list[dict[str, Any]], name: str) -> None:
         axes[0].plot(ds, [s["overlap_mean"] for s in sel], "o-", color=f"C{i}", label=base)
         axes[1].plot(ds, [s["chita"]["default"] - s["magnitude_global"] for s in sel], "o-",
                      color=f"C{i}", label=base)
-    for ax, title in ((axes[0], "CHITA kept weights in magnitude-global's mask"),
-                      (axes[1], "CHITA − magnitude-global, test accuracy (points)")):
+        if plus:
+            axes[0].plot(ds, [s["plus_overlap_with_magnitude_global"] for s in sel], "s--",
+                         color=f"C{i}", ms=3, label=f"{base}, CHITA++")
+            axes[1].plot(ds, [s["chita"]["plus"] - s["magnitude_global"] for s in sel], "s--",
+                         color=f"C{i}", ms=3)
+    densities = sorted({s["density"] for s in summary})
+    for ax, title in ((axes[0], "share of kept weights in the dense magnitude-global mask"),
+                      (axes[1], "test accuracy minus magnitude-global's (points)")):
         ax.set_xscale("log")
+        ax.set_xticks(densities, [f"{d:g}" for d in densities])
+        ax.minorticks_off()
         ax.set_xlabel("density")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, title="CHITA (solid), CHITA++ (dashed); means",
+                   title_fontsize=7)
     fig.tight_layout()
     png = RESULTS / f"{name}.png"
     fig.savefig(png, dpi=120)
@@ -278,6 +294,16 @@ def report(rows: list[dict[str, Any]], name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        path = RESULTS / f"{args.report}.json"
+        try:
+            data = json.loads(path.read_text())
+            rows, meta = data["runs"], data["meta"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"chita_support: cannot read {path}: {exc}", file=sys.stderr)
+            return 2
+        report(rows, args.report, meta)
+        return 0
     import torch
 
     torch.set_num_threads(int(os.environ.get("QCBO_TORCH_THREADS", "1")))
