@@ -371,7 +371,9 @@ def _lipschitz(op: GradientOperator, lam: float, dtype: torch.dtype, device: tor
 
 @dataclass
 class SparseQuadraticSolution:
-    """w (size,) with exactly ``keep`` entries on ``support`` (bool), f(w), the start's f."""
+    """w (size,) with exactly ``keep`` entries on ``support`` (bool), f(w), the start's f;
+    the start's support (magnitude's) and ``ridge_bound``, the lower bound on f over every
+    support (module docs)."""
 
     w: torch.Tensor
     support: torch.Tensor
@@ -381,6 +383,8 @@ class SparseQuadraticSolution:
     cg_iterations: int
     refine_rounds: int
     exact_solves: int = 0
+    start_support: torch.Tensor | None = None
+    ridge_bound: float = 0.0
 
 
 def _iht(op: GradientOperator, w_bar: torch.Tensor, w: torch.Tensor, support: torch.Tensor,
@@ -510,8 +514,11 @@ def solve_sparse_quadratic(op: GradientOperator, w_bar: torch.Tensor, keep: int,
         raise InputError(f"keep must be in [0, {op.size}], got {keep}")
     w, support = _hard_threshold(w_bar, keep)
     start = quadratic_objective(op, w_bar, w, lam)
+    start_info = {"start_support": support,
+                  "ridge_bound": lam / 2 * float((w_bar.double() ** 2).sum()
+                                                 - (w.double() ** 2).sum())}
     if keep == 0 or keep == op.size:
-        return SparseQuadraticSolution(w, support, start, start, 0, 0, 0)
+        return SparseQuadraticSolution(w, support, start, start, 0, 0, 0, **start_info)
     eta = 1.0 / _lipschitz(op, lam, w_bar.dtype, w_bar.device, seed)
     w, support, f, total, eta = _iht(op, w_bar, w, support, keep, lam, iterations, eta)
     cg_total, rounds, exact = 0, 0, 0
@@ -540,7 +547,8 @@ def solve_sparse_quadratic(op: GradientOperator, w_bar: torch.Tensor, keep: int,
             support = best[1]
             cg_total += cg
             exact += ex
-    return SparseQuadraticSolution(w, support, f, start, total, cg_total, rounds, exact)
+    return SparseQuadraticSolution(w, support, f, start, total, cg_total, rounds, exact,
+                                   **start_info)
 
 
 # --------------------------------------------------------------------------- gradients
@@ -665,18 +673,16 @@ def chita_prune(model: nn.Module, loss_fn: LossFn,
     stages: list[dict] = []
     total_iterations = 0
     objective = 0.0
-    # the dense model's magnitude mask at the final density, same budget (for the result)
+    groups = [[n] for n in names] if config.budget == "layer" else [names]
+    # the dense model's magnitude mask at the target density, same budget (for the result)
     dense_magnitude: dict[str, torch.Tensor] = {}
-    schedule = stage_densities(float(config.density), config.stages)
-    if config.stages > 1:
-        for group in ([[n] for n in names] if config.budget == "layer" else [names]):
-            w_bar = torch.cat([weights[n].detach().reshape(-1).float() for n in group])
-            support = _hard_threshold(w_bar, int(round(schedule[-1] * w_bar.numel())))[1]
-            for n, part in zip(group, support.split([weights[n].numel() for n in group])):
-                dense_magnitude[n] = part.reshape(weights[n].shape).cpu()
-    for stage, density in enumerate(schedule):
+    for group in groups:
+        w_bar = torch.cat([weights[n].detach().reshape(-1).float() for n in group])
+        support = _hard_threshold(w_bar, int(round(float(config.density) * w_bar.numel())))[1]
+        for n, part in zip(group, support.split([weights[n].numel() for n in group])):
+            dense_magnitude[n] = part.reshape(weights[n].shape).cpu()
+    for stage, density in enumerate(stage_densities(float(config.density), config.stages)):
         t0 = time.perf_counter()
-        groups = [[n] for n in names] if config.budget == "layer" else [names]
         stage_info = {"density": density, "objective": 0.0, "magnitude_objective": 0.0,
                       "ridge_bound": 0.0, "iterations": 0, "cg_iterations": 0,
                       "exact_solves": 0}
@@ -691,15 +697,9 @@ def chita_prune(model: nn.Module, loss_fn: LossFn,
             sol = solve_sparse_quadratic(op, w_bar, keep, config.lam,
                                          iterations=config.iterations, refine=config.refine,
                                          seed=config.seed + stage)
-            start_w, start_support = _hard_threshold(w_bar, keep)
             kept += keep
-            kept_by_magnitude += int((sol.support & start_support).sum())
-            stage_info["ridge_bound"] += config.lam / 2 * float(
-                (w_bar.double() ** 2).sum() - (start_w.double() ** 2).sum())
-            if config.stages == 1:
-                for n, part in zip(group, start_support.split([weights[n].numel()
-                                                               for n in group])):
-                    dense_magnitude[n] = part.reshape(weights[n].shape).cpu()
+            kept_by_magnitude += int((sol.support & sol.start_support).sum())
+            stage_info["ridge_bound"] += sol.ridge_bound
             offset = 0
             for n in group:
                 size = weights[n].numel()
