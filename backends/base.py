@@ -269,6 +269,10 @@ class Backend(abc.ABC):
             raw = self._solve(problem, seed=int(seed), time_limit=time_limit, **opts)
         except (QCBOError, KeyboardInterrupt):
             raise
+        except MemoryError as exc:  # sized by the options (sweeps, shots, reads) or n
+            raise InputError(f"{self.name}: out of memory for this problem with these "
+                             f"options ({exc}); lower the options that size the run (reads, "
+                             "sweeps, shots) or solve a smaller problem") from None
         except Exception as exc:  # a solver's own failure, reported as one type
             raise SolverError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         wall = time.perf_counter() - start

@@ -42,6 +42,7 @@ from qcbo.result import SolveResult
 from .qaoa import Angles, Gate, QAOAModel, circuit_plan, train_angles
 
 __all__ = [
+    "parse_s3",
     "PRICES",
     "PRICES_DATE",
     "Price",
@@ -567,7 +568,7 @@ def submit_blocks(
                 entry.update(prev)
         manifest["created"] = old.get("created", manifest["created"])
     _atomic_json(path, manifest)
-    s3_folder = _parse_s3(s3) if s3 else None
+    s3_folder = parse_s3(s3) if s3 else None
     for plan, entry in zip(plans, manifest["blocks"]):
         if entry.get("task_arn"):
             continue
@@ -587,7 +588,9 @@ def submit_blocks(
     return manifest
 
 
-def _parse_s3(uri: str) -> tuple[str, str]:
+def parse_s3(uri: str) -> tuple[str, str]:
+    """(bucket, prefix) of ``s3://bucket/prefix`` (prefix "qcbo" when none); InputError
+    for anything else."""
     if not uri.startswith("s3://") or len(uri) <= 5:
         raise InputError(f"--s3 must look like s3://bucket/prefix, got {uri!r}")
     bucket, _, prefix = uri[5:].partition("/")

@@ -169,6 +169,19 @@ def compare(
     if names is not None and len(names) != len(problems):
         raise InputError(f"compare: {len(names)} names for {len(problems)} problems")
     instances = {name: get_backend(name) for name in backends}
+    # Before any solve: option names and values, and that some backend takes some problem
+    # (a backend that takes none is skipped on every problem in the report).
+    unfit: list[str] = []
+    for name, backend in instances.items():
+        backend._check_known(options.get(name, {}))
+        for problem in problems:
+            try:
+                backend.prepare(problem, options.get(name, {}))
+                break
+            except UnsupportedProblemError as exc:
+                unfit.append(str(exc))
+    if problems and len(unfit) == len(problems) * len(instances):
+        raise UnsupportedProblemError(f"compare: no backend takes any of the problems: {unfit[0]}")
     if executor is not None:
         all_runs = _runs_on(executor, problems, backends, seed_list, time_limit, options,
                             progress)

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 #: Most reads a time-limited SA run makes when num_reads is not given.
 _MAX_TIMED_READS = 100_000
+#: The tabu sampler's timeout is a C long of milliseconds; 2^31 - 1 ms (24.8 days) fits
+#: every platform, and a longer time limit is cut to it.
+_MAX_TIMEOUT_MS = 2**31 - 1
 #: Reads per call to the SA sampler.
 _CHUNK_READS = 64
 
@@ -138,7 +141,8 @@ class DWaveTabuBackend(_PenaltyQuboBackend):
     options = {
         "num_reads": Option(int, 4, "independent tabu runs", minimum=1),
         "timeout_ms": Option(int, 100, "time per read in ms without a time_limit (with one, "
-                                       "the limit is shared across reads)", minimum=1),
+                                       "the limit is shared across reads)", minimum=1,
+                             maximum=_MAX_TIMEOUT_MS),
         "penalty": Option(float, None, "penalty weight P (null: Problem.default_penalty)",
                           minimum=0),
         "repair": Option(bool, False, "when no sample is feasible, repair greedily to "
@@ -161,7 +165,7 @@ class DWaveTabuBackend(_PenaltyQuboBackend):
             # and a margin for scoring.
             setup = 3.0 * (time.perf_counter() - t0) + 0.01
             remaining = max(stop - time.perf_counter() - setup, 0.0)
-            timeout_ms = max(1, int(1000.0 * 0.9 * remaining / num_reads))
+            timeout_ms = max(1, min(int(1000.0 * 0.9 * remaining / num_reads), _MAX_TIMEOUT_MS))
         kwargs: dict[str, Any] = dict(num_reads=num_reads, timeout=timeout_ms,
                                       seed=int(seed % (2**31 - 1)))
         if tenure is not None:

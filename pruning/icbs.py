@@ -175,16 +175,16 @@ class ICBSConfig:
             raise InputError("calibration_samples and calibration_batches must be >= 1")
         if self.shrink_steps < 0:
             raise InputError(f"shrink_steps must be >= 0, got {self.shrink_steps}")
-        if not self.loss_tol >= 0.0:
-            raise InputError(f"loss_tol must be >= 0, got {self.loss_tol}")
-        if not self.loss_z >= 0.0:
-            raise InputError(f"loss_z must be >= 0, got {self.loss_z}")
+        if not 0.0 <= self.loss_tol < math.inf:
+            raise InputError(f"loss_tol must be finite and >= 0, got {self.loss_tol}")
+        if not 0.0 <= self.loss_z < math.inf:
+            raise InputError(f"loss_z must be finite and >= 0, got {self.loss_z}")
         if self.refit not in ("auto", "none", "final", "epoch"):
             raise InputError(f"refit must be auto, none, final or epoch, got {self.refit!r}")
-        if not self.select_z >= 0.0:
-            raise InputError(f"select_z must be >= 0, got {self.select_z}")
-        if not self.refit_z >= 0.0:
-            raise InputError(f"refit_z must be >= 0, got {self.refit_z}")
+        if not 0.0 <= self.select_z < math.inf:
+            raise InputError(f"select_z must be finite and >= 0, got {self.select_z}")
+        if not 0.0 <= self.refit_z < math.inf:
+            raise InputError(f"refit_z must be finite and >= 0, got {self.refit_z}")
         if self.refit_rounds < 1:
             raise InputError(f"refit_rounds must be >= 1, got {self.refit_rounds}")
         if self.reconstruct and (not self.reconstruct_ridges or any(

@@ -23,8 +23,8 @@ from typing import NoReturn, Sequence
 from . import commands as _commands_pkg
 from .errors import QCBOError, SolverError
 
-__all__ = ["main", "build_parser", "add_problem_arguments", "non_negative_int", "positive_float",
-           "positive_int"]
+__all__ = ["main", "build_parser", "add_problem_arguments", "check_executor_arguments",
+           "non_negative_int", "positive_float", "positive_int"]
 
 #: Order in `qcbo --help`; modules not listed here follow alphabetically.
 _ORDER = ["prune", "solve", "compare", "info", "convert", "backends", "submit", "collect"]
@@ -92,6 +92,20 @@ def add_executor_arguments(parser: "argparse._ActionsContainer", what: str) -> N
                              "one per CPU)")
     parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
                         help="join this Ray cluster (default $RAY_ADDRESS, else a local Ray)")
+
+
+def check_executor_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before any work, --workers below 1 and --workers or --ray-address that the
+    chosen --executor would ignore (InputError)."""
+    from .errors import InputError
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if args.ray_address is not None and args.executor != "ray":
+        raise InputError("--ray-address needs --executor ray")
+    if args.executor == "serial" and args.workers not in (None, 1):
+        raise InputError(f"--workers {args.workers} needs --executor processes or ray (the "
+                         "default serial executor runs one task at a time)")
 
 
 def _command_modules() -> list:

@@ -40,11 +40,18 @@ def check_output(path: str | os.PathLike, what: str = "output",
     """Refuse, before any work starts, an output path that cannot be written.
 
     Raises InputError when the folder is missing or not writable, ``path`` is a folder,
-    or it is one of the command's ``inputs`` (which it would overwrite).
+    something other than a regular file (a device, FIFO or socket, which a rename would
+    replace), or one of the command's ``inputs`` (which it would overwrite). A symbolic
+    link is followed: the path returned is its target, so the link survives the write.
     """
     path = Path(path)
     if not str(path).strip():
         raise InputError(f"{what}: the file name is empty")
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise InputError(f"{what} {path}: is not a regular file (a device, FIFO or socket); "
+                         "choose a file name")
     for source in inputs:
         if path.resolve() == Path(source).resolve():
             raise InputError(f"{what} {path}: would overwrite the input; choose another name")

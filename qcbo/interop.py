@@ -177,6 +177,23 @@ def write_dimod_json(path: str | os.PathLike, problem: Problem) -> None:
         json.dump(data, handle)
 
 
+def _check_dimod_lengths(data: dict, path: Path) -> None:
+    """The counts and list lengths of a dimod document agree (dimod itself pads a short
+    ``linear_biases`` with zeros and ignores ``num_variables``); InputError otherwise.
+    Fields stored as bytes (``use_bytes``) are left to dimod."""
+    groups = (("num_variables", ("variable_labels", "linear_biases")),
+              ("num_interactions", ("quadratic_biases", "quadratic_head", "quadratic_tail")))
+    for count_key, list_keys in groups:
+        lengths = {key: len(data[key]) for key in list_keys if isinstance(data.get(key), list)}
+        count = data.get(count_key)
+        if isinstance(count, int) and not isinstance(count, bool):
+            lengths[count_key] = count
+        if len(set(lengths.values())) > 1:
+            found = ", ".join(f"{key} {n}" for key, n in lengths.items())
+            raise InputError(f"{path}: malformed dimod BQM: its counts disagree ({found}); "
+                             "re-export it with dimod")
+
+
 def read_dimod_json(path: str | os.PathLike, *, k: int | None = None) -> Problem:
     """Read a dimod serialisable BQM (.json), with the qcbo entry if present."""
     dimod = _require("dimod", "dimod")
@@ -187,6 +204,7 @@ def read_dimod_json(path: str | os.PathLike, *, k: int | None = None) -> Problem
         raise InputError(f"{path}: not a readable JSON file ({exc})") from None
     if not isinstance(data, dict) or data.get("type") != "BinaryQuadraticModel":
         raise InputError(f"{path}: not a dimod BinaryQuadraticModel JSON document")
+    _check_dimod_lengths(data, path)
     try:
         bqm = dimod.BinaryQuadraticModel.from_serializable(data)
     except Exception as exc:  # dimod raises many types on malformed documents

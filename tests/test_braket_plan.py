@@ -183,6 +183,11 @@ def test_impossible_plans_are_one_line(tmp_path, capsys, offline):
     assert "not a Braket device ARN" in _one_line(capsys, base + ["arn:aws:braket:nope"])
     unknown = "arn:aws:braket:::device/qpu/acme/Q1"
     assert "no offline snapshot" in _one_line(capsys, base + [unknown])
+    # refused up front even where the plan would not need them
+    assert "--classical-time must be a finite" in _one_line(
+        capsys, base + [ARIA, "--classical-time", "inf"])
+    assert "unknown backend" in _one_line(capsys, base + [ARIA, "--classical", "nope"])
+    assert "--s3 must look like s3://" in _one_line(capsys, base + [ARIA, "--s3", "bucket"])
     with pytest.raises(SystemExit) as exc:  # argparse: usage line, then the error
         main(["submit", str(path), "--shots", "0", "--plan-only", "--device", ARIA])
     err = capsys.readouterr().err.strip().splitlines()

@@ -113,6 +113,47 @@ def test_convert_and_info(capsys, tmp_path, orlib):
     assert np.array_equal(read_problem(single).Q, read_problem(orlib, instance=2).Q)
 
 
+def test_out_through_a_symlink_writes_its_target(capsys, ubqp, tmp_path):
+    target = tmp_path / "target.json"
+    target.write_text("old\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    code, _, err = _run(capsys, "solve", str(ubqp), "--backend", "exact", "--out", str(link))
+    assert code == 0, err
+    assert link.is_symlink() and json.loads(target.read_text())["energy"] == -4.0
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs here")
+def test_out_refuses_a_fifo(capsys, ubqp, tmp_path):
+    import os
+    import stat
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    code, _, err = _run(capsys, "solve", str(ubqp), "--backend", "exact", "--out", str(fifo))
+    assert code == 2 and "not a regular file" in err and err.count("\n") == 1
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still a FIFO, not replaced by a file
+
+
+def test_failed_solve_leaves_out_as_it_was(capsys, ubqp, tmp_path, monkeypatch):
+    import backends
+    from backends.base import Backend, RawSolution
+
+    class NoAnswer(Backend):
+        name = "no-answer"
+        options = {}
+
+        def _solve(self, problem, *, seed, time_limit):
+            return RawSolution(None, info={"reason": "gave up"})
+
+    monkeypatch.setattr(backends, "get_backend", lambda name: NoAnswer())
+    out_file = tmp_path / "res.json"
+    out_file.write_text("earlier result\n")
+    code, _, err = _run(capsys, "solve", str(ubqp), "--backend", "exact", "--out", str(out_file))
+    assert code == 1 and "gave up" in err and "not written" in err
+    assert out_file.read_text() == "earlier result\n"
+
+
 def test_convert_refuses_to_overwrite_input(capsys, tmp_path):
     path = tmp_path / "p.npz"
     write_native(path, random_problem(3, 1, seed=0))

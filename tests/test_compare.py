@@ -105,3 +105,28 @@ def test_cli_unknown_backend_fails_cleanly_and_writes_nothing(tmp_path, capsys):
     assert code == 2
     assert "no-such" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--backends", "exact", "-o", "exact.bogus=1"], "unknown option(s) 'bogus'"),
+    (["--backends", "exact,dwave-tabu", "-o", "dwave-tabu.num_reads=0"], "num_reads must be"),
+    (["--backends", "exact", "--workers", "2"], "--workers 2 needs --executor"),
+])
+def test_cli_bad_options_are_refused_before_any_solve(tmp_path, capsys, argv, match):
+    path = tmp_path / "p.npz"
+    write_problem(path, random_problem(5, 2, seed=0))
+    out = tmp_path / "out"
+    code = main(["compare", str(path), *argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and match in err, err  # no progress bar first
+    assert not out.exists()
+
+
+def test_cli_refuses_when_no_backend_takes_any_problem(tmp_path, capsys):
+    path = tmp_path / "p.npz"
+    write_problem(path, random_problem(40, 20, seed=0))  # too many states for exact
+    out = tmp_path / "out"
+    code = main(["compare", str(path), "--backends", "exact", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no backend takes any of the problems" in err and "exact" in err
+    assert not out.exists()

@@ -198,6 +198,18 @@ def _cases(tmp: Path) -> dict[str, tuple[Path, list[str]]]:
     add("json-not-bqm", _text(tmp / "other.json", '{"type": "Thing"}'))
     add("json-qcbo-entry", _text(tmp / "entry.json", json.dumps({
         "type": "BinaryQuadraticModel", "qcbo": [1]})))
+    bqm = {"type": "BinaryQuadraticModel", "version": {"bqm_schema": "3.0.0"},
+           "use_bytes": False, "index_type": "int32", "bias_type": "float64",
+           "num_variables": 3, "num_interactions": 1, "variable_labels": [0, 1, 2],
+           "variable_type": "BINARY", "offset": 0.0, "info": {},
+           "linear_biases": [1.0, -1.0, 0.5], "quadratic_biases": [2.0],
+           "quadratic_head": [0], "quadratic_tail": [1]}
+    # dimod itself pads a short bias list with zeros and ignores num_variables
+    add("json-short-linear", _text(tmp / "shortlin.json", json.dumps(
+        {**bqm, "linear_biases": [1.0]})))
+    add("json-num-variables", _text(tmp / "numvar.json", json.dumps({**bqm, "num_variables": 2})))
+    add("json-short-head", _text(tmp / "shorthead.json", json.dumps(
+        {**bqm, "num_interactions": 2, "quadratic_biases": [2.0, 1.0]})))
     # .lp
     add("lp-two-constraints", _text(tmp / "two.lp", LP_HEAD + "Subject To\n c1: x0 + x1 = 1\n"
                                     " c2: x0 + x1 = 1\n" + LP_BIN))

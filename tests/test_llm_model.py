@@ -328,8 +328,13 @@ def test_bad_model_arguments(tmp_path):
         resolve_model(str(tmp_path))
     with pytest.raises(InputError, match="unknown builtin"):
         resolve_model("builtin:nope")
+    with pytest.raises(InputError, match="classifiers"):
+        resolve_model("zoo:digits-mlp")
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"")
+    with pytest.raises(InputError, match="not a GGUF file"):
+        resolve_model(str(gguf))
+    gguf.write_bytes(b"GGUF" + bytes(12))  # the magic; the loader judges the rest
     assert resolve_model(str(gguf)) == (tmp_path, "m.gguf")
 
 
@@ -368,7 +373,7 @@ def test_cli_configuration():
     rounds, _ = config_from_args(_lm_args("--method", "icbs", "--objective", "reconstruction",
                                           "--refit", "--row-rounds", "2"))
     assert rounds.icbs.row_rounds == 2
-    with pytest.raises(InputError, match="row_rounds"):
+    with pytest.raises(InputError, match="--row-rounds applies"):
         config_from_args(_lm_args("--method", "icbs", "--objective", "fisher",
                                   "--row-rounds", "1"))
     unchecked, _ = config_from_args(_lm_args("--method", "icbs", "--objective", "fisher",
@@ -383,9 +388,14 @@ def test_cli_configuration():
     assert targeted.targets == "dense" and targeted.target_ridge == 10.0
     with pytest.raises(InputError, match="layer-wise method"):
         config_from_args(_lm_args("--method", "magnitude", "--targets", "dense"))
-    with pytest.raises(InputError, match="target_ridge"):
+    with pytest.raises(InputError, match="--target-ridge must be > 0"):
         config_from_args(_lm_args("--method", "alps", "--targets", "dense",
                                   "--target-ridge", "-1"))
+    # checked before the model loads, and said as the flags that set them
+    with pytest.raises(InputError, match="--lm-fisher-samples must be >= 1, got 0"):
+        config_from_args(_lm_args("--method", "icbs", "--lm-fisher-samples", "0"))
+    with pytest.raises(InputError, match="--eval-windows must be >= 1, got 0"):
+        config_from_args(_lm_args("--eval-windows", "0"))
 
 
 def test_cli_end_to_end_on_a_local_folder(tmp_path, capsys):

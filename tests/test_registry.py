@@ -33,12 +33,14 @@ def test_missing_package_says_what_to_install(monkeypatch):
 
 class _Crashing(Backend):
     name = "crashing"
-    options = {"mode": Option(str, "crash", "crash, infeasible, garbage or ok",
-                              choices=("crash", "infeasible", "garbage", "ok"))}
+    options = {"mode": Option(str, "crash", "crash, memory, infeasible, garbage or ok",
+                              choices=("crash", "memory", "infeasible", "garbage", "ok"))}
 
     def _solve(self, problem, *, seed, time_limit, mode):
         if mode == "crash":
             raise RuntimeError("segfault-ish")
+        if mode == "memory":  # what numpy raises for an array that options made too large
+            raise MemoryError("Unable to allocate 7.28 TiB")
         if mode == "garbage":
             return RawSolution(np.array([2, 0, 7]))
         x = np.ones(problem.n, dtype=np.int8)
@@ -48,6 +50,11 @@ class _Crashing(Backend):
 def test_solver_exceptions_become_solver_error():
     with pytest.raises(SolverError, match="crashing: RuntimeError: segfault-ish"):
         _Crashing().solve(random_problem(3, 1, seed=0), seed=0)
+
+
+def test_out_of_memory_is_the_users_to_fix():
+    with pytest.raises(InputError, match="crashing: out of memory .*7.28 TiB.*lower the options"):
+        _Crashing().solve(random_problem(3, 1, seed=0), seed=0, mode="memory")
 
 
 def test_proven_but_infeasible_answer_is_flagged():
@@ -82,7 +89,7 @@ def test_malformed_answer_is_a_solver_error():
 
 
 def test_option_values_are_checked_against_their_declaration():
-    with pytest.raises(InputError, match="option mode must be one of crash, infeasible"):
+    with pytest.raises(InputError, match="option mode must be one of crash, memory, infeasible"):
         _Crashing().solve(random_problem(3, 1, seed=0), seed=0, mode="explode")
 
 

@@ -116,6 +116,10 @@ class LMICBSConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.block_size < 2 or self.steps_per_layer < 0 or self.epochs < 1:
             raise ValueError("need block_size >= 2, steps_per_layer >= 0, epochs >= 1")
+        if self.fisher_samples < 1:
+            raise InputError(f"fisher_samples must be >= 1, got {self.fisher_samples}")
+        if self.fisher_window < 2:
+            raise InputError(f"fisher_window must be >= 2, got {self.fisher_window}")
         if self.row_rounds < 0:
             raise InputError(f"row_rounds must be >= 0, got {self.row_rounds}")
         if not self.trust >= 0.0:

@@ -60,8 +60,18 @@ def resolve_model(spec: str) -> tuple[Path, str | None]:
             raise InputError(f"--model {spec}: {folder / filename} is missing; reinstall "
                              f"{package.replace('_', '-')}")
         return folder, filename
+    if spec.startswith("zoo:"):
+        raise InputError(f"--model {spec}: zoo models are classifiers; drop --task lm to prune "
+                         "it, or give --task lm a Hugging Face folder or a .gguf file")
     path = Path(spec)
     if path.is_file() and path.suffix == ".gguf":
+        try:
+            with open(path, "rb") as handle:
+                magic = handle.read(4)
+        except OSError as exc:
+            raise InputError(f"--model {spec}: cannot read ({exc.strerror or exc})") from None
+        if magic != b"GGUF":
+            raise InputError(f"--model {spec}: not a GGUF file (it does not start with GGUF)")
         return path.parent, path.name
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -48,9 +48,9 @@ class LMRunOptions:
     window: int = 512
 
     def validate(self) -> None:
-        if self.calibration_windows < 1 or self.eval_windows < 1 or self.window < 2:
-            raise ValueError(f"need calibration_windows >= 1, eval_windows >= 1 and "
-                             f"window >= 2, got {self}")
+        for name, low in (("calibration_windows", 1), ("eval_windows", 1), ("window", 2)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
 
 
 def sparsity_report(model: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,9 +80,20 @@ def config_from_args(args: argparse.Namespace):
     try:
         config.validate()
         run_options.validate()
-    except ValueError as exc:
-        raise InputError(f"qcbo prune --task lm: {exc}") from None
+    except ValueError as exc:  # the library's field names, said as this command's flags
+        text = str(exc)
+        for field, flag in _LM_FLAGS.items():
+            text = re.sub(rf"\b{field}\b", flag, text)
+        raise InputError(f"qcbo prune --task lm: {text}") from None
     return config, run_options
+
+
+#: LM config fields in validation messages -> the flags that set them.
+_LM_FLAGS = {"fisher_samples": "--lm-fisher-samples", "calibration_windows": "--calibration-windows",
+             "eval_windows": "--eval-windows", "blend": "--blend", "target_ridge": "--target-ridge",
+             "row_rounds": "--row-rounds", "block_size": "--block-size",
+             "steps_per_layer": "--steps-per-epoch", "epochs": "--epochs", "seed": "--seed",
+             "fisher_groups": "--fisher-groups", "targets": "--targets", "density": "--density"}
 
 
 @contextlib.contextmanager
@@ -110,10 +122,13 @@ def _progress() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``qcbo prune --task lm``; returns the exit code."""
+    from pruning.llm.load import resolve_model
     from pruning.llm.run import DEFAULT_MODEL, run_lm
 
     from ..files import check_out_folder, check_outside
 
+    if args.model is not None:
+        resolve_model(args.model)  # a missing or wrong --model, before anything else
     config, options = config_from_args(args)
     out = Path(args.out or DEFAULT_OUT)
     model = args.model if args.model and Path(args.model).exists() else None

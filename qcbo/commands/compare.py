@@ -57,14 +57,14 @@ def run(args: argparse.Namespace) -> int:
     from backends.compare import compare, format_table, plot_report
     from backends.executor import make_executor
 
+    from ..cli import check_executor_arguments
     from ..errors import InputError
     from ..files import writable_ancestor
     from ..io import atomic_write, read_problems
 
     if args.seeds < 1:
         raise InputError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    check_executor_arguments(args)
     options: dict[str, dict[str, Any]] = {}
     for backend, key, value in args.option:
         options.setdefault(backend, {})[key] = value

@@ -246,6 +246,9 @@ def _check_backend_fits(backend: Any, block_size: int, options: dict[str, Any],
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cli import check_executor_arguments
+
+    check_executor_arguments(args)
     if args.task == "lm":
         from ..errors import InputError
 

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     payload = result.to_dict()
     payload["problem"] = {"path": str(args.path), "instance": args.instance, "n": problem.n,
                           "k": problem.k, "name": problem.metadata.get("name")}
-    if args.out:
+    if args.out and result.status != "failed":  # a failed solve leaves --out as it was
         with atomic_write(args.out, "w") as handle:
             json.dump(payload, handle, indent=1)
     if args.json:
@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
         ones = [] if result.x is None else [int(i) for i in result.x.nonzero()[0]]
         print(f"x = 1 at {len(ones)} of {problem.n} variables: {ones[:64]}{' ...' if len(ones) > 64 else ''}")
     if result.status == "failed":
-        print(f"qcbo: solver failed: {result.info.get('reason', 'no answer')}", file=sys.stderr)
+        kept = f"; {args.out} not written" if args.out else ""
+        print(f"qcbo: solver failed: {result.info.get('reason', 'no answer')}{kept}",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -103,6 +105,7 @@ def _run_all(args: argparse.Namespace) -> int:
     from backends import backend_class
     from backends.executor import make_executor, task_seed
 
+    from ..cli import check_executor_arguments
     from ..errors import InputError
     from ..io import check_output, detect_format, read_blockset, resolve_path
 
@@ -111,8 +114,7 @@ def _run_all(args: argparse.Namespace) -> int:
     for flag, given in (("--instance", args.instance is not None), ("--json", args.json)):
         if given:
             raise InputError(f"{flag} does not go with --all")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    check_executor_arguments(args)
     if detect_format(args.path) != "blockset":
         raise InputError(f"{args.path}: not a block set; --all solves every block of a block set "
                          "(write one with `qcbo convert` or pruning's export)")

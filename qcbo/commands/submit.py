@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -98,8 +99,9 @@ def run(args: argparse.Namespace, *, device=None) -> int:
     """``device`` (tests): an object with Braket's device interface used instead of AwsDevice."""
     import numpy as np
 
-    from backends.braket_device import (check_shots, fingerprint, load_manifest, plan_blocks,
-                                        submit_blocks)
+    from backends import backend_class
+    from backends.braket_device import (check_shots, fingerprint, load_manifest, parse_s3,
+                                        plan_blocks, submit_blocks)
     from backends.braket_plan import (format_submission_plan, manifest_parts, parse_device_arn,
                                       plan_submission)
 
@@ -110,8 +112,12 @@ def run(args: argparse.Namespace, *, device=None) -> int:
         raise InputError("--shots must be >= 1")
     if args.p < 1:
         raise InputError("--p must be >= 1")
-    if not args.classical_time > 0:
-        raise InputError("--classical-time must be > 0 seconds")
+    if not (args.classical_time > 0 and math.isfinite(args.classical_time)):
+        raise InputError(f"--classical-time must be a finite number of seconds > 0, got "
+                         f"{args.classical_time}")
+    backend_class(args.classical)  # an unknown --classical fails here, not on a later block
+    if args.s3 is not None:
+        parse_s3(args.s3)
     parse_device_arn(args.device)
     manifest_path = check_output(Path(args.manifest) if args.manifest
                                  else default_manifest(args.path), "--manifest")
