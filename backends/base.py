@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from qcbo.errors import (InputError, QCBOError, SolverError, UnknownOptionError,
-                         UnsupportedProblemError)
+from qcbo.errors import (InputError, OutOfMemoryError, QCBOError, SolverError,
+                         UnknownOptionError, UnsupportedProblemError)
 from qcbo.problem import Problem
 from qcbo.result import SolveResult
 
@@ -67,14 +67,15 @@ class Option:
         text = _TYPE_NAMES.get(self.type, self.type.__name__)
         if self.choices:
             text = "one of " + ", ".join(self.choices)
+        spec = "d" if self.type is int else "g"  # 2147483647, not 2.14748e+09
         if self.minimum is not None and self.maximum is not None:
-            text += f" in [{self.minimum:g}, {self.maximum:g}]"
+            text += f" in [{self.minimum:{spec}}, {self.maximum:{spec}}]"
         elif self.minimum is not None:
-            text += f" >= {self.minimum:g}"
+            text += f" >= {self.minimum:{spec}}"
         elif self.maximum is not None:
-            text += f" <= {self.maximum:g}"
+            text += f" <= {self.maximum:{spec}}"
         if self.greater_than is not None:
-            text += f" > {self.greater_than:g}"
+            text += f" > {self.greater_than:{spec}}"
         if self.length is not None:
             text += f" of length {self.length}"
         if self.nullable or self.default is None:
@@ -270,9 +271,9 @@ class Backend(abc.ABC):
         except (QCBOError, KeyboardInterrupt):
             raise
         except MemoryError as exc:  # sized by the options (sweeps, shots, reads) or n
-            raise InputError(f"{self.name}: out of memory for this problem with these "
-                             f"options ({exc}); lower the options that size the run (reads, "
-                             "sweeps, shots) or solve a smaller problem") from None
+            raise OutOfMemoryError(f"{self.name}: out of memory for this problem with these "
+                                   f"options ({exc}); lower the options that size the run "
+                                   "or solve a smaller problem") from None
         except Exception as exc:  # a solver's own failure, reported as one type
             raise SolverError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         wall = time.perf_counter() - start

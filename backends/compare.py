@@ -21,9 +21,13 @@ which is >= 0, scale-free for |ref| >= GAP_FLOOR, and stays finite when ref is 0
 negative (minimisation energies are often negative; dividing by |ref| keeps the sign of
 E - ref). An answer "reached" the reference when E <= ref + REACH_RTOL * max(|ref|, 1).
 Infeasible and failed answers have no gap; they count against the feasibility rate and
-never reach the reference. A problem that a backend refuses (UnsupportedProblemError,
-e.g. too large for ``exact``) is recorded as skipped with the reason and leaves that
-backend's statistics untouched.
+never reach the reference; a solve that runs out of memory is a failed run. A problem
+that a backend refuses (UnsupportedProblemError, e.g. too large for ``exact``) is recorded
+as skipped with the reason and leaves that backend's statistics untouched.
+
+Before any solve, `compare` checks every backend's option names and values (InputError)
+and that at least one backend takes at least one problem (UnsupportedProblemError with
+the first refusal's reason otherwise).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from qcbo.errors import InputError, SolverError, UnsupportedProblemError
+from qcbo.errors import InputError, OutOfMemoryError, SolverError, UnsupportedProblemError
 from qcbo.problem import Problem
 from qcbo.result import SolveResult
 
@@ -90,7 +94,7 @@ def _run_one(backend: Any, problem: Problem, seed: int, time_limit: float | None
              options: Mapping[str, Any]) -> dict[str, Any]:
     try:
         result = backend.solve(problem, seed=seed, time_limit=time_limit, **options)
-    except (UnsupportedProblemError, SolverError) as exc:
+    except (UnsupportedProblemError, SolverError, OutOfMemoryError) as exc:
         return _run_record(backend.name, seed, exc)
     return _run_record(backend.name, seed, result)
 
@@ -99,7 +103,7 @@ def _run_record(backend: str, seed: int, result: SolveResult | Exception) -> dic
     """One run of the report, from a result or the error a backend raised."""
     if isinstance(result, UnsupportedProblemError):
         return {"seed": seed, "status": "skipped", "reason": str(result)}
-    if isinstance(result, SolverError):
+    if isinstance(result, (SolverError, OutOfMemoryError)):
         log.warning("%s failed on a problem: %s", backend, result)
         return {"seed": seed, "status": "failed", "reason": str(result), "energy": None,
                 "feasible": False, "wall_time_s": None}

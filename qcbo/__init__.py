@@ -8,6 +8,7 @@ package and the pruning that produces problems in `pruning`.
 from .errors import (
     BackendUnavailableError,
     InputError,
+    OutOfMemoryError,
     QCBOError,
     SolverError,
     UnsupportedProblemError,
@@ -24,6 +25,7 @@ __all__ = [
     "SolveResult",
     "QCBOError",
     "InputError",
+    "OutOfMemoryError",
     "UnsupportedProblemError",
     "BackendUnavailableError",
     "SolverError",

@@ -23,6 +23,11 @@ class UnsupportedProblemError(InputError):
     """A valid problem that a backend cannot take (too many variables, say)."""
 
 
+class OutOfMemoryError(InputError):
+    """A solve that needs more memory than there is, sized by the problem or the options
+    (reads, sweeps, shots): the user's to fix, but in a comparison one failed run."""
+
+
 class UnknownOptionError(InputError):
     """An option a backend does not declare (the message lists the ones it does)."""
 

@@ -16,7 +16,7 @@ from typing import IO, Any, Iterator
 from .errors import InputError
 
 __all__ = ["atomic_folder", "atomic_write", "check_out_folder", "check_outside",
-           "check_output", "available_memory", "writable_ancestor"]
+           "check_output", "available_memory", "link_target", "writable_ancestor"]
 
 #: The report every `qcbo prune` run writes; with the run's other files it marks a folder
 #: a new run may replace (see `check_out_folder`).
@@ -41,28 +41,42 @@ def check_output(path: str | os.PathLike, what: str = "output",
 
     Raises InputError when the folder is missing or not writable, ``path`` is a folder,
     something other than a regular file (a device, FIFO or socket, which a rename would
-    replace), or one of the command's ``inputs`` (which it would overwrite). A symbolic
-    link is followed: the path returned is its target, so the link survives the write.
+    replace), a symbolic link that does not resolve, or one of the command's ``inputs``
+    (which it would overwrite). A symbolic link is checked at its target, which is what
+    `atomic_write` replaces (the link survives); ``path`` is returned as given, so that
+    its name (and extension) is the one the user typed.
     """
     path = Path(path)
     if not str(path).strip():
         raise InputError(f"{what}: the file name is empty")
+    target, via = path, ""
     if path.is_symlink():
-        path = Path(os.path.realpath(path))
-    if path.exists() and not path.is_dir() and not path.is_file():
-        raise InputError(f"{what} {path}: is not a regular file (a device, FIFO or socket); "
-                         "choose a file name")
+        target = link_target(path, what)
+        via = f" (a link to {target})"
+    if target.exists() and not target.is_dir() and not target.is_file():
+        raise InputError(f"{what} {path}{via}: is not a regular file (a device, FIFO or "
+                         "socket); choose a file name")
     for source in inputs:
-        if path.resolve() == Path(source).resolve():
-            raise InputError(f"{what} {path}: would overwrite the input; choose another name")
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise InputError(f"{what} {path}: is a folder, not a file")
+        if target.resolve() == Path(source).resolve():
+            raise InputError(f"{what} {path}{via}: would overwrite the input; choose another "
+                             "name")
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise InputError(f"{what} {path}{via}: is a folder, not a file")
     if not folder.is_dir():
-        raise InputError(f"{what} {path}: folder {folder} does not exist")
+        raise InputError(f"{what} {path}{via}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{what} {path}: folder {folder} is not writable")
+        raise InputError(f"{what} {path}{via}: folder {folder} is not writable")
     return path
+
+
+def link_target(path: Path, what: str = "output") -> Path:
+    """The file a symbolic link ``path`` finally names; InputError for a loop."""
+    target = Path(os.path.realpath(path))
+    if target.is_symlink():
+        raise InputError(f"{what} {path}: is a symbolic link that does not resolve (a loop); "
+                         "choose a file name")
+    return target
 
 
 def writable_ancestor(path: str | os.PathLike, what: str = "output") -> Path:
@@ -163,14 +177,15 @@ def atomic_write(
     or SystemExit (the CLI turns SIGTERM into one) removes the temporary file.
     """
     path = check_output(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    target = link_target(path) if path.is_symlink() else path  # a link keeps pointing there
+    folder = target.parent if str(target.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         try:
-            target_mode = os.stat(path).st_mode & 0o7777
+            target_mode = os.stat(target).st_mode & 0o7777
         except OSError:
             target_mode = 0o666 & ~_umask()
         os.chmod(tmp, target_mode)
@@ -181,7 +196,7 @@ def atomic_write(
         with handle:
             yield handle
         try:
-            os.replace(tmp, path)
+            os.replace(tmp, target)
         except OSError as exc:
             raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     except BaseException:

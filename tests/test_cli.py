@@ -123,6 +123,25 @@ def test_out_through_a_symlink_writes_its_target(capsys, ubqp, tmp_path):
     assert link.is_symlink() and json.loads(target.read_text())["energy"] == -4.0
 
 
+def test_convert_through_a_symlink_takes_the_format_of_the_typed_name(capsys, ubqp, tmp_path):
+    # content-addressed stores (DVC, git-annex) link a named file to an object without
+    # an extension: the format comes from the name typed, the bytes go to the object
+    store = tmp_path / "objects"
+    store.mkdir()
+    target = store / "1234abcd"
+    target.write_text("old\n")
+    link = tmp_path / "out.npz"
+    link.symlink_to(target)
+    code, _, err = _run(capsys, "convert", str(ubqp), str(link))
+    assert code == 0, err
+    assert link.is_symlink() and target.read_bytes()[:2] == b"PK"  # an .npz (zip)
+    assert np.array_equal(read_problem(link).Q, read_problem(ubqp).Q)
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop)
+    code, _, err = _run(capsys, "solve", str(ubqp), "--backend", "exact", "--out", str(loop))
+    assert code == 2 and "does not resolve" in err and err.count("\n") == 1
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs here")
 def test_out_refuses_a_fifo(capsys, ubqp, tmp_path):
     import os

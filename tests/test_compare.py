@@ -130,3 +130,22 @@ def test_cli_refuses_when_no_backend_takes_any_problem(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "no backend takes any of the problems" in err and "exact" in err
     assert not out.exists()
+
+
+def test_out_of_memory_is_one_failed_run_not_the_end_of_the_comparison(monkeypatch):
+    from backends import backend_class
+
+    exact = backend_class("exact")
+    solve = exact._solve
+
+    def short_of_memory(self, problem, **kwargs):
+        if problem.n == 7:
+            raise MemoryError("Unable to allocate 1.00 TiB")
+        return solve(self, problem, **kwargs)
+
+    monkeypatch.setattr(exact, "_solve", short_of_memory)
+    report = compare([random_problem(6, 3, seed=0), random_problem(7, 3, seed=1)], ["exact"],
+                     warm_up=False)
+    runs = [row["runs"]["exact"][0] for row in report["problems"]]
+    assert runs[0]["status"] == "optimal"
+    assert runs[1]["status"] == "failed" and "out of memory" in runs[1]["reason"]

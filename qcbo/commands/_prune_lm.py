@@ -82,8 +82,8 @@ def config_from_args(args: argparse.Namespace):
         run_options.validate()
     except ValueError as exc:  # the library's field names, said as this command's flags
         text = str(exc)
-        for field, flag in _LM_FLAGS.items():
-            text = re.sub(rf"\b{field}\b", flag, text)
+        for field, flag in _LM_FLAGS.items():  # only where the field is the subject
+            text = re.sub(rf"\b{field}\b(?= (?:must|applies|apply|and|>=|>))", flag, text)
         raise InputError(f"qcbo prune --task lm: {text}") from None
     return config, run_options
 
@@ -93,7 +93,9 @@ _LM_FLAGS = {"fisher_samples": "--lm-fisher-samples", "calibration_windows": "--
              "eval_windows": "--eval-windows", "blend": "--blend", "target_ridge": "--target-ridge",
              "row_rounds": "--row-rounds", "block_size": "--block-size",
              "steps_per_layer": "--steps-per-epoch", "epochs": "--epochs", "seed": "--seed",
-             "fisher_groups": "--fisher-groups", "targets": "--targets", "density": "--density"}
+             "fisher_groups": "--fisher-groups", "targets": "--targets", "density": "--density",
+             "refit": "--refit", "init": "--init", "objective": "--objective",
+             "pattern": "--pattern", "method": "--method"}
 
 
 @contextlib.contextmanager

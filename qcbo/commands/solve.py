@@ -46,8 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="print exactly one JSON object: backend, energy, feasible, status, x, "
                              "wall_time_s, seed, info")
     parser.add_argument("--out", metavar="FILE",
-                        help="also write the JSON result to FILE; with --all (required): the "
-                             "JSON-lines results file, resumed when it exists")
+                        help="also write the JSON result to FILE (not when the solver fails: "
+                             "an existing FILE is kept); with --all (required): the JSON-lines "
+                             "results file, resumed when it exists")
     group = parser.add_argument_group("block sets (--all)")
     group.add_argument("--all", action="store_true",
                        help="solve every block of the block set PATH; one JSON line per block "

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, *, device=None) -> int:
         raise InputError(f"--classical-time must be a finite number of seconds > 0, got "
                          f"{args.classical_time}")
     backend_class(args.classical)  # an unknown --classical fails here, not on a later block
-    if args.s3 is not None:
+    if args.s3:  # as submit_blocks reads it: empty means Braket's default bucket
         parse_s3(args.s3)
     parse_device_arn(args.device)
     manifest_path = check_output(Path(args.manifest) if args.manifest
