@@ -196,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         _seed_table(rows)
     _selection_table(rows)
     _paired_table(rows)
+    _methods_table(rows)
     _plot(rows, RESULTS / f"{args.name}.png")
     print(f"wrote {out} and {RESULTS / (args.name + '.png')}")
+    if _methods_plot(rows, RESULTS / f"{args.name}_methods.png"):
+        print(f"wrote {RESULTS / (args.name + '_methods.png')} (every method against density, per model)")
     return 0
 
 
@@ -374,12 +377,111 @@ def _report(names: list[str], name: str) -> int:
     _selection_table(rows)
     _paired_table(rows)
     _replicate_table(rows)
+    _methods_table(rows)
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps({"meta": {"merged": names, "parts": metas}, "runs": rows},
                               indent=1) + "\n")
     _plot(rows, RESULTS / f"{name}.png")
     print(f"wrote {out} and {RESULTS / (name + '.png')}")
+    if _methods_plot(rows, RESULTS / f"{name}_methods.png"):
+        print(f"wrote {RESULTS / (name + '_methods.png')} (every method against density, per model)")
     return 0
+
+
+def _method_rows(rows: list[dict]) -> dict[tuple[str, float], dict[str, Any]]:
+    """Per (model, density), seed 0 or the first seed present: every method's test
+    accuracy (fraction) and, where recorded, wall time in seconds. Methods: the mask-only
+    baselines, CHITA, CHITA++, and iCBS from each start run (``iCBS (init)``). Rows of
+    several seeds keep only the first seed met, so each cell is one run."""
+    cells: dict[tuple[str, float], dict[str, Any]] = {}
+    first_seed: dict[tuple[str, float], int] = {}
+    for r in rows:
+        key = (r["model"], r["density"])
+        if first_seed.setdefault(key, r["seed"]) != r["seed"]:
+            continue
+        c = cells.setdefault(key, {"dense": r["dense"]})
+        for m, acc in r["one_shot"].items():
+            c.setdefault(m, (acc, None))
+        for m in ("chita", "chita++"):
+            if r.get(m) is not None:
+                c.setdefault(m, (r[m], r.get(f"{m}_time_s")))
+        init = r.get("init", "auto")
+        label = f"iCBS ({init})" if init != "auto" else "iCBS (auto)"
+        c[label] = (r["icbs"], r["wall_time_s"])
+        if init == "auto":
+            c["auto start"] = r["start"]
+    return cells
+
+
+def _methods_table(rows: list[dict]) -> None:
+    """Every method side by side per model and density (issue 14's rows): test accuracy
+    (%) and, for CHITA, CHITA++ and iCBS, the wall time of that method within its run."""
+    cells = _method_rows(rows)
+    inits = sorted({k for c in cells.values() for k in c if k.startswith("iCBS (")},
+                   key=lambda k: (k != "iCBS (auto)", k))
+    if not cells:
+        return
+    head = ["magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient", "chita",
+            "chita++", *inits]
+    print("\n| model | density | dense | " + " | ".join(head) + " | auto start |")
+    print("|---|---|---|" + "---|" * (len(head) + 1))
+    for (model, density), c in sorted(cells.items()):
+        out = []
+        for m in head:
+            if m not in c:
+                out.append("—")
+                continue
+            acc, t = c[m]
+            out.append(f"{100 * acc:.2f}" + ("" if t is None else f" ({t:.0f} s)"))
+        print(f"| {model} | {density} | {100 * c['dense']:.2f} | " + " | ".join(out)
+              + f" | {c.get('auto start', '—')} |")
+
+
+def _methods_plot(rows: list[dict], path: Path) -> bool:
+    """One panel per model: test accuracy against density for every method present
+    (needs at least two densities for some model); returns whether a plot was written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = _method_rows(rows)
+    models = list(dict.fromkeys(m for m, _ in cells))
+    models = [m for m in models if sum(1 for k in cells if k[0] == m) > 1]
+    if not models:
+        return False
+    styles = {"magnitude-global": ("x:", "C0"), "wanda": ("+:", "C1"), "gradient": ("1:", "C2"),
+              "chita": ("s--", "C3"), "chita++": ("D--", "C4")}
+    cols = min(4, len(models))
+    nrows = (len(models) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.4 * nrows), squeeze=False)
+    for ax, model in zip(axes.flat, models):
+        ds = sorted(d for m, d in cells if m == model)
+        methods = list(dict.fromkeys(k for d in ds for k in cells[(model, d)]
+                                     if k in styles or k.startswith("iCBS (")))
+        for j, m in enumerate(methods):
+            pts = [(d, cells[(model, d)][m][0]) for d in ds if m in cells[(model, d)]]
+            fmt, color = styles.get(m, ("o-", f"C{5 + j % 5}"))
+            ax.plot([d for d, _ in pts], [100 * a for _, a in pts], fmt, color=color, label=m,
+                    lw=2 if m.startswith("iCBS") else 1)
+        ax.axhline(100 * cells[(model, ds[0])]["dense"], color="k", lw=0.8, ls="-.",
+                   label="dense")
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("density")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_xticks(ds)
+        ax.grid(alpha=0.3)
+        lo = min(100 * cells[(model, d)][m][0] for d in ds for m in cells[(model, d)]
+                 if m in ("chita++",) or m.startswith("iCBS"))
+        ax.set_ylim(max(0.0, lo - 10), 100 * cells[(model, ds[0])]["dense"] + 2)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _seed_table(rows: list[dict]) -> None:
