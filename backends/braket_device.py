@@ -42,7 +42,6 @@ from qcbo.result import SolveResult
 from .qaoa import Angles, Gate, QAOAModel, circuit_plan, train_angles
 
 __all__ = [
-    "parse_s3",
     "PRICES",
     "PRICES_DATE",
     "Price",
@@ -56,6 +55,7 @@ __all__ = [
     "estimate_cost",
     "plan_blocks",
     "submit_blocks",
+    "parse_s3",
     "collect_results",
     "decode_measurements",
     "fingerprint",

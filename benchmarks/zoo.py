@@ -6,7 +6,9 @@ test accuracy is recorded after every epoch, so the 4-epoch figure is read off t
 run (its first 4 epochs are exactly a 4-epoch run: same seeds, same steps). Recovered
 fraction R = (iCBS - best one-shot) / (dense - best one-shot), test accuracy, with the
 best one-shot taken over the mask-only baselines (magnitude, magnitude-row,
-magnitude-global, Wanda, gradient). Writes benchmarks/results/zoo.json and zoo.png.
+magnitude-global, Wanda, gradient). Writes benchmarks/results/NAME.json and NAME.png,
+and where a model has several densities NAME_methods.png: one panel per model, test
+accuracy against density for every method (masks, CHITA, CHITA++, iCBS per start).
 
     nice -n 10 python benchmarks/zoo.py                                  # every model, 0.1 and 0.3
     nice -n 10 python benchmarks/zoo.py --models digits-mlp --densities 0.1 0.2 0.3 0.5
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     _plot(rows, RESULTS / f"{args.name}.png")
     print(f"wrote {out} and {RESULTS / (args.name + '.png')}")
     if _methods_plot(rows, RESULTS / f"{args.name}_methods.png"):
-        print(f"wrote {RESULTS / (args.name + '_methods.png')} (every method against density, per model)")
+        print(f"wrote {RESULTS / (args.name + '_methods.png')} (every method against density)")
     return 0
 
 
@@ -384,7 +386,7 @@ def _report(names: list[str], name: str) -> int:
     _plot(rows, RESULTS / f"{name}.png")
     print(f"wrote {out} and {RESULTS / (name + '.png')}")
     if _methods_plot(rows, RESULTS / f"{name}_methods.png"):
-        print(f"wrote {RESULTS / (name + '_methods.png')} (every method against density, per model)")
+        print(f"wrote {RESULTS / (name + '_methods.png')} (every method against density)")
     return 0
 
 
