@@ -173,11 +173,11 @@ def compare(
     if names is not None and len(names) != len(problems):
         raise InputError(f"compare: {len(names)} names for {len(problems)} problems")
     instances = {name: get_backend(name) for name in backends}
-    # Before any solve: option names and values, and that some backend takes some problem
-    # (a backend that takes none is skipped on every problem in the report).
+    # Before any solve: option names and values (prepare checks them before the fit, so
+    # on the first problem), and that some backend takes some problem (a backend that
+    # takes none is skipped on every problem in the report).
     unfit: list[str] = []
     for name, backend in instances.items():
-        backend._check_known(options.get(name, {}))
         for problem in problems:
             try:
                 backend.prepare(problem, options.get(name, {}))

@@ -419,10 +419,10 @@ def _methods_table(rows: list[dict]) -> None:
     """Every method side by side per model and density (issue 14's rows): test accuracy
     (%) and, for CHITA, CHITA++ and iCBS, the wall time of that method within its run."""
     cells = _method_rows(rows)
-    inits = sorted({k for c in cells.values() for k in c if k.startswith("iCBS (")},
-                   key=lambda k: (k != "iCBS (auto)", k))
     if not cells:
         return
+    inits = sorted({k for c in cells.values() for k in c if k.startswith("iCBS (")},
+                   key=lambda k: (k != "iCBS (auto)", k))
     head = ["magnitude", "magnitude-row", "magnitude-global", "wanda", "gradient", "chita",
             "chita++", *inits]
     print("\n| model | density | dense | " + " | ".join(head) + " | auto start |")
