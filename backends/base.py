@@ -217,7 +217,8 @@ class Backend(abc.ABC):
     #: model's preferred size, capped by ``max_variables``).
     block_size_hint: ClassVar[int | None] = None
     #: Options iCBS passes by default (iCBS blocks are easy for local search, so generic
-    #: defaults would spend 10-50x the time; see benchmarks/README.md, Pruning).
+    #: defaults would spend 10-50x the time; see benchmarks/HISTORY.md, "Pruning
+    #: (benchmarks/pruning.py)").
     icbs_options: ClassVar[Mapping[str, Any]] = {}
 
     @classmethod

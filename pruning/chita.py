@@ -44,8 +44,8 @@ below B, and a support that beats the answer f* must prune weights whose (lam/2)
 That is the usual case when k is many times N: G_S (N x k) then cancels G_P d_P with a
 small d_S. On the zoo's MLPs at density 0.3 (k >= 7,757 = 15 N) CHITA keeps at least
 0.998 of magnitude-global's kept weights, so it is that mask with re-fitted weights; on
-digits-mlp at 0.1 (k = 5 N) the share falls to 0.78 (benchmarks/README.md, "CHITA's
-support"). Each stage records ``magnitude_overlap`` and ``ridge_bound``; the result's
+digits-mlp at 0.1 (k = 5 N) the share falls to 0.78 (benchmarks/HISTORY.md,
+session 18). Each stage records ``magnitude_overlap`` and ``ridge_bound``; the result's
 ``magnitude_overlap`` compares with the dense model's magnitude mask.
 
 Only products G v, Gᵀ r and the N x N Gram G_S G_Sᵀ of a support are used; neither GᵀG
@@ -144,7 +144,7 @@ class ChitaConfig:
     Defaults (lam 1e-4, budget "global") were chosen on digits-mlp and
     fmnist-lenet300-dropout at density 0.3 by validation accuracy and loss over lam in
     {1e-4, 1e-3, 1e-2, 1e-1} x budget x samples {512, 2048}, and checked on the held-out
-    zoo models (benchmarks/README.md, "CHITA defaults").
+    zoo models (benchmarks/HISTORY.md, "Zoo with CHITA and CHITA++ starts").
     """
 
     density: float

@@ -84,9 +84,9 @@ class ICBSConfig:
     iCBS, kept weights at their dense values; "auto" (default) is "epoch" when the loss
     check is on (it needs the calibration set) and that set holds at least
     `REFIT_MIN_CALIBRATION` samples, else "none" (the reconstruction too: on the digits
-    models it lowered test accuracy by 0.2 points on average, benchmarks/README.md,
+    models it lowered test accuracy by 0.2 points on average, benchmarks/HISTORY.md,
     session 13): chosen on the zoo's worst case
-    (benchmarks/README.md, session 7). ``refit_rounds`` rounds each time, each
+    (benchmarks/HISTORY.md, session 7). ``refit_rounds`` rounds each time, each
     from fresh samples; the first rejected round ends them, and a time that keeps none
     ends the run's re-fits. A round is kept only when the calibration loss falls by
     more than ``refit_z`` standard errors of the paired per-sample change, on half of
@@ -104,13 +104,13 @@ class ICBSConfig:
     validation loss, and, with ``select_z`` > 0, its per-sample validation losses are
     lower by more than ``select_z`` standard errors of the paired change (default 0: no
     such test; 2 kept the start on 6 of the 12 digits runs and lowered their mean test
-    accuracy by 0.17 points, benchmarks/README.md, session 15). The validation split is
+    accuracy by 0.17 points, benchmarks/HISTORY.md, session 15). The validation split is
     seen by neither the steps nor the loss check, so this is model selection on held-out
     data; it keeps extra epochs from costing accuracy (session 8). ``start_score``: how
     ``init="auto"`` ranks its candidates (`choose_start`): "tempered" (default) by the
     temperature-scaled calibration loss, "loss" by the plain one. γ, λ, fixing and tabu
     fractions default to ICBS.md's; the step counts and block size to the values chosen
-    on the model zoo (benchmarks/README.md, "Choosing the defaults").
+    on the model zoo (benchmarks/HISTORY.md, "Pruning the model zoo").
     """
 
     density: float
@@ -553,7 +553,7 @@ def prune(
     def refit(epoch: int) -> dict[str, Any]:
         """``refit_rounds`` re-fit rounds of the kept weights; a summary for the epoch.
         A call that keeps no round ends the run's Fisher steps (none was kept after such
-        a call on the zoo; benchmarks/README.md, session 7); the reconstruction, if on,
+        a call on the zoo; benchmarks/HISTORY.md, session 7); the reconstruction, if on,
         is still offered once per call, except when the masks have not changed since its
         last offer (then the call is skipped: it would offer the same weights)."""
         nonlocal refit_on, fisher_on, offered

@@ -17,7 +17,7 @@ Why: the block steps choose masks on a local Fisher model, and the Fisher re-fit
 (`pruning.refit`) moves kept weights by 512-sample Gauss-Newton steps that the calibration
 test mostly refuses near dense. The reconstruction uses thousands of samples per layer
 and no labels; on the zoo at density 0.3 it takes CHITA++'s test accuracy to within
-0.1-0.2 points of dense (benchmarks/README.md, session 13).
+0.1-0.2 points of dense (benchmarks/HISTORY.md, session 13).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .lsq import dense_target_weights, refit_rows
 __all__ = ["MAX_ROWS", "RIDGE", "layer_features", "reconstruct_layers"]
 
 #: Default ridge, relative to mean(diag XᵀX/N): the best of 1e-3..1 on CHITA++ starts of
-#: LeNet, pm1 and nobias-wd at density 0.3 (benchmarks/README.md, session 13).
+#: LeNet, pm1 and nobias-wd at density 0.3 (benchmarks/HISTORY.md, session 13).
 RIDGE = 0.01
 #: Rows of X read per layer at most (module docs).
 MAX_ROWS = 1 << 19

@@ -14,7 +14,7 @@ A positive ``z`` keeps a change that the split cannot tell from noise from repla
 came before it. On the digits models' 300 validation images z = 2 did that as meant (an
 epoch level in accuracy and 2 % lower in loss no longer replaced a CHITA++ start one test
 image better), but it also kept the start on 6 of 12 runs (the plain rule: 1) and
-lowered the mean test accuracy by 0.17 points, so it is an option (benchmarks/README.md,
+lowered the mean test accuracy by 0.17 points, so it is an option (benchmarks/HISTORY.md,
 session 15).
 """
 

@@ -120,7 +120,8 @@ def dense_target_weights(W: torch.Tensor, stats: LinearStats, ridge: float) -> t
     w* = (H + λI)⁻¹(C + λI)w, row by row. Each method then prunes W* with its usual
     (damped) objective. Where X̄ = X, W* = W; a large ridge gives W* → W. The least-squares
     correction over-fits the calibration tokens when λ is small (at density 0.5 on
-    SmolLM2: ridge 0.01 is worse than no correction, ridge 1 better; benchmarks/README.md).
+    SmolLM2: ridge 0.01 is worse than no correction, ridge 1 better; benchmarks/HISTORY.md,
+    session 11).
     """
     if stats.cross is None:
         raise ValueError("dense targets need the cross products (run_layerwise(..., "
