@@ -119,8 +119,9 @@ class CpSatBackend(Backend):
         "cut": Option(bool, True, "add the RLT cut sum_j y_ij = (k - 1) x_i (k set only)"),
         "triangles": Option(bool, None, "add the 4 triangle inequalities per triple with all "
                                         "three products (null: when n <= %d)" % TRIANGLE_MAX_N),
-        "max_products": Option(int, MAX_PRODUCTS, "refuse models with more product literals",
-                               minimum=0),
+        "max_products": Option(int, MAX_PRODUCTS, "refuse models with more product literals "
+                                                  "(one per non-zero pair: dense n above 632 "
+                                                  "needs more)", minimum=0),
         "log_search": Option(bool, False, "let CP-SAT log its search to stderr"),
     }
 

@@ -61,7 +61,8 @@ class TabuBackend(Backend):
         "tenure": Option(int, None, "base tabu tenure in moves (null: scales with n)", minimum=0),
         "stall": Option(int, None, "moves without a new best before perturbing (null: "
                                    "max(200, 3n))", minimum=1),
-        "perturb": Option(int, None, "random moves applied to the best state when stalled",
+        "perturb": Option(int, None, "random moves applied to the best state when stalled "
+                                     "(null: max(2, min(k, n - k) // 4); flips: max(2, n // 4))",
                           minimum=0),
         "initial": WARM_START,
     }

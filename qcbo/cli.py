@@ -63,11 +63,15 @@ def add_problem_arguments(parser: argparse.ArgumentParser, *, many: bool = False
     if many:
         parser.add_argument("paths", nargs="+", metavar="PATH",
                             help="problem files: .npz (native or block set), .ubqp, "
-                                 ".txt/.bqp (OR-Library), .json (dimod), .lp")
+                                 ".txt/.bqp/.orlib (OR-Library, or UBQP text, told by the "
+                                 "first line), .json (dimod), .lp; or sample:bqp50, "
+                                 "sample:block, sample:blocks (shipped examples)")
     else:
         parser.add_argument("path", metavar="PATH",
                             help="problem file: .npz (native or block set), .ubqp, "
-                                 ".txt/.bqp (OR-Library), .json (dimod), .lp")
+                                 ".txt/.bqp/.orlib (OR-Library, or UBQP text, told by the "
+                                 "first line), .json (dimod), .lp; or sample:bqp50, "
+                                 "sample:block, sample:blocks (shipped examples)")
     parser.add_argument("--k", type=non_negative_int, default=None,
                         help="cardinality Σx = k for formats that carry none (UBQP, OR-Library)")
     parser.add_argument("--instance", type=int, default=None, metavar="I",

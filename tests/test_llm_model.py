@@ -369,6 +369,14 @@ def test_cli_configuration():
                                   "--pattern", "2:4"))
     with pytest.raises(InputError, match="seed"):
         config_from_args(_lm_args("--seed", "-3"))
+    with pytest.raises(InputError, match="drop --density"):
+        config_from_args(_lm_args("--method", "wanda", "--pattern", "2:4", "--density", "0.3"))
+    # -o overrides one key of the sa preset and keeps the other.
+    tuned, _ = config_from_args(_lm_args("--method", "icbs", "-o", "restarts=8"))
+    assert tuned.icbs.backend_options == {"sweeps": 200, "restarts": 8}
+    other, _ = config_from_args(_lm_args("--method", "icbs", "--backend", "tabu",
+                                         "-o", "restarts=2"))
+    assert other.icbs.backend_options == {"restarts": 2}
     assert default.icbs.loss_check and default.icbs.row_rounds == 0
     rounds, _ = config_from_args(_lm_args("--method", "icbs", "--objective", "reconstruction",
                                           "--refit", "--row-rounds", "2"))

@@ -207,6 +207,17 @@ def test_backend_options_and_block_size_are_checked_before_the_model_loads(
     assert not (tmp_path / "o").exists()
 
 
+def test_option_overrides_one_key_of_the_backend_preset(tmp_path, capsys):
+    from backends import get_backend
+
+    preset = dict(get_backend("sa").icbs_options)
+    assert "restarts" in preset and len(preset) > 1
+    code = main(["prune", "--epochs", "0", "-o", "restarts=3", "--out", str(tmp_path / "o")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["config"]["backend_options"] == {**preset, "restarts": 3}
+
+
 def test_one_shot_method_reports_every_baseline_from_the_dense_model(tmp_path, capsys):
     reports = {}
     for method in ("icbs", "magnitude"):

@@ -29,7 +29,8 @@ def config_from_args(args: argparse.Namespace):
     """(`LMPruneConfig`, `LMRunOptions`) from the ``qcbo prune`` namespace.
 
     Unset (None) arguments take the dataclasses' defaults, except the backend options of
-    ``sa`` (`DEFAULT_SA_OPTIONS`). Raises InputError for an invalid combination.
+    ``sa``: `DEFAULT_SA_OPTIONS`, with any ``-o`` keys overriding theirs. Raises InputError
+    for an invalid combination.
     """
     from pruning.llm.baselines import parse_pattern
     from pruning.llm.icbs import LMICBSConfig
@@ -40,6 +41,9 @@ def config_from_args(args: argparse.Namespace):
         pattern = parse_pattern(args.pattern)
     except ValueError as exc:
         raise InputError(f"--pattern: {exc}") from None
+    if pattern is not None and args.density is not None:
+        raise InputError(f"--pattern {args.pattern} keeps {pattern[0]} of every {pattern[1]} "
+                         "weights, which sets the density; drop --density")
     icbs_fields: dict = {"objective": args.objective or "fisher", "refit": args.refit,
                          "init": args.init, "backend": args.backend,
                          "block_size": args.block_size, "steps_per_layer": args.steps_per_epoch,
@@ -48,8 +52,9 @@ def config_from_args(args: argparse.Namespace):
                          "loss_check": not args.no_loss_check, "seed": args.seed,
                          "fisher_groups": args.fisher_groups, "blend": args.blend}
     options = dict(args.option or [])
-    if args.backend == "sa" and not options:
-        options = dict(DEFAULT_SA_OPTIONS)
+    if args.backend == "sa":
+        # -o overrides keys of the LM preset, keeping the others.
+        options = {**DEFAULT_SA_OPTIONS, **options}
     icbs_fields["backend_options"] = options
     if args.method in (None, "icbs"):
         # The backend's options and size limit, before the model loads: an unset

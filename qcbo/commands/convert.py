@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 NAME = "convert"
-HELP = "convert a problem file; formats from the extensions (.npz .ubqp .txt .json .lp)"
+HELP = ("convert a problem file; formats from the extensions (.npz .ubqp .txt/.bqp/.orlib "
+        ".json .lp)")
 
 log = logging.getLogger(__name__)
 

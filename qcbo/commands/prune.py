@@ -44,43 +44,58 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="builtin:mlp-digits (default), builtin:mlp-fashion-mnist, zoo:NAME or "
                              "zoo:NAME@STATE.safetensors "
                              "(`python -m pruning.zoo` lists and builds them), or a path to an MLP "
-                             "state dict (.safetensors/.pt); --task lm: builtin:smollm2-135m "
+                             "state dict (.safetensors/.pt/.pth/.bin) or a torch.save'd module "
+                             "of torch.nn layers; --task lm: builtin:smollm2-135m "
                              "(default), a local Hugging Face causal-LM folder or a .gguf file")
     parser.add_argument("--density", type=_density, default=None,
                         help="fraction of weights kept, in (0, 1] (default: 0.1 "
                              "builtin:mlp-fashion-mnist, 0.2 other classifiers, 0.5 --task lm)")
     parser.add_argument("--method", choices=_METHODS, default="icbs",
-                        help="icbs (default), a one-shot mask (magnitude[-row|-global], wanda, "
-                             "gradient), chita or chita++ (classifiers), sparsegpt or alps (--task lm)")
+                        help="icbs (default) or a one-shot method. Classifiers: "
+                             "magnitude[-row|-global], wanda, gradient, chita or chita++. "
+                             "--task lm: magnitude, wanda, sparsegpt or alps")
     parser.add_argument("--init", choices=_INITS, default=None,
-                        help="start of iCBS. Classifiers: auto (default: every one-shot mask, "
-                             "CHITA and CHITA++ scored on the calibration set, lowest loss wins), "
-                             "one of them, or chita / chita++ (its mask and updated weights). "
-                             "--task lm: wanda (default), "
-                             "magnitude, sparsegpt or alps (their mask and re-fitted weights)")
+                        help="start of iCBS. Classifiers: auto (default: every one-shot mask "
+                             "and CHITA++ scored on the calibration set, lowest loss wins), one "
+                             "of the masks, or chita / chita++ (its mask and updated weights). "
+                             "--task lm: wanda (default), magnitude, or, with --objective "
+                             "reconstruction, sparsegpt or alps (their mask and re-fitted "
+                             "weights)")
     parser.add_argument("--backend", default="sa",
                         help="block solver, any of `qcbo backends` (default sa)")
     parser.add_argument("--option", "-o", type=parse_option, action="append", default=[],
-                        metavar="KEY=VALUE", help="backend option, repeatable (e.g. -o restarts=4)")
+                        metavar="KEY=VALUE",
+                        help="backend option, repeatable (e.g. -o restarts=4); each overrides "
+                             "that key of prune's own settings and keeps the rest "
+                             "(classifiers: the backend's iCBS preset, e.g. sa sweeps=100 "
+                             "restarts=2, tabu iterations=4000; --task lm: sa sweeps=200 "
+                             "restarts=4; `qcbo backends` lists every option)")
     parser.add_argument("--epochs", type=non_negative_int, default=None,
                         help="iCBS epochs, validation after each (default 4; --task lm 1)")
     parser.add_argument("--steps-per-epoch", type=non_negative_int, default=None,
                         help="blocks solved per epoch (default 25 builtin:mlp-digits, 100 "
                              "other classifiers; --task lm: per Linear, 64)")
     parser.add_argument("--block-size", type=int, default=None, metavar="N",
-                        help="variables per block (default: 256 builtin:mlp-digits, 1024 other "
-                             "classifiers, 32 --task lm; at most the backend's own: 16 exact, "
-                             "64 cpsat, 10-26 for the QAOA simulators)")
+                        help="variables per block (default: the backend's preferred size if it "
+                             "has one: exact 16, cpsat 64, qaoa-subspace 20, qaoa-qiskit 14, "
+                             "braket-local 10, QAOA with -o sub_block 1024; else 256 "
+                             "builtin:mlp-digits, 1024 other classifiers; --task lm 32 or the "
+                             "backend's size if smaller). Refused above the backend's limit "
+                             "(`qcbo backends`)")
     parser.add_argument("--block-k", type=int, default=None, metavar="K",
-                        help="pruned weights aimed for per block (default N/2)")
+                        help="classifiers: pruned weights aimed for per block (default N/2)")
     parser.add_argument("--fisher-samples", type=int, default=None,
-                        help="samples per step for the gradient and Fisher blocks (default 512)")
+                        help="classifiers: samples per step for the gradient and Fisher blocks "
+                             "(default 512; --task lm: --lm-fisher-samples)")
     parser.add_argument("--hessian", choices=["fisher", "exact"], default=None,
-                        help="Hessian block: empirical Fisher (default) or exact (small models)")
+                        help="classifiers: Hessian block, empirical Fisher (default) or exact "
+                             "(small models)")
     parser.add_argument("--solver-time-limit", type=positive_float, default=None, metavar="S",
-                        help="time limit per block solve in seconds")
+                        help="classifiers: time limit per block solve in seconds (default: "
+                             "none)")
     parser.add_argument("--layers", nargs="+", default=None, metavar="PATTERN",
-                        help="prune only weights whose names match these fnmatch patterns")
+                        help="classifiers: prune only weights whose names match these fnmatch "
+                             "patterns")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output folder, written whole at the end; an earlier run's folder "
@@ -89,11 +104,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-blocks", default=None, metavar="PATH",
                         help="write every solved block problem, with provenance, as a block set")
     parser.add_argument("--group-size", type=int, default=None, metavar="G",
-                        help="blocks posed from one batch, solved together (in parallel with "
-                             "--executor) and checked together (default 1)")
+                        help="classifiers: blocks posed from one batch, solved together (in "
+                             "parallel with --executor) and checked together (default 1)")
     parser.add_argument("--calibration-samples", type=int, default=None, metavar="N",
-                        help="training samples held apart to choose the start and check every "
-                             "step on the real loss (default 4096, at most a quarter of the data)")
+                        help="classifiers: training samples held apart to choose the start and "
+                             "check every step on the real loss (default 4096, at most a quarter "
+                             "of the data)")
     parser.add_argument("--loss-z", type=float, default=None, metavar="Z",
                         help="classifiers: keep a group only when the calibration loss falls by "
                              "more than Z standard errors of its paired per-sample change "
@@ -102,9 +118,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="re-fit the surviving weights (iCBS alone keeps them at their "
                              "dense values): classifiers by damped Gauss-Newton steps on the "
                              "start and after every epoch, each kept only when the calibration "
-                             "loss falls beyond its noise; --task lm by least squares per row "
-                             "(default: classifiers on when the loss check has a calibration "
-                             "set of >= 1024 samples, lm off)")
+                             "loss falls beyond its noise; --task lm (--objective "
+                             "reconstruction) by least squares per row (default: classifiers "
+                             "on when the loss check has a calibration set of >= 1024 samples, "
+                             "lm off)")
     parser.add_argument("--refit-rounds", type=int, default=None, metavar="R",
                         help="classifiers: re-fit rounds each time, from fresh samples "
                              "(default 3)")
@@ -129,7 +146,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     lm = parser.add_argument_group("language models (--task lm)")
     lm.add_argument("--objective", choices=["fisher", "reconstruction"], default=None,
                     help="block objective for language models (default fisher)")
-    lm.add_argument("--pattern", default=None, metavar="N:M", help="semi-structured pattern, e.g. 2:4")
+    lm.add_argument("--pattern", default=None, metavar="N:M",
+                    help="semi-structured pattern, e.g. 2:4: N of every M weights kept, so "
+                         "density N/M (do not give --density); with --method icbs needs "
+                         "--objective reconstruction")
     lm.add_argument("--row-rounds", type=non_negative_int, default=None, metavar="R",
                     help="reconstruction objective: every row of every Linear gets R blocks "
                          "per epoch, one block of each row per group, re-fit after each group "
@@ -139,7 +159,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="what each Linear reconstructs from its inputs in the model pruned so "
                          "far: its own outputs (pruned, the default, as SparseGPT and ALPS) or "
                          "the dense model's outputs (dense: also corrects the error of the "
-                         "layers before it; a block's Linears are then pruned group by group)")
+                         "layers before it; a block's Linears are then pruned group by group; "
+                         "needs --method wanda, sparsegpt, alps, or icbs with --objective "
+                         "reconstruction)")
     lm.add_argument("--target-ridge", type=float, default=None, metavar="R",
                     help="--targets dense: ridge toward the dense weights, relative to the "
                          "mean input energy (default 1; small values over-fit the calibration "
@@ -349,7 +371,8 @@ def run(args: argparse.Namespace) -> int:
         **{key: value for key, value in optional.items() if value is not None},
         density=args.density if args.density is not None else defaults["density"],
         backend=args.backend,
-        backend_options=dict(args.option) if args.option else None,
+        # -o overrides keys of the backend's iCBS preset, keeping the others.
+        backend_options={**backend.icbs_options, **dict(args.option)} if args.option else None,
         init=args.init or "auto",
         block_size=block_size,
         block_k=args.block_k,

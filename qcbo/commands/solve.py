@@ -38,13 +38,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=positive_float, default=None, metavar="S",
                         help="stop the solver after S seconds (the answer may then be non-optimal)")
     parser.add_argument("--seed", type=int, default=None,
-                        help="random seed (recorded in the result); with --all the run seed "
-                             "(default 0), from which each block's seed is derived")
+                        help="random seed (default: a fresh one, printed and recorded in the "
+                             "result); with --all the run seed (default 0), from which each "
+                             "block's seed is derived")
     parser.add_argument("--option", "-o", type=parse_option, action="append", default=[],
                         metavar="KEY=VALUE", help="backend option, repeatable (e.g. -o restarts=20)")
     parser.add_argument("--json", action="store_true",
                         help="print exactly one JSON object: backend, energy, feasible, status, x, "
-                             "wall_time_s, seed, info")
+                             "wall_time_s, seed, info, problem (path, instance, n, k, name)")
     parser.add_argument("--out", metavar="FILE",
                         help="also write the JSON result to FILE (not when the solver fails: "
                              "an existing FILE is kept); with --all (required): the JSON-lines "

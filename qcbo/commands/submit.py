@@ -31,8 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="auto: xy-ring when the problem has k, else x")
     parser.add_argument("--sub-block", type=non_negative_int, default=None, metavar="Q",
                         help="cut blocks larger than Q variables into sub-blocks of at most Q "
-                             "around a classical answer (default: the device's qubit count, at "
-                             "most 20; 0: off, and a block larger than the device is refused)")
+                             "around a classical answer; 2 to the device's qubit count (default: "
+                             "that count, at most 20; 0: off, and a block larger than the device "
+                             "is refused)")
     parser.add_argument("--classical", default="sa", metavar="BACKEND",
                         help="solver of the classical answer that sub-blocks are cut around, for "
                              "blocks that carry none (default sa; a block from qcbo prune "
@@ -45,12 +46,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--angles", metavar="FILE",
                         help='JSON {"gamma": [...], "beta": [...]} for every task, or a list with '
                              "one per task; default: train on the local state vector")
-    parser.add_argument("--s3", metavar="s3://BUCKET/PREFIX", help="where Braket stores results")
+    parser.add_argument("--s3", metavar="s3://BUCKET/PREFIX",
+                        help="where Braket stores results (default: Braket's default bucket; "
+                             "prefix qcbo when none is given)")
     parser.add_argument("--manifest", metavar="FILE",
-                        help="manifest to write (default: <PATH stem>.braket-manifest.json here); "
-                             "an existing one is resumed")
+                        help="manifest written with --yes (default: <PATH stem>.braket-manifest"
+                             ".json here); an existing one is resumed")
     parser.add_argument("--seed", type=non_negative_int, default=0,
-                        help="seed of the angle training (>= 0)")
+                        help="seed of the angle training (>= 0; default 0)")
     parser.add_argument("--yes", action="store_true",
                         help="really submit (without it only the plan and cost are printed)")
 
