@@ -371,6 +371,9 @@ def test_cli_configuration():
         config_from_args(_lm_args("--seed", "-3"))
     with pytest.raises(InputError, match="drop --density"):
         config_from_args(_lm_args("--method", "wanda", "--pattern", "2:4", "--density", "0.3"))
+    agreed, _ = config_from_args(_lm_args("--method", "wanda", "--pattern", "2:4",
+                                          "--density", "0.5"))
+    assert agreed.pattern == (2, 4)
     # -o overrides one key of the sa preset and keeps the other.
     tuned, _ = config_from_args(_lm_args("--method", "icbs", "-o", "restarts=8"))
     assert tuned.icbs.backend_options == {"sweeps": 200, "restarts": 8}

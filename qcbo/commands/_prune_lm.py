@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -41,9 +42,11 @@ def config_from_args(args: argparse.Namespace):
         pattern = parse_pattern(args.pattern)
     except ValueError as exc:
         raise InputError(f"--pattern: {exc}") from None
-    if pattern is not None and args.density is not None:
+    if pattern is not None and args.density is not None and not math.isclose(
+            args.density, pattern[0] / pattern[1]):
         raise InputError(f"--pattern {args.pattern} keeps {pattern[0]} of every {pattern[1]} "
-                         "weights, which sets the density; drop --density")
+                         f"weights (density {pattern[0] / pattern[1]:g}), not --density "
+                         f"{args.density:g}; drop --density")
     icbs_fields: dict = {"objective": args.objective or "fisher", "refit": args.refit,
                          "init": args.init, "backend": args.backend,
                          "block_size": args.block_size, "steps_per_layer": args.steps_per_epoch,
