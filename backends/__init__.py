@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
     from .base import Backend
 
-__all__ = ["BackendSpec", "BACKENDS", "available_backends", "get_backend", "solve"]
+__all__ = ["BackendSpec", "BACKENDS", "available_backends", "backend_class", "get_backend",
+           "solve"]
 
 
 @dataclass(frozen=True)

@@ -537,27 +537,6 @@ def warm_up() -> None:
     _WARM = True
 
 
-def initial_state(problem, initial, backend: str) -> np.ndarray | None:
-    """Validate a warm start: None, or an (n,) 0/1 array that meets the cardinality."""
-    from qcbo.errors import InputError
-
-    if initial is None:
-        return None
-    x = np.asarray(initial)
-    if x.shape != (problem.n,) or not np.all((x == 0) | (x == 1)):
-        raise InputError(
-            f"{backend}: option initial must be a 0/1 array of shape ({problem.n},), "
-            f"got shape {x.shape}"
-        )
-    x = x.astype(np.int8)
-    if problem.k is not None and int(x.sum()) != problem.k:
-        raise InputError(
-            f"{backend}: option initial has {int(x.sum())} ones but the problem needs "
-            f"sum(x) = k = {problem.k}"
-        )
-    return x
-
-
 def random_state(n: int, k: int | None, seed: int) -> np.ndarray:
     """A uniformly random assignment ((n,) int8) with exactly k ones (any count if None)."""
     rng = np.random.default_rng(seed)

@@ -567,12 +567,6 @@ def _rot4(ar, ai, br, bi, c, sn):
 
 
 @njit(cache=True, inline="always")
-def _term(lar, lai, lbr, lbi, par, pai, pbr, pbi):
-    """Im(conj(l_a) p_b + conj(l_b) p_a)."""
-    return lar * pbi - lai * pbr + lbr * pai - lbi * par
-
-
-@njit(cache=True, inline="always")
 def _pair_roles(hi, bi, bj):
     """(active, lead): the gate on bits bi, bj pairs hi with hi ^ bi ^ bj (one of the
     bits set), and hi is the pair's first block (bit bi set)."""

@@ -337,7 +337,7 @@ def check_circuit(gates: Sequence[Gate], n: int, info: DeviceInfo) -> DeviceChec
     return DeviceCheck(out, rewrites, n, two, non_adjacent, notes)
 
 
-def to_braket_circuit(gates: Sequence[Gate], n: int, *, measure_all: bool = False) -> Any:
+def to_braket_circuit(gates: Sequence[Gate], n: int) -> Any:
     """A braket Circuit of core gates (``xy`` flips sign: Braket's xy(t) = exp(+i t/4 (XX+YY)))."""
     from braket.circuits import Circuit
 

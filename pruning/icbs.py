@@ -42,7 +42,7 @@ from .objectives import ClassifierFisher, Reconstruction, calibration_loss, temp
 from .pooling import fast_max_pool_during
 from .selection import GuardedSelection
 
-__all__ = ["INITS", "ICBSConfig", "ICBSReport", "prune", "evaluate_loader",
+__all__ = ["INITS", "AUTO_CANDIDATES", "ICBSConfig", "ICBSReport", "prune", "evaluate_loader",
            "resolve_block_size", "step_schedule", "choose_start"]
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from .block import block_problem
 from .engine import Block, Objective
 from .fisher import exact_hessian_block, fisher_block
 
-__all__ = ["CalibrationCache", "ClassifierFisher", "calibration_loss", "tempered_loss"]
+__all__ = ["EVAL_CHUNK", "CalibrationCache", "ClassifierFisher", "Reconstruction",
+           "calibration_loss", "tempered_loss"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]

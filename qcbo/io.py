@@ -55,6 +55,7 @@ __all__ = [
     "read_problem",
     "read_problems",
     "iter_problems",
+    "with_k",
     "write_problem",
     "read_native",
     "write_native",
@@ -680,7 +681,7 @@ def _one(read: Callable[..., Problem], takes_k: bool = True):
     def iterate(path: Path, k: int | None, instance: int | None) -> Iterator[Problem]:
         if instance not in (None, 1):
             raise InputError(f"{path}: holds one problem; instance {instance} does not exist")
-        yield read(path, k=k) if takes_k else _with_k(read(path), k, path)
+        yield read(path, k=k) if takes_k else with_k(read(path), k, path)
 
     return iterate
 
@@ -691,7 +692,7 @@ def _iter_blockset(path: Path, k: int | None, instance: int | None) -> Iterator[
             raise InputError(f"{path}: instance {instance} out of range; the set has 1..{len(blocks)}")
         indices = range(len(blocks)) if instance is None else [instance - 1]
         for i in indices:
-            yield _with_k(blocks[i], k, path)
+            yield with_k(blocks[i], k, path)
 
 
 def _iter_orlib(path: Path, k: int | None, instance: int | None) -> Iterator[Problem]:
@@ -785,7 +786,9 @@ def iter_problems(
         raise InputError(f"{path}: holds no problems")
 
 
-def _with_k(problem: Problem, k: int | None, path: Path) -> Problem:
+def with_k(problem: Problem, k: int | None, path: str | os.PathLike) -> Problem:
+    """``problem`` with cardinality ``k`` (None: unchanged); InputError, naming ``path``,
+    when it already has another k or k is out of range."""
     if k is None or k == problem.k:
         return problem
     if problem.k is not None:

@@ -241,6 +241,7 @@ class Problem:
 
     @property
     def is_constrained(self) -> bool:
+        """True when the problem carries a cardinality k (Σx = k)."""
         return self._k is not None
 
     def replace(self, **changes: Any) -> "Problem":

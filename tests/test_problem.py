@@ -87,6 +87,9 @@ def test_feasibility():
     assert not p.is_feasible(np.array([1, 0, 1]))
     assert not p.is_feasible(np.array([2, 0, 0, 0]))
     assert p.is_feasible(p.feasible_point())
+    free = Problem(np.eye(4))
+    assert p.is_constrained and not free.is_constrained
+    assert free.is_feasible(np.array([1, 1, 1, 0]))
 
 
 def _adversarial(n: int, k: int, seed: int) -> Problem:

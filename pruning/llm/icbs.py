@@ -93,7 +93,6 @@ class LMICBSConfig:
     epochs: int = 1
     gamma: float = 0.75
     lam: float = 1e-3
-    damp: float = 0.01
     fisher_samples: int = 8
     fisher_window: int = 256
     blocks_per_pass: int = 10

@@ -74,11 +74,10 @@ def _prefix_ids(tokenizer: Any, text: str, needed: int | None, margin: int = 64)
 
 
 @torch.no_grad()
-def perplexity(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 4,
-               *, first_is_bos: bool = True) -> float:
+def perplexity(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 4) -> float:
     """exp(mean NLL) over every predicted token of ``windows`` (m, T) int64.
 
-    Position 0 is never a target; when ``first_is_bos`` it is the BOS token.
+    Position 0 is never a target (this project's windows start with the BOS token).
     """
     total, count = 0.0, 0
     for start in range(0, windows.shape[0], batch_size):

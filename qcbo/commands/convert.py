@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from ..cli import add_problem_arguments
+    from ..io import FORMATS
 
+    parser.epilog = "formats: " + "; ".join(
+        f"{f.name} ({' '.join(f.suffixes)}): {f.description}" for f in FORMATS.values())
     add_problem_arguments(parser)
     parser.add_argument("out", metavar="OUT", help="output file; .npz holding several problems "
                         "is written as a block set")

@@ -109,7 +109,7 @@ def _run_all(args: argparse.Namespace) -> int:
 
     from ..cli import check_executor_arguments
     from ..errors import InputError
-    from ..io import check_output, detect_format, read_blockset, resolve_path
+    from ..io import check_output, detect_format, read_blockset, resolve_path, with_k
 
     if not args.out:
         raise InputError("--all writes one JSON line per block: give the results file with --out")
@@ -137,7 +137,7 @@ def _run_all(args: argparse.Namespace) -> int:
             return 0
         # Options and k are checked on the blocks before the results file is touched
         # (k on every block to solve, options on the first).
-        checked = [_with_k(blocks[i], args.k, args.path)
+        checked = [with_k(blocks[i], args.k, args.path)
                    for i in (todo if args.k is not None else todo[:1])]
         backend.prepare(checked[0], options)
         failed = 0
@@ -145,7 +145,7 @@ def _run_all(args: argparse.Namespace) -> int:
 
         def problems() -> Iterator[Any]:
             for i in todo:
-                problem = _with_k(blocks[i], args.k, args.path)
+                problem = with_k(blocks[i], args.k, args.path)
                 name = problem.metadata.get("name") or f"{Path(args.path).name}[{i}]"
                 about[i] = (str(name), problem.n, problem.k)
                 yield problem
@@ -173,16 +173,6 @@ def _run_all(args: argparse.Namespace) -> int:
         print(f"qcbo: solver failed on {failed} block(s); see status in {out}", file=sys.stderr)
         return 1
     return 0
-
-
-def _with_k(problem: Any, k: int | None, path: str) -> Any:
-    from ..errors import InputError
-
-    if k is None or k == problem.k:
-        return problem
-    if problem.k is not None:
-        raise InputError(f"{path}: a block already has k={problem.k}; --k {k} conflicts")
-    return problem.replace(k=k)
 
 
 #: How every line of a results file starts (json.dumps of a dict whose first key is
