@@ -80,7 +80,7 @@ class ICBSConfig:
     paired per-sample change (a test against calibration noise; `pruning.engine`).
     ``refit``: re-fit the kept weights by damped Gauss-Newton steps on iCBS's own
     Fisher model (`pruning.refit`): "epoch" on the start and after every epoch, so the
-    next blocks see the new values; "final" after the last epoch; "none" is ICBS.md's
+    next blocks see the new values; "final" after the last epoch; "none" is the paper's
     iCBS, kept weights at their dense values; "auto" (default) is "epoch" when the loss
     check is on (it needs the calibration set) and that set holds at least
     `REFIT_MIN_CALIBRATION` samples, else "none" (the reconstruction too: on the digits
@@ -108,9 +108,16 @@ class ICBSConfig:
     seen by neither the steps nor the loss check, so this is model selection on held-out
     data; it keeps extra epochs from costing accuracy (session 8). ``start_score``: how
     ``init="auto"`` ranks its candidates (`choose_start`): "tempered" (default) by the
-    temperature-scaled calibration loss, "loss" by the plain one. γ, λ, fixing and tabu
-    fractions default to ICBS.md's; the step counts and block size to the values chosen
-    on the model zoo (benchmarks/HISTORY.md, "Pruning the model zoo").
+    temperature-scaled calibration loss, "loss" by the plain one. ``gamma`` and ``lam``
+    (the block model γ gᵀδw + ½ δwᵀHδw + λ‖δw‖², `pruning.block`),
+    ``fix_frac_prune`` / ``fix_frac_keep`` (the shares of pruned / kept weights fixed out
+    of a layer's blocks by score) and ``tabu_frac`` (the FIFO tabu list's share) default
+    to the iCBS paper's values (arXiv 2411.17796); ``rescale`` divides each block's Q by
+    its mean |non-zero entry| (`pruning.block`); ``min_steps_per_layer`` is the least number of
+    steps per layer in an epoch (`step_schedule`); ``calibration_batches`` is used only
+    when ``prune`` is given no calibration set. The step counts and block size default
+    to the values chosen on the model zoo (benchmarks/HISTORY.md, "Pruning the model
+    zoo").
     """
 
     density: float
