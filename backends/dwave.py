@@ -141,7 +141,9 @@ class DWaveTabuBackend(_PenaltyQuboBackend):
     options = {
         "num_reads": Option(int, 4, "independent tabu runs", minimum=1),
         "timeout_ms": Option(int, 100, "time per read in ms without a time_limit (with one, "
-                                       "the limit is shared across reads)", minimum=1,
+                                       "the limit is shared across reads); the search stops "
+                                       "on time, so a seed reproduces its answer only when "
+                                       "the search settles within it", minimum=1,
                              maximum=_MAX_TIMEOUT_MS),
         "penalty": Option(float, None, "penalty weight P (null: Problem.default_penalty)",
                           minimum=0),

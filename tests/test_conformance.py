@@ -60,6 +60,73 @@ def test_exact_backends_prove_optimality(backend):
     assert result.status == "optimal"
 
 
+#: Options that leave each heuristic far from converged, so that its answer depends on the
+#: seed and on a warm start. A new heuristic backend must add its line here.
+_ANGLES = {"p": 1, "angles": {"gamma": [0.3], "beta": [0.4]}, "shots": 1, "polish": False}
+WEAK = {"sa": {"sweeps": 1, "restarts": 1}, "tabu": {"iterations": 1},
+        "dwave-tabu": {"num_reads": 1, "timeout_ms": 1},
+        "dwave-sa": {"num_reads": 1, "num_sweeps": 1},
+        "qaoa-qiskit": _ANGLES, "qaoa-subspace": _ANGLES, "braket-local": _ANGLES}
+#: (n, options) of a run that takes far longer than the test's limit without one (each
+#: checked by hand at 3 s to minutes unlimited).
+LONG = {"sa": (400, {"sweeps": 10**6}), "tabu": (400, {"iterations": 10**9}),
+        "dwave-tabu": (400, {"timeout_ms": 60000, "num_reads": 1}),
+        "dwave-sa": (400, {"num_sweeps": 10**6, "num_reads": 1}),
+        "cpsat": (120, {}), "exact": (30, {}),
+        "qaoa-qiskit": (10, {"restarts": 50, "maxiter": 10000}),
+        "qaoa-subspace": (12, {"restarts": 50, "maxiter": 10000}),
+        "braket-local": (10, {"restarts": 50, "maxiter": 10000})}
+
+
+#: Backends whose budget is wall-clock time: far from converged, the same seed can give
+#: another answer (test_seed_reproduces checks them where the search settles).
+TIMED = {"dwave-tabu"}
+
+
+def _weak_case(backend):
+    """(problem, options) on which ``backend`` is far from converged."""
+    assert backend.name in WEAK, f"add {backend.name}'s far-from-converged options to WEAK"
+    options = WEAK[backend.name]
+    big = random_problem(200, 100, seed=5)
+    return (big if _fits(backend, big) else random_problem(8, 4, seed=5)), options
+
+
+def test_seed_changes_the_answer_and_reproduces(backend):
+    if backend.exact:
+        pytest.skip(f"{backend.name} returns a proven optimum whatever the seed")
+    problem, options = _weak_case(backend)
+    answers = [backend.solve(problem, seed=seed, **options) for seed in range(6)]
+    assert len({tuple(r.x) for r in answers}) >= 2, "the seed changes nothing"
+    if backend.name in TIMED:
+        return
+    again = backend.solve(problem, seed=0, **options)
+    assert np.array_equal(again.x, answers[0].x) and again.energy == answers[0].energy
+
+
+def test_warm_start_is_used(backend):
+    if backend.exact or not backend.supports_initial():
+        pytest.skip(f"{backend.name}: {'exact' if backend.exact else 'takes no warm start'}")
+    problem, options = _weak_case(backend)
+    x0 = backend_class("sa")().solve(problem, seed=0).x
+    e0 = problem.energy(x0)
+    cold = [backend.solve(problem, seed=seed, **options).energy for seed in range(3)]
+    assert min(cold) > e0 + 1e-9, "the weak options reach the warm start anyway"
+    for seed in range(3):
+        warm = backend.solve(problem, seed=seed, initial=x0, **options)
+        assert warm.feasible and warm.energy <= e0 + 1e-9
+
+
+def test_time_limit_stops_a_long_run(backend):
+    n, options = LONG[backend.name]
+    problem = random_problem(n, n // 2, seed=n)
+    if not _fits(backend, problem):
+        pytest.skip(f"{backend.name} does not take n = {n}")
+    backend.solve(random_problem(8, 4, seed=1), seed=0)  # warm caches / JIT first
+    result = backend.solve(problem, seed=0, time_limit=0.5, **options)
+    assert result.wall_time_s <= 1.5, result.wall_time_s
+    assert result.x is not None and result.feasible
+
+
 def test_seed_reproduces(backend):
     problem = random_problem(8, 3, seed=7)
     a = backend.solve(problem, seed=42)

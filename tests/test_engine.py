@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from pruning.engine import accepts, shrink_answer
 from qcbo.problem import Problem
@@ -29,6 +30,17 @@ def test_shrink_keeps_cardinality_and_improves_when_it_returns():
         moved = int(np.sum(half != x_cur)) // 2
         assert moved == int(np.sum(best != x_cur)) // 4
         assert p.energy(half) < p.energy(x_cur)
+        # The moves kept are the ones whose single undoing from `best` costs most,
+        # recomputed here by flipping each one back.
+        undo = {}
+        for i in np.flatnonzero(best != x_cur):
+            y = best.copy()
+            y[i] ^= 1
+            undo[i] = p.energy(y) - p.energy(best)
+        for side in (1, 0):  # newly pruned (best 1, x_cur 0), then newly kept
+            moves = [i for i in undo if best[i] == side]
+            expected = sorted(moves, key=lambda i: -undo[i])[:len(moves) // 2]
+            assert {i for i in moves if half[i] == best[i]} == set(expected)
 
 
 def test_accepts_only_strictly_better_feasible_answers():
@@ -40,6 +52,19 @@ def test_accepts_only_strictly_better_feasible_answers():
     assert accepts(p, x_cur, SolveResult.from_solution(p, worse, backend="t", wall_time_s=0.0)) is None
     infeasible = np.ones(p.n, dtype=np.int8)
     assert accepts(p, x_cur, SolveResult.from_solution(p, infeasible, backend="t", wall_time_s=0.0)) is None
+    # A strictly better answer is accepted with its energy drop ...
+    best = min((np.array(s, dtype=np.int8) for s in itertools.product((0, 1), repeat=p.n)
+                if sum(s) == p.k), key=p.energy)
+    drop = accepts(p, x_cur, SolveResult.from_solution(p, best, backend="t", wall_time_s=0.0))
+    assert drop == pytest.approx(p.energy(x_cur) - p.energy(best)) and drop > 0
+    # ... but not a gain below the relative tolerance (a shifted copy of the problem).
+    from pruning.engine import ACCEPT_RTOL
+
+    e_cur, e_best = p.energy(x_cur), p.energy(best)
+    scale = 0.5 * ACCEPT_RTOL / (e_cur - e_best)
+    tiny = Problem(p.Q * scale, 1.0, p.k)  # drop 0.5 ACCEPT_RTOL, |E_current| ~ 1
+    assert accepts(tiny, x_cur, SolveResult.from_solution(tiny, best, backend="t",
+                                                          wall_time_s=0.0)) is None
 
 
 def _reference_select(sel, n, k):

@@ -121,6 +121,27 @@ def test_default_penalty_makes_infeasible_states_worse(n, kind):
             assert inverter.is_feasible(X[np.argmin(e)])
 
 
+def test_lower_bound_and_default_penalty_are_the_documented_bounds():
+    chosen = set()
+    for n in (3, 6, 9):
+        for seed in range(4):
+            for p in (random_problem(n, n // 2, seed), _adversarial(n, n // 2, seed)):
+                X = all_states(n)
+                assert p.energy_lower_bound() <= p.energies(X).min() + 1e-9
+                Q = p.Q
+                flip = max(abs(Q[i, i]) + 2 * sum(abs(Q[i, j]) for j in range(n) if j != i)
+                           for i in range(n))
+                # Every single flip from every state changes the energy by at most flip.
+                for i in range(n):
+                    Y = X.copy()
+                    Y[:, i] ^= 1
+                    assert np.abs(p.energies(Y) - p.energies(X)).max() <= flip + 1e-9
+                gap = p.energy(p.feasible_point()) - p.energy_lower_bound()
+                assert p.default_penalty() == pytest.approx(1.01 * min(flip, gap) + 1e-9)
+                chosen.add("flip" if flip < gap else "range")
+    assert chosen == {"flip", "range"}  # both bounds are the smaller one somewhere
+
+
 def test_explicit_penalty_and_unconstrained_passthrough():
     p = random_problem(5, 2, seed=4)
     qubo, inverter = p.to_qubo(penalty=0.5)

@@ -64,7 +64,14 @@ def test_proven_but_infeasible_answer_is_flagged():
 
 def test_seed_is_drawn_and_recorded_when_not_given():
     result = _Crashing().solve(random_problem(3, None, seed=0), mode="ok")
-    assert isinstance(result.seed, int)
+    assert isinstance(result.seed, int) and result.seed >= 0
+    # A fresh seed per call, and the recorded one reproduces the answer.
+    sa = get_backend("sa")
+    problem = random_problem(200, 100, seed=5)
+    runs = [sa.solve(problem, sweeps=1, restarts=1) for _ in range(4)]
+    assert len({r.seed for r in runs}) == 4
+    again = sa.solve(problem, seed=runs[0].seed, sweeps=1, restarts=1)
+    assert np.array_equal(again.x, runs[0].x)
 
 
 def test_time_limit_must_be_positive():

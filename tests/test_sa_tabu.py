@@ -236,3 +236,42 @@ def test_tabu_unconstrained_uses_flips_and_defaults_scale_with_n():
     small, large = default_settings(20, 10), default_settings(1024, 512)
     assert small["tenure"] < large["tenure"] < 512 // 4 + 1
     assert small["iterations"] < large["iterations"]
+
+
+def test_best_swap_is_the_brute_force_best_admissible_swap():
+    """The tabu kernel's pruned pair scan against every swap, with tabu and aspiration."""
+    rng = np.random.default_rng(0)
+    it = 5
+    for _ in range(40):
+        n = int(rng.integers(4, 24))
+        k = int(rng.integers(1, n))
+        A = rng.normal(size=(n, n))
+        Q = (A + A.T) / 2
+        x = np.zeros(n, dtype=np.int8)
+        x[rng.choice(n, k, replace=False)] = 1
+        sgn, d = np.empty(n), np.empty(n)
+        K.flip_deltas(Q, x, sgn, d)
+        members, pos = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        assert K.order_members(x, members, pos) == k
+        tabu_until = np.where(rng.random(n) < 0.4, it + 3, 0).astype(np.int64)
+        e = float(x @ Q @ x)
+        aspiration = e - abs(float(rng.normal()))
+        a, b, delta = K._best_swap(Q, d, members, k, Q.max(axis=1), tabu_until, it, e,
+                                   aspiration, True)
+        best = np.inf
+        for i in np.flatnonzero(x == 1):
+            for j in np.flatnonzero(x == 0):
+                y = x.copy()
+                y[i], y[j] = 0, 1
+                change = float(y @ Q @ y) - e
+                free = tabu_until[i] <= it and tabu_until[j] <= it
+                if (free or e + change < aspiration) and change < best:
+                    best = change
+        if best == np.inf:
+            assert a == -1
+            continue
+        assert 0 <= a < k <= b < n
+        y = x.copy()
+        y[members[a]], y[members[b]] = 0, 1
+        assert delta == pytest.approx(best, abs=1e-9)
+        assert float(y @ Q @ y) - e == pytest.approx(best, abs=1e-9)

@@ -22,6 +22,17 @@ def test_first_state_is_the_incumbent_and_snapshots_are_taken_only_on_choice():
     assert [e["chosen"] for e in sel.log] == [True, False]
 
 
+def test_plain_rule_accuracy_first_loss_breaks_ties_and_an_exact_tie_keeps_the_incumbent():
+    taken: list[str] = []
+    sel = GuardedSelection(z=0.0)
+    assert _offer(sel, "start", [0.5, 0.5], 0.5, taken)
+    assert not _offer(sel, "same", [0.5, 0.5], 0.5, taken)          # a tie: the earlier stays
+    assert _offer(sel, "lower loss", [0.4, 0.4], 0.5, taken)        # same accuracy, lower loss
+    assert _offer(sel, "higher acc", [0.9, 0.9], 0.75, taken)       # accuracy comes first
+    assert not _offer(sel, "higher loss", [1.0, 1.0], 0.75, taken)
+    assert taken == ["start", "lower loss", "higher acc"] and sel.label == "higher acc"
+
+
 def test_a_change_within_noise_does_not_replace_the_incumbent():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.0, 2.0, 300)
