@@ -350,12 +350,17 @@ def test_unwritable_outputs_are_refused_before_work(tmp_path, capsys):
     for out in (tmp_path / "no" / "such" / "x.npz", tmp_path, path / "inside.npz"):
         rc, err = _run(capsys, ["convert", path, out])
         _one_line_error(rc, err, out)
-    if os.geteuid() != 0:  # root writes anywhere
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
-        rc, err = _run(capsys, ["convert", path, locked / "x.npz"])
-        _one_line_error(rc, err, "locked")
-        assert "not writable" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_folder_is_refused_before_work(tmp_path, capsys):
+    path = tmp_path / "p.npz"
+    write_native(path, random_problem(4, 2, seed=0))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    rc, err = _run(capsys, ["convert", path, locked / "x.npz"])
+    _one_line_error(rc, err, "locked")
+    assert "not writable" in err
 
 
 def test_written_files_follow_the_umask(tmp_path):

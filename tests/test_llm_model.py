@@ -197,7 +197,9 @@ def test_prune_lm_with_dense_targets(tiny, method, icbs):
                            targets="dense")
     report = prune_lm(model, calib, config)
     assert report["targets"] == "dense"
-    assert len(report.get("layers", {})) in (0, 14)
+    # ALPS and iCBS report per-Linear facts (the tiny model has 14 Linears); Wanda and
+    # SparseGPT none.
+    assert len(report["layers"]) == (14 if method in ("alps", "icbs") else 0)
     for value in layer_densities(model).values():
         assert value == pytest.approx(0.5, abs=0.02)
     assert math.isfinite(perplexity(model, evals))

@@ -1,7 +1,9 @@
 """`qcbo prune` end to end on the built-in digits MLP, and its one-line errors."""
 
+import importlib
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -101,11 +103,26 @@ def test_quantum_block_limit_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "q").exists()
 
 
-def test_task_lm_without_llm_module_is_one_line(tmp_path, capsys):
-    if importlib.util.find_spec("pruning.llm") is not None:
-        pytest.skip("pruning.llm is installed")
+def test_task_lm_without_llm_module_is_one_line(tmp_path, capsys, monkeypatch):
+    # Simulate an installation without pruning.llm, or without the llm extra.
+    monkeypatch.setitem(sys.modules, "pruning.llm.run", None)
     code = main(["prune", "--task", "lm", "--out", str(tmp_path / "lm")])
     _assert_one_line_error(capsys, code, "pruning.llm")
+    monkeypatch.setattr(importlib, "import_module", _missing("transformers"))
+    code = main(["prune", "--task", "lm", "--out", str(tmp_path / "lm")])
+    _assert_one_line_error(capsys, code, "pip install -e '.[llm]'")
+    assert not (tmp_path / "lm").exists()
+
+
+def _missing(name):
+    """importlib.import_module, except that pruning.llm.run fails on a missing ``name``."""
+    real = importlib.import_module
+
+    def import_module(module, *args, **kwargs):
+        if module == "pruning.llm.run":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(module, *args, **kwargs)
+    return import_module
 
 
 def test_task_lm_delegates_to_the_lm_command(monkeypatch, tmp_path):

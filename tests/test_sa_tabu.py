@@ -275,3 +275,43 @@ def test_best_swap_is_the_brute_force_best_admissible_swap():
         y[members[a]], y[members[b]] = 0, 1
         assert delta == pytest.approx(best, abs=1e-9)
         assert float(y @ Q @ y) - e == pytest.approx(best, abs=1e-9)
+
+
+def test_annealing_kernels_keep_their_bookkeeping_and_cold_sweeps_only_descend():
+    """anneal_flips / anneal_swaps on their own (no final descent to hide a fault): the
+    returned energy is x's, a cold schedule never goes uphill and ends at a local minimum
+    of its moves, a hot one accepts almost every move."""
+    rng = np.random.default_rng(1)
+    K.seed_rng(1)
+    n, k = 40, 15
+    A = rng.normal(size=(n, n))
+    Q = (A + A.T) / 2
+    sgn, d = np.empty(n), np.empty(n)
+    for kind in ("flips", "swaps"):
+        for temp, sweeps in ((1e-9, 60), (1e9, 5)):
+            x = np.zeros(n, dtype=np.int8)
+            x[rng.choice(n, k, replace=False)] = 1
+            K.flip_deltas(Q, x, sgn, d)
+            e0 = float(x @ Q @ x)
+            temps = np.full(sweeps, temp)
+            if kind == "flips":
+                e, accepted = K.anneal_flips(Q, x, sgn, d, temps, e0)
+                moves = n * sweeps
+            else:
+                members, pos = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+                K.order_members(x, members, pos)
+                e, accepted = K.anneal_swaps(Q, x, sgn, d, members, pos, k, Q.max(axis=1),
+                                             temps, 200, e0)
+                moves = 200 * sweeps
+                assert x.sum() == k
+            assert e == pytest.approx(float(x @ Q @ x), abs=1e-9)
+            if temp < 1:
+                assert e <= e0 + 1e-12
+                if kind == "flips":
+                    assert d.min() >= -1e-12  # no single flip improves
+                else:
+                    ones, zeros = np.flatnonzero(x == 1), np.flatnonzero(x == 0)
+                    best = min(d[i] + d[j] - 2 * Q[i, j] for i in ones for j in zeros)
+                    assert best >= -1e-9  # no swap improves
+            else:
+                assert accepted >= 0.9 * moves
