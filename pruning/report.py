@@ -15,20 +15,9 @@ from typing import Any, Mapping
 from torch import nn
 
 from qcbo.io import atomic_write
+from qcbo.result import jsonable
 
 __all__ = ["save_state_dict", "write_json", "plot_report", "write_outputs"]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return _jsonable(value.item())
-    return value
 
 
 def save_state_dict(model: nn.Module, path: str | os.PathLike[str]) -> None:
@@ -42,7 +31,7 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
 def write_json(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """The report as indented JSON (NaN/inf as null)."""
-    text = json.dumps(_jsonable(dict(report)), indent=2)
+    text = json.dumps(jsonable(dict(report)), indent=2)
     with atomic_write(path, "w") as handle:
         handle.write(text + "\n")
 

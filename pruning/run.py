@@ -28,7 +28,7 @@ from .pooling import fast_max_pool_during
 #: Methods other than iCBS: the one-shot masks and CHITA (which also moves kept weights).
 METHODS: tuple[str, ...] = (*BASELINES, "chita", "chita++")
 
-__all__ = ["METHODS", "MODEL_DEFAULTS", "calibration_data", "prune_classifier",
+__all__ = ["METHODS", "MODEL_DEFAULTS", "OTHER_DEFAULTS", "calibration_data", "prune_classifier",
            "split_calibration"]
 
 #: Per-model defaults for `qcbo prune` when the user gives none.
@@ -37,7 +37,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp-fashion-mnist": {"density": 0.1, "epochs": 4, "steps_per_epoch": 100,
                           "block_size": 1024},
 }
-_FALLBACK = {"density": 0.2, "epochs": 4, "steps_per_epoch": 100, "block_size": 1024}
+#: The same for every other classifier (zoo models, model files).
+OTHER_DEFAULTS = {"density": 0.2, "epochs": 4, "steps_per_epoch": 100, "block_size": 1024}
 
 
 def split_calibration(x: torch.Tensor, y: torch.Tensor, size: int, seed: int = 0,

@@ -11,22 +11,25 @@ import numpy as np
 from .errors import SolverError
 from .problem import Problem
 
-__all__ = ["SolveResult", "Status"]
+__all__ = ["SolveResult", "Status", "jsonable"]
 
 Status = Literal["optimal", "feasible", "infeasible", "failed"]
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with what JSON cannot hold replaced: dict keys as str, tuples as lists,
+    arrays as nested lists, scalars with ``.item()`` (numpy, 0-d torch tensors) as Python
+    numbers, NaN and infinities as None."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
+        return jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return jsonable(value.item())
     return value
 
 
@@ -117,4 +120,4 @@ class SolveResult:
         if include_samples and self.samples is not None:
             out["samples"] = self.samples.tolist()
             out["sample_energies"] = self.sample_energies.tolist()
-        return _jsonable(out)
+        return jsonable(out)

@@ -305,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
     from pruning.icbs import ICBSConfig, resolve_block_size
     from pruning.models import load_model
     from pruning.report import write_outputs
-    from pruning.run import _FALLBACK, MODEL_DEFAULTS, prune_classifier
+    from pruning.run import MODEL_DEFAULTS, OTHER_DEFAULTS, prune_classifier
 
     from ..errors import InputError
     from ..files import atomic_folder, check_out_folder
@@ -357,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
         name = model_spec.split(":", 1)[1].split("@", 1)[0]
     else:
         name = Path(model_spec).stem
-    defaults = MODEL_DEFAULTS.get(name, _FALLBACK)
+    defaults = MODEL_DEFAULTS.get(name, OTHER_DEFAULTS)
     block_size = resolve_block_size(backend, args.block_size, defaults["block_size"],
                                     options=dict(args.option))
     # Flags left unset keep ICBSConfig's defaults.
