@@ -113,9 +113,9 @@ class ICBSConfig:
     ``fix_frac_prune`` / ``fix_frac_keep`` (the shares of pruned / kept weights fixed out
     of a layer's blocks by score) and ``tabu_frac`` (the FIFO tabu list's share) default
     to the iCBS paper's values (arXiv 2411.17796); ``rescale`` divides each block's Q by
-    its mean |non-zero entry| (`pruning.block`); ``min_steps_per_layer`` is the least number of
-    steps per layer in an epoch (`step_schedule`); ``calibration_batches`` is used only
-    when ``prune`` is given no calibration set. The step counts and block size default
+    its mean |non-zero entry| (`pruning.block`); ``min_steps_per_layer`` is the least
+    number of steps per layer in an epoch (`step_schedule`); ``calibration_batches`` is
+    used only when ``prune`` is given no calibration set. The step counts and block size default
     to the values chosen on the model zoo (benchmarks/HISTORY.md, "Pruning the model
     zoo").
     """

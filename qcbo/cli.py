@@ -60,18 +60,13 @@ def positive_int(text: str) -> int:
 
 def add_problem_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
     """PATH (or PATHS...), --k and --instance, shared by the problem-reading commands."""
+    kinds = (": .npz (native or block set), .ubqp, .txt/.bqp/.orlib (OR-Library, or UBQP "
+             "text, told by the first line), .json (dimod), .lp; or sample:bqp50, "
+             "sample:block, sample:blocks (shipped examples)")
     if many:
-        parser.add_argument("paths", nargs="+", metavar="PATH",
-                            help="problem files: .npz (native or block set), .ubqp, "
-                                 ".txt/.bqp/.orlib (OR-Library, or UBQP text, told by the "
-                                 "first line), .json (dimod), .lp; or sample:bqp50, "
-                                 "sample:block, sample:blocks (shipped examples)")
+        parser.add_argument("paths", nargs="+", metavar="PATH", help="problem files" + kinds)
     else:
-        parser.add_argument("path", metavar="PATH",
-                            help="problem file: .npz (native or block set), .ubqp, "
-                                 ".txt/.bqp/.orlib (OR-Library, or UBQP text, told by the "
-                                 "first line), .json (dimod), .lp; or sample:bqp50, "
-                                 "sample:block, sample:blocks (shipped examples)")
+        parser.add_argument("path", metavar="PATH", help="problem file" + kinds)
     parser.add_argument("--k", type=non_negative_int, default=None,
                         help="cardinality Σx = k for formats that carry none (UBQP, OR-Library)")
     parser.add_argument("--instance", type=int, default=None, metavar="I",

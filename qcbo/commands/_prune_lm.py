@@ -99,7 +99,8 @@ def config_from_args(args: argparse.Namespace):
 #: LM config fields in validation messages -> the flags that set them.
 _LM_FLAGS = {"fisher_samples": "--lm-fisher-samples",
              "calibration_windows": "--calibration-windows",
-             "eval_windows": "--eval-windows", "blend": "--blend", "target_ridge": "--target-ridge",
+             "eval_windows": "--eval-windows", "blend": "--blend",
+             "target_ridge": "--target-ridge",
              "row_rounds": "--row-rounds", "block_size": "--block-size",
              "steps_per_layer": "--steps-per-epoch", "epochs": "--epochs", "seed": "--seed",
              "fisher_groups": "--fisher-groups", "targets": "--targets", "density": "--density",

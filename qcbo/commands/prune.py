@@ -148,8 +148,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                     help="block objective for language models (default fisher)")
     lm.add_argument("--pattern", default=None, metavar="N:M",
                     help="semi-structured pattern, e.g. 2:4: N of every M weights kept, so "
-                         "density N/M (a different --density is refused); with --method icbs needs "
-                         "--objective reconstruction")
+                         "density N/M (a different --density is refused); with --method icbs "
+                         "needs --objective reconstruction")
     lm.add_argument("--row-rounds", type=non_negative_int, default=None, metavar="R",
                     help="reconstruction objective: every row of every Linear gets R blocks "
                          "per epoch, one block of each row per group, re-fit after each group "
